@@ -70,13 +70,20 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | list[str]:
         """``(route, params)`` on a match; otherwise the list of methods the path
         allows (empty: no such path → 404; non-empty → 405)."""
+        allowed: list[str] = []
         methods = self._static.get(path)
         if methods is not None:
             route = methods.get(method)
-            return (route, {}) if route is not None else sorted(methods)
+            if route is not None:
+                return route, {}
+            allowed.extend(methods)
+        # A static path that lacks the method may still match a pattern
+        # (``GET /contacts/search`` reads the contact whose id is "search").
         for regex, methods in self._dynamic:
             found = regex.match(path)
             if found is not None:
                 route = methods.get(method)
-                return (route, found.groupdict()) if route is not None else sorted(methods)
-        return []
+                if route is not None:
+                    return route, found.groupdict()
+                allowed.extend(methods)
+        return sorted(set(allowed))
