@@ -1,0 +1,104 @@
+import hashlib
+import secrets
+import uuid
+
+from django.db import models
+from django.db.models.functions import Lower
+
+# Field bounds are the tightest of the connected CRMs (Salesforce Contact), so every value the API
+# accepts round-trips exactly through both CRMs.
+MAX_LENGTHS = {
+    "email": 80,
+    "first_name": 40,
+    "last_name": 80,
+    "phone": 40,
+    "company": 255,
+    "job_title": 128,
+}
+SYNCED_FIELDS = tuple(MAX_LENGTHS)
+
+
+class Contact(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.CharField(max_length=MAX_LENGTHS["email"])
+    first_name = models.CharField(max_length=MAX_LENGTHS["first_name"], blank=True, default="")
+    last_name = models.CharField(max_length=MAX_LENGTHS["last_name"], blank=True, default="")
+    phone = models.CharField(max_length=MAX_LENGTHS["phone"], blank=True, default="")
+    company = models.CharField(max_length=MAX_LENGTHS["company"], blank=True, default="")
+    job_title = models.CharField(max_length=MAX_LENGTHS["job_title"], blank=True, default="")
+    version = models.PositiveIntegerField(default=1)
+    # When each field last changed at its source (ISO-8601), so the latest change per field wins
+    # whatever order CRM events arrive in.
+    field_times = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            # A deleted contact keeps its tombstone but frees its email for a new contact.
+            models.UniqueConstraint(
+                Lower("email"), condition=models.Q(deleted_at__isnull=True), name="contact_email_ci_unique"
+            ),
+        ]
+        indexes = [models.Index(Lower("email"), name="contact_email_ci_idx")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def synced_values(self) -> dict[str, str]:
+        return {field: getattr(self, field) for field in SYNCED_FIELDS}
+
+
+def hash_token(raw: str) -> str:
+    # Tokens are 256-bit random values, so a fast hash is enough to make a leaked table useless.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise a token.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ("name", "-created_at")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @classmethod
+    def generate(cls, *, name: str) -> tuple["ApiToken", str]:
+        raw = "sr_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(name=name, prefix=raw[:10], key_hash=hash_token(raw))
+        return token, raw
+
+
+class IdempotencyKey(models.Model):
+    """The first response to a POST carrying `Idempotency-Key`, replayed for the same key and body."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    contact = models.ForeignKey(Contact, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=("token", "key"), name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,53 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from contacts.models import MAX_LENGTHS, Contact
+from providers.selectors import contact_sync_status
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, so typos never pass silently."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ContactInputSerializer(StrictSerializer):
+    email = serializers.EmailField(max_length=MAX_LENGTHS["email"])
+    first_name = serializers.CharField(max_length=MAX_LENGTHS["first_name"], allow_blank=True, required=False)
+    last_name = serializers.CharField(max_length=MAX_LENGTHS["last_name"], allow_blank=True, required=False)
+    phone = serializers.CharField(max_length=MAX_LENGTHS["phone"], allow_blank=True, required=False)
+    company = serializers.CharField(max_length=MAX_LENGTHS["company"], allow_blank=True, required=False)
+    job_title = serializers.CharField(max_length=MAX_LENGTHS["job_title"], allow_blank=True, required=False)
+
+
+class SyncEntrySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["pending", "synced", "failed", "parked", "deleted"])
+    external_id = serializers.CharField(allow_null=True)
+    synced_version = serializers.IntegerField()
+    synced_at = serializers.DateTimeField(allow_null=True)
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_null=True)
+    last_error_code = serializers.CharField(allow_null=True)
+
+
+class ContactSerializer(serializers.ModelSerializer):
+    sync = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Contact
+        fields = (
+            "id", "email", "first_name", "last_name", "phone", "company", "job_title",
+            "version", "created_at", "updated_at", "sync",
+        )  # fmt: skip
+
+    @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
+    def get_sync(self, contact: Contact) -> dict[str, dict]:
+        return contact_sync_status(contact=contact)

@@ -1,0 +1,132 @@
+"""Writes of contacts. Each write and its sync bookkeeping commit in ONE transaction."""
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
+from contacts.selectors import contact_by_email
+from providers.services import links_mark_pending
+from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
+
+
+def _duplicate(email: str) -> Conflict | None:
+    existing = contact_by_email(email=email)
+    if existing is None:
+        return None
+    return Conflict(
+        "A contact with this email already exists.",
+        details={"field": "email", "existing_id": str(existing.pk)},
+    )
+
+
+def _check_version(contact: Contact, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != contact.version:
+        raise PreconditionFailed(
+            "The contact changed since you read it; fetch it again and retry.",
+            details={"current_version": contact.version, "expected_version": expected_version},
+        )
+
+
+def contact_create(*, data: Mapping[str, str]) -> Contact:
+    """Create a contact and mark it pending in every connected CRM."""
+    values = {field: data.get(field, "") for field in SYNCED_FIELDS}
+    if conflict := _duplicate(values["email"]):
+        raise conflict
+    now = timezone.now().isoformat()
+    try:
+        with transaction.atomic():
+            contact = Contact.objects.create(**values, field_times={f: now for f in SYNCED_FIELDS})
+            links_mark_pending(contact=contact)
+    except IntegrityError:
+        # A concurrent request took the email between our check and our insert.
+        if conflict := _duplicate(values["email"]):
+            raise conflict from None
+        raise
+    return contact
+
+
+@transaction.atomic
+def contact_update(
+    *, contact_id: UUID, data: Mapping[str, str], partial: bool, expected_version: int | None = None
+) -> Contact:
+    """Replace (PUT) or patch (PATCH) a contact; a change bumps its version and syncs it."""
+    contact = Contact.objects.select_for_update().filter(pk=contact_id, deleted_at__isnull=True).first()
+    if contact is None:
+        raise NotFound("Contact not found.", details={"id": str(contact_id)})
+    _check_version(contact, expected_version)
+    values = dict(data) if partial else {field: data.get(field, "") for field in SYNCED_FIELDS}
+    changed = [field for field, value in values.items() if getattr(contact, field) != value]
+    if "email" in changed and values["email"].strip().lower() != contact.email.strip().lower():
+        if conflict := _duplicate(values["email"]):
+            raise conflict
+    if not changed:
+        return contact
+    now = timezone.now().isoformat()
+    for field in changed:
+        setattr(contact, field, values[field])
+        contact.field_times[field] = now
+    contact.version += 1
+    try:
+        with transaction.atomic():
+            contact.save()
+    except IntegrityError:
+        if conflict := _duplicate(values["email"]):
+            raise conflict from None
+        raise
+    links_mark_pending(contact=contact)
+    return contact
+
+
+@transaction.atomic
+def contact_delete(*, contact_id: UUID, expected_version: int | None = None) -> None:
+    """Soft-delete: the tombstone stays until every CRM has deleted its copy."""
+    contact = Contact.objects.select_for_update().filter(pk=contact_id, deleted_at__isnull=True).first()
+    if contact is None:
+        raise NotFound("Contact not found.", details={"id": str(contact_id)})
+    _check_version(contact, expected_version)
+    contact.deleted_at = timezone.now()
+    contact.version += 1
+    contact.save(update_fields=["deleted_at", "version", "updated_at"])
+    links_mark_pending(contact=contact)
+
+
+def _request_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def contact_create_idempotent(
+    *,
+    token: ApiToken,
+    key: str,
+    payload: Any,
+    create: Callable[[], tuple[int, dict, Contact]],
+) -> tuple[int, dict, Contact | None]:
+    """Run `create` at most once per (token, key): replay its first response for the same body.
+
+    The key row is inserted first inside the transaction, so a concurrent request with the same
+    key blocks on the unique index until the first one commits, then replays its response.
+    """
+    request_hash = _request_hash(payload)
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(token=token, key=key, request_hash=request_hash)
+            status, body, contact = create()
+            record.response_status, record.response_body, record.contact = status, body, contact
+            record.save(update_fields=["response_status", "response_body", "contact"])
+            return status, body, contact
+    except IntegrityError:
+        record = IdempotencyKey.objects.filter(token=token, key=key).first()
+        if record is None:
+            raise
+    if record.request_hash != request_hash:
+        raise UnprocessableEntity(
+            "This Idempotency-Key was already used with a different request body.",
+            details={"idempotency_key": key},
+        )
+    return record.response_status, record.response_body, record.contact

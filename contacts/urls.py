@@ -1,0 +1,8 @@
+from django.urls import path
+
+from contacts.views import ContactDetailView, ContactListView
+
+urlpatterns = [
+    path("contacts", ContactListView.as_view(), name="contact-list"),
+    path("contacts/<uuid:contact_id>", ContactDetailView.as_view(), name="contact-detail"),
+]

@@ -1,0 +1,127 @@
+"""Contacts API. Views parse, call one service, render; the logic lives in services/selectors."""
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contacts import selectors, services
+from contacts.models import Contact
+from contacts.serializers import ContactInputSerializer, ContactSerializer
+from syncroot.errors import ApplicationError, PreconditionFailed
+
+ERRORS = {code: OpenApiResponse(description=text) for code, text in {
+    400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 409: "Duplicate email",
+    412: "Stale If-Match", 422: "Idempotency-Key reused with another body", 429: "Throttled",
+}.items()}  # fmt: skip
+IF_MATCH = OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description='ETag, e.g. "3"')
+
+
+def etag(contact: Contact) -> str:
+    return f'"{contact.version}"'
+
+
+def expected_version(request: Request) -> int | None:
+    """The version named by If-Match (None when absent or `*`)."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header or header == "*":
+        return None
+    value = header.removeprefix("W/").strip().strip('"')
+    if not value.isdigit():
+        raise PreconditionFailed("If-Match must be an ETag returned by this API.", details={"if_match": header})
+    return int(value)
+
+
+def contact_response(contact: Contact, *, status_code: int = status.HTTP_200_OK) -> Response:
+    return Response(ContactSerializer(contact).data, status=status_code, headers={"ETag": etag(contact)})
+
+
+class ContactPagination(CursorPagination):
+    page_size = settings.API_PAGE_SIZE
+    ordering = ("-created_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ContactFilterSerializer(serializers.Serializer):
+    email = serializers.CharField(required=False, max_length=254)
+    updated_since = serializers.DateTimeField(required=False)
+    cursor = serializers.CharField(required=False)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
+
+
+class ContactListView(APIView):
+    @extend_schema(parameters=[ContactFilterSerializer], responses={200: ContactSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        filters = ContactFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = selectors.contact_list(
+            email=filters.validated_data.get("email"), updated_since=filters.validated_data.get("updated_since")
+        )
+        paginator = ContactPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(ContactSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ContactInputSerializer,
+        responses={201: ContactSerializer, **ERRORS},
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+    )
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise ApplicationError("Idempotency-Key must be at most 255 characters.")
+
+        def create() -> tuple[int, dict, Contact]:
+            serializer = ContactInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            contact = services.contact_create(data=serializer.validated_data)
+            return status.HTTP_201_CREATED, ContactSerializer(contact).data, contact
+
+        if key:
+            code, body, contact = services.contact_create_idempotent(
+                token=request.auth, key=key, payload=request.data, create=create
+            )
+        else:
+            code, body, contact = create()
+        headers = {"Location": reverse("contact-detail", args=[body["id"]])}
+        if contact is not None:
+            headers["ETag"] = etag(contact)
+        return Response(body, status=code, headers=headers)
+
+
+class ContactDetailView(APIView):
+    @extend_schema(responses={200: ContactSerializer, **ERRORS})
+    def get(self, request: Request, contact_id: str) -> Response:
+        return contact_response(selectors.contact_get(contact_id=contact_id))
+
+    @extend_schema(request=ContactInputSerializer, responses={200: ContactSerializer, **ERRORS}, parameters=[IF_MATCH])
+    def put(self, request: Request, contact_id: str) -> Response:
+        return self._update(request, contact_id, partial=False)
+
+    @extend_schema(request=ContactInputSerializer(partial=True), responses={200: ContactSerializer, **ERRORS},
+                   parameters=[IF_MATCH])  # fmt: skip
+    def patch(self, request: Request, contact_id: str) -> Response:
+        return self._update(request, contact_id, partial=True)
+
+    @extend_schema(responses={204: None, **ERRORS}, parameters=[IF_MATCH])
+    def delete(self, request: Request, contact_id: str) -> Response:
+        services.contact_delete(contact_id=contact_id, expected_version=expected_version(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _update(self, request: Request, contact_id: str, *, partial: bool) -> Response:
+        serializer = ContactInputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        contact = services.contact_update(
+            contact_id=contact_id,
+            data=serializer.validated_data,
+            partial=partial,
+            expected_version=expected_version(request),
+        )
+        contact = selectors.contact_get(contact_id=contact.pk)  # fresh sync state for the response
+        return contact_response(contact)

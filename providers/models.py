@@ -1,0 +1,113 @@
+from django.db import models
+
+from contacts.models import Contact
+
+
+class LinkStatus(models.TextChoices):
+    PENDING = "pending"
+    SYNCED = "synced"
+    FAILED = "failed"  # a transient failure; retried with backoff at next_attempt_at
+    PARKED = "parked"  # gave up; a DeadLetter says why, an operator retries or discards
+    DELETED = "deleted"  # the tombstone reached the CRM
+
+
+class ProviderLink(models.Model):
+    """Sync state of one contact in one CRM: the outbox row the forwarder drains."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="links")
+    provider = models.CharField(max_length=32)
+    external_id = models.CharField(max_length=64, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=LinkStatus.choices, default=LinkStatus.PENDING)
+    synced_version = models.PositiveIntegerField(default=0)
+    # Value hash per field of what we last wrote to (or read from) the CRM: an inbound value equal
+    # to it is our own echo.
+    field_hashes = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    last_error_code = models.CharField(max_length=64, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=("contact", "provider"), name="link_contact_provider_unique"),
+            models.UniqueConstraint(
+                fields=("provider", "external_id"),
+                condition=models.Q(external_id__isnull=False),
+                name="link_provider_external_id_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=("provider", "pending_since"),
+                condition=models.Q(status__in=("pending", "failed")),
+                name="link_outbox_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.external_id or '-'} ({self.status})"
+
+
+class DeadLetterStatus(models.TextChoices):
+    PARKED = "parked"
+    RETRIED = "retried"
+    DISCARDED = "discarded"
+
+
+class DeadLetter(models.Model):
+    """A change that could not reach a CRM, parked with the CRM's own reason for an operator."""
+
+    link = models.ForeignKey(ProviderLink, on_delete=models.CASCADE, related_name="dead_letters")
+    provider = models.CharField(max_length=32, db_index=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="dead_letters")
+    contact_version = models.PositiveIntegerField()
+    error_code = models.CharField(max_length=64, db_index=True)
+    error_message = models.TextField()
+    attempts = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=DeadLetterStatus.choices, default=DeadLetterStatus.PARKED, db_index=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.error_code} ({self.status})"
+
+
+class SyncAttempt(models.Model):
+    """Audit trail: one row per provider call outcome for a contact."""
+
+    link = models.ForeignKey(ProviderLink, on_delete=models.CASCADE, related_name="attempt_log")
+    provider = models.CharField(max_length=32, db_index=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="sync_attempts")
+    contact_version = models.PositiveIntegerField()
+    operation = models.CharField(max_length=16)  # create | update | delete | match
+    outcome = models.CharField(max_length=16, db_index=True)  # ok | transient | rate_limited | auth | permanent
+    error_code = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    message = models.TextField(blank=True, default="")
+    batch_size = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.operation} {self.outcome}"
+
+
+class SyncCursor(models.Model):
+    """Where the reconciler stopped reading a CRM's changes: a compound (modstamp, id) cursor."""
+
+    provider = models.CharField(max_length=32, unique=True)
+    modstamp = models.DateTimeField(null=True, blank=True)
+    last_id = models.CharField(max_length=64, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider} @ {self.modstamp} / {self.last_id}"

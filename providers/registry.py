@@ -1,0 +1,43 @@
+"""Provider registry: adding a CRM means one sub-package and one line here."""
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from providers.base import Provider
+
+PROVIDER_CLASSES = {
+    "salesforce": "providers.salesforce.provider.SalesforceProvider",
+    "hubspot": "providers.hubspot.provider.HubSpotProvider",
+}
+
+
+@cache
+def _providers() -> dict[str, "Provider"]:
+    found: dict[str, Provider] = {}
+    for name, path in PROVIDER_CLASSES.items():
+        provider_class = import_string(path)
+        config = getattr(settings, name.upper(), {})
+        if provider_class.is_configured(config):
+            found[name] = provider_class(config)
+    return found
+
+
+def connected_providers() -> list[str]:
+    """Names of the CRMs SyncRoot is connected to, in a stable order."""
+    return list(_providers())
+
+
+def get_provider(name: str) -> "Provider":
+    try:
+        return _providers()[name]
+    except KeyError:
+        raise LookupError(f"provider {name!r} is not connected") from None
+
+
+def reset() -> None:
+    """Forget built providers (tests change settings)."""
+    _providers.cache_clear()

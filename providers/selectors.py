@@ -1,0 +1,32 @@
+"""Reads of sync state."""
+
+from typing import Any
+
+from contacts.models import Contact
+from providers.models import LinkStatus
+from providers.registry import connected_providers
+
+
+def contact_sync_status(*, contact: Contact) -> dict[str, dict[str, Any]]:
+    """One entry per connected CRM; a CRM without a link yet is simply pending."""
+    links = {link.provider: link for link in contact.links.all()}  # prefetched by the API's querysets
+    status: dict[str, dict[str, Any]] = {}
+    for provider in connected_providers():
+        link = links.get(provider)
+        if link is None:
+            status[provider] = {
+                "status": LinkStatus.PENDING, "external_id": None, "synced_version": 0, "synced_at": None,
+                "attempts": 0, "next_attempt_at": None, "last_error": None, "last_error_code": None,
+            }  # fmt: skip
+            continue
+        status[provider] = {
+            "status": link.status,
+            "external_id": link.external_id,
+            "synced_version": link.synced_version,
+            "synced_at": link.synced_at,
+            "attempts": link.attempts,
+            "next_attempt_at": link.next_attempt_at if link.status == LinkStatus.FAILED else None,
+            "last_error": link.last_error or None,
+            "last_error_code": link.last_error_code or None,
+        }
+    return status

@@ -1,0 +1,213 @@
+"""SyncRoot settings. Every value comes from the environment (see .env.example), read once here."""
+
+from pathlib import Path
+
+import environ
+
+from syncroot import queues
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# --- Core ---------------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key-change-me-in-production-0123456789")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "contacts",
+    "providers",
+    "webhooks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "syncroot.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "syncroot.urls"
+WSGI_APPLICATION = "syncroot.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://localhost:5432/syncroot")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://localhost:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "syncroot",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+
+# The API rejects bodies above this size with 413 before reading them.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+# --- Security (production: DJANGO_SECURE=true behind TLS) -------------------------------------
+SECURE = env.bool("DJANGO_SECURE", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # Probes and CRM webhooks may reach the pod over plain HTTP inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- REST framework and OpenAPI --------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["contacts.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["contacts.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": env.str("API_THROTTLE_RATE", default="6000/min")},
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "syncroot.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SyncRoot API",
+    "DESCRIPTION": "Contacts kept in sync across CRMs. Authenticate with `Authorization: Bearer <token>`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None  # tasks report through the database, not results
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True  # a task is removed from the queue only once it finished
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task goes back to the queue
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=120)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=180)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Redis redelivers an unacked message after this; every countdown we schedule stays below it.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+# The API must answer fast when Redis is down: the outbox sweeper re-enqueues what failed.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_TASK_DEFAULT_QUEUE = queues.FORWARDER
+CELERY_TASK_ROUTES = {
+    "providers.tasks.forward_contact": {"queue": queues.FORWARDER},
+    "providers.tasks.drain_provider": {"queue": queues.FORWARDER},
+    "providers.tasks.retry_link": {"queue": queues.DLQ},
+    "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
+    "webhooks.tasks.process_salesforce_event": {"queue": queues.WEBHOOKS_SALESFORCE},
+    "webhooks.tasks.process_hubspot_event": {"queue": queues.WEBHOOKS_HUBSPOT},
+}
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Logging ---------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | text
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- CRM providers ---------------------------------------------------------------------------
+# A provider without credentials is simply not connected. Production and the local sandboxes
+# differ only in these URLs and credentials.
+SALESFORCE = {
+    "login_url": env.str("SALESFORCE_LOGIN_URL", default="https://login.salesforce.com"),
+    "instance_url": env.str("SALESFORCE_INSTANCE_URL", default=""),
+    "api_version": env.str("SALESFORCE_API_VERSION", default="59.0"),
+    "client_id": env.str("SALESFORCE_CLIENT_ID", default=""),
+    "client_secret": env.str("SALESFORCE_CLIENT_SECRET", default=""),
+    "username": env.str("SALESFORCE_USERNAME", default=""),
+    "password": env.str("SALESFORCE_PASSWORD", default=""),
+    "refresh_token": env.str("SALESFORCE_REFRESH_TOKEN", default=""),
+    "access_token": env.str("SALESFORCE_ACCESS_TOKEN", default=""),
+    "organization_id": env.str("SALESFORCE_ORGANIZATION_ID", default=""),
+    "webhook_token": env.str("SALESFORCE_WEBHOOK_TOKEN", default=""),
+    "event_secret": env.str("SALESFORCE_EVENT_SECRET", default=""),
+    "rate_limit": env.str("SALESFORCE_RATE_LIMIT", default="25/second"),
+    "record_url": env.str("SALESFORCE_RECORD_URL", default="{instance_url}/lightning/r/Contact/{id}/view"),
+}
+HUBSPOT = {
+    "base_url": env.str("HUBSPOT_BASE_URL", default="https://api.hubapi.com"),
+    "access_token": env.str("HUBSPOT_ACCESS_TOKEN", default=""),
+    "client_id": env.str("HUBSPOT_CLIENT_ID", default=""),
+    "client_secret": env.str("HUBSPOT_CLIENT_SECRET", default=""),
+    "refresh_token": env.str("HUBSPOT_REFRESH_TOKEN", default=""),
+    "app_id": env.str("HUBSPOT_APP_ID", default=""),
+    "portal_id": env.str("HUBSPOT_PORTAL_ID", default=""),
+    "rate_limit": env.str("HUBSPOT_RATE_LIMIT", default="100/10 seconds"),
+    "record_url": env.str("HUBSPOT_RECORD_URL", default="https://app.hubspot.com/contacts/{portal_id}/record/0-1/{id}"),
+}
