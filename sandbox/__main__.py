@@ -23,12 +23,22 @@ def _common_arguments(parser: argparse.ArgumentParser, default_port: int) -> Non
     parser.add_argument("--seed", type=int, default=None, help="seed the fault-injection RNG")
     parser.add_argument("--webhook-url", dest="webhook_url", default=None, help="where to deliver webhooks")
     parser.add_argument("--latency-ms", dest="latency_ms", type=float, default=None, help="added latency per API call")
-    parser.add_argument("--error-rate", dest="error_rate", type=float, default=None, help="fraction of API calls answered 500/503")
-    parser.add_argument("--rate-limit-storm", dest="rate_limit_storm", type=float, default=None, help="fraction of API calls answered 429")
+    parser.add_argument(
+        "--error-rate", dest="error_rate", type=float, default=None, help="fraction of API calls answered 500/503"
+    )
+    parser.add_argument(
+        "--rate-limit-storm",
+        dest="rate_limit_storm",
+        type=float,
+        default=None,
+        help="fraction of API calls answered 429",
+    )
     parser.add_argument("--daily-quota", dest="daily_quota", type=int, default=None, help="API calls allowed per day")
     parser.add_argument("--token", default=None, help="static Bearer token accepted (default sandbox-token)")
     parser.add_argument("--client-id", dest="client_id", default=None, help="OAuth client id (default sandbox-client)")
-    parser.add_argument("--client-secret", dest="client_secret", default=None, help="OAuth client secret (default sandbox-secret)")
+    parser.add_argument(
+        "--client-secret", dest="client_secret", default=None, help="OAuth client secret (default sandbox-secret)"
+    )
     parser.add_argument("--log-level", dest="log_level", default="WARNING", help="Python log level (default WARNING)")
 
 

@@ -261,9 +261,7 @@ class SandboxApp:
     def setup_routes(self) -> None:
         """Register API routes on ``self.router`` (and extra ones on ``self.control``)."""
 
-    def make_error(
-        self, status: int, reason: str, message: str, headers: Iterable[tuple[str, str]] = ()
-    ) -> ApiError:
+    def make_error(self, status: int, reason: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
         """Build a provider-shaped error. ``reason`` is one of the generic reasons
         ``NOT_FOUND``, ``METHOD_NOT_ALLOWED``, ``BAD_REQUEST``, ``RATE_LIMITED``,
         ``SERVER_ERROR``, ``UNAVAILABLE`` the core raises; providers map them to

@@ -61,7 +61,11 @@ class Router:
             return route
         methods = self._dynamic_index.get(pattern)
         if methods is None:
-            regex = re.compile("^" + _PLACEHOLDER.sub(r"(?P<\1>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}")) + "$")
+            regex = re.compile(
+                "^"
+                + _PLACEHOLDER.sub(r"(?P<\1>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}"))
+                + "$"
+            )
             methods = self._dynamic_index[pattern] = {}
             self._dynamic.append((regex, methods))
         methods[route.method] = route

@@ -1,0 +1,391 @@
+"""HubSpot CRM v3 contacts emulator (CRUD, batch, search, OAuth, rate limits, webhooks v3).
+
+Serve it with ``python -m sandbox hubspot --port 8102``; point the official SDK at
+it with ``HubSpot(access_token="sandbox-token", host="http://127.0.0.1:8102")``.
+Batch endpoints live in :mod:`sandbox.hubspot_batch`, search in
+:mod:`sandbox.hubspot_search`, records in :mod:`sandbox.hubspot_store`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.core import (
+    ApiError,
+    RollingWindowLimiter,
+    Route,
+    SandboxApp,
+    coerce_non_negative,
+    coerce_optional_int,
+    coerce_rate_limit,
+    coerce_str,
+    empty_response,
+    json_response,
+)
+from sandbox.hubspot_batch import BatchRoutes
+from sandbox.hubspot_search import search
+from sandbox.hubspot_store import DEFAULT_PROPERTIES, Contact, ContactStore, Source, hs_error
+from sandbox.hubspot_webhooks import EventFactory, deliver
+
+__all__ = ["DEFAULT_PORT", "HubSpotApp", "add_arguments", "create_app"]
+
+DEFAULT_PORT = 8102
+CONTACTS = "/crm/v3/objects/contacts"
+SUBSCRIBED_PROPERTIES = ("email", "firstname", "lastname", "phone", "company", "jobtitle")
+_AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more "
+    "details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+
+
+def _coerce_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+        raise ValueError("expected a list of property names")
+    return tuple(value)
+
+
+def _coerce_id(value: Any) -> int:
+    number = coerce_optional_int(value)
+    if not number:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+def _rate_limited(policy: str, message: str, retry_after: int, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
+    body = {
+        "status": "error",
+        "message": message,
+        "errorType": "RATE_LIMIT",
+        "correlationId": str(uuid.uuid4()),
+        "policyName": policy,
+        "groupName": f"publicapi:private-app-api-calls-{policy.lower().replace('_', '-')}",
+    }
+    return ApiError(429, body, [*headers, ("Retry-After", str(retry_after))])
+
+
+class HubSpotApp(BatchRoutes, SandboxApp):
+    """The HubSpot sandbox. Config keys beyond the core's are listed in CONFIG_FIELDS."""
+
+    KIND = "hubspot"
+    CONFIG_FIELDS: ClassVar[dict[str, tuple[Any, Any]]] = {
+        **SandboxApp.CONFIG_FIELDS,
+        "rate_limit": ({"max": 100, "interval_ms": 10_000}, coerce_rate_limit),
+        "search_rate_limit": ({"max": 5, "interval_ms": 1_000}, coerce_rate_limit),
+        "daily_quota": (250_000, coerce_optional_int),
+        "token": ("sandbox-token", coerce_str),
+        "client_id": ("sandbox-client", coerce_str),
+        "client_secret": ("sandbox-secret", coerce_str),
+        "refresh_token": ("sandbox-refresh-token", coerce_str),
+        "token_ttl_s": (1800.0, coerce_non_negative),
+        "app_id": (1234567, _coerce_id),
+        "portal_id": (62515, _coerce_id),
+        "ui_user_id": (45678, _coerce_id),
+        "webhook_properties": (SUBSCRIBED_PROPERTIES, _coerce_names),
+    }
+
+    def __init__(self, *, seed: int | None = None, **config: Any) -> None:
+        self.store = ContactStore()
+        self._tokens: dict[str, float] = {}  # OAuth access token → expiry (monotonic)
+        self._refresh_tokens: set[str] = set()
+        self._tokens_lock = threading.Lock()
+        super().__init__(seed=seed, **config)
+        self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
+        self.events = EventFactory(self.config)
+
+    # -- core hooks ------------------------------------------------------------
+
+    def setup_routes(self) -> None:
+        add = self.router.add
+        add("POST", CONTACTS, self.create_contact)
+        add("GET", CONTACTS, self.list_contacts)
+        add("GET", CONTACTS + "/{id}", self.get_contact)
+        add("PATCH", CONTACTS + "/{id}", self.update_contact)
+        add("DELETE", CONTACTS + "/{id}", self.archive_contact)
+        add("POST", CONTACTS + "/search", self.search_contacts, tags={"search"})
+        self.add_batch_routes(CONTACTS + "/batch")
+        add("POST", "/oauth/v1/token", self.oauth_token, auth=False)
+        add("GET", "/oauth/v1/access-tokens/{token}", self.oauth_token_info, auth=False)
+        self.control.add("POST", "/_sandbox/seed", self._control_seed)
+
+    def make_error(self, status: int, reason: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
+        if reason == "RATE_LIMITED":
+            return _rate_limited(
+                "TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.", 1, headers
+            )
+        category = {
+            "NOT_FOUND": "OBJECT_NOT_FOUND",
+            "METHOD_NOT_ALLOWED": "METHOD_NOT_ALLOWED",
+            "BAD_REQUEST": "VALIDATION_ERROR",
+            "UNAVAILABLE": "SERVICE_UNAVAILABLE",
+        }.get(reason, "INTERNAL_ERROR")
+        return hs_error(status, category, message, headers)
+
+    def config_changed(self, keys: set[str]) -> None:
+        if "search_rate_limit" in keys:
+            self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
+
+    def guard(self, request: Request, route: Route) -> list[tuple[str, str]]:
+        if not route.auth:
+            return []
+        header = request.environ.get("HTTP_AUTHORIZATION", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        private_app = token == self.config["token"]
+        if not private_app:
+            self._check_oauth_token(token)
+        if "search" in route.tags:
+            # Search has its own per-second limit and its responses carry no limit headers.
+            hit = self.search_limiter.hit(token)
+            if not hit.allowed:
+                raise _rate_limited("SECONDLY", "You have reached your secondly limit.", hit.retry_after_s)
+            return []
+        limiter = self.rate_limiter
+        hit = limiter.hit(token)
+        headers = []
+        if limiter.enabled:
+            headers = [
+                ("X-HubSpot-RateLimit-Interval-Milliseconds", str(limiter.interval_ms)),
+                ("X-HubSpot-RateLimit-Max", str(hit.limit)),
+                ("X-HubSpot-RateLimit-Remaining", str(hit.remaining)),
+            ]
+            if not hit.allowed:
+                raise _rate_limited(
+                    "TEN_SECONDLY_ROLLING",
+                    "You have reached your ten_secondly_rolling limit.",
+                    hit.retry_after_s,
+                    headers,
+                )
+        daily = self.daily_quota.hit("portal")
+        if daily.limit and private_app:
+            headers.append(("X-HubSpot-RateLimit-Daily", str(daily.limit)))
+            headers.append(("X-HubSpot-RateLimit-Daily-Remaining", str(daily.remaining)))
+        if not daily.allowed:
+            raise _rate_limited("DAILY", "You have reached your daily limit.", daily.retry_after_s, headers)
+        return headers
+
+    def _check_oauth_token(self, token: str) -> None:
+        expiry = self._tokens.get(token) if token else None
+        if expiry is None:
+            raise hs_error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
+        late = time.monotonic() - expiry
+        if late >= 0:
+            message = f"The OAuth token used to make this call expired {int(late)} second(s) ago."
+            raise hs_error(401, "EXPIRED_AUTHENTICATION", message)
+
+    # -- records and events ----------------------------------------------------
+
+    @property
+    def api_source(self) -> Source:
+        return Source("INTEGRATION", str(self.config["app_id"]))
+
+    @property
+    def ui_source(self) -> Source:
+        return Source("CRM_UI", f"userId:{self.config['ui_user_id']}")
+
+    def created(self, contact: Contact, properties: Mapping[str, str], source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.creation(contact.id, properties, source, contact.created_ms))
+
+    def changed(self, contact: Contact, changed: Mapping[str, str], source: Source) -> None:
+        if changed and self.config["webhook_url"]:
+            self.emit_events(self.events.property_changes(contact.id, changed, source, contact.updated_ms))
+
+    def archived(self, contact: Contact, source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.deletion(contact.id, source, contact.archived_ms or contact.updated_ms))
+
+    def deliver_webhooks(self, events: list[Any], attempt: int) -> bool:
+        url = self.config["webhook_url"]
+        if not url:
+            return False
+        return deliver(url, self.config["client_secret"], events, attempt, self.config["webhook_timeout_s"])
+
+    # -- contacts --------------------------------------------------------------
+
+    @staticmethod
+    def requested_properties(request: Request) -> list[str] | None:
+        """``properties`` given repeated and/or comma-joined; None when absent."""
+        names = [name.strip() for value in request.args.getlist("properties") for name in value.split(",")]
+        names = [name for name in names if name]
+        return names or None
+
+    @staticmethod
+    def archived_flag(request: Request) -> bool:
+        return request.args.get("archived", "false").strip().lower() == "true"
+
+    def _properties_input(self, request: Request) -> Any:
+        body = self.json_body(request)
+        if not isinstance(body, dict):
+            raise hs_error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1: expected an object")
+        return body.get("properties", {})
+
+    def create_contact(self, request: Request) -> Response:
+        properties = self.store.validate(self._properties_input(request), creating=True)
+        contact = self.store.create(properties, source=self.api_source)
+        self.created(contact, properties, self.api_source)
+        return json_response(contact.to_json(), 201)
+
+    def get_contact(self, request: Request, id: str) -> Response:
+        contact = self.store.resolve(id, request.args.get("idProperty"), archived=self.archived_flag(request))
+        return json_response(contact.to_json(self.requested_properties(request) or DEFAULT_PROPERTIES))
+
+    def update_contact(self, request: Request, id: str) -> Response:
+        properties = self._properties_input(request)
+        contact = self.store.resolve(id, request.args.get("idProperty"))
+        changed = self.store.update(contact, self.store.validate(properties, creating=False))
+        self.changed(contact, changed, self.api_source)
+        return json_response(contact.to_json())
+
+    def archive_contact(self, request: Request, id: str) -> Response:
+        contact = self.store.archive(id)
+        if contact is not None:
+            self.archived(contact, self.api_source)
+        return empty_response(204)
+
+    def list_contacts(self, request: Request) -> Response:
+        try:
+            limit = int(request.args.get("limit", "10"))
+        except ValueError:
+            raise hs_error(400, "VALIDATION_ERROR", "limit must be an integer") from None
+        if not 0 < limit <= 100:
+            raise hs_error(400, "VALIDATION_ERROR", "limit must be between 1 and 100")
+        names = self.requested_properties(request) or DEFAULT_PROPERTIES
+        page, after = self.store.page(request.args.get("after"), limit, archived=self.archived_flag(request))
+        body: dict[str, Any] = {"results": [contact.to_json(names) for contact in page]}
+        if after is not None:
+            link = f"{request.host_url}crm/v3/objects/contacts?after={after}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return json_response(body)
+
+    def search_contacts(self, request: Request) -> Response:
+        return json_response(search(self.store.live(), self.json_body(request)))
+
+    # -- OAuth -----------------------------------------------------------------
+
+    def oauth_token(self, request: Request) -> Response:
+        form, config = request.form, self.config
+        grant = form.get("grant_type", "")
+
+        def refuse(status: str, message: str) -> ApiError:
+            body = {"status": status, "message": message, "correlationId": str(uuid.uuid4())}
+            return ApiError(400, body)
+
+        if grant not in ("refresh_token", "authorization_code"):
+            raise refuse("BAD_GRANT_TYPE", "missing or invalid grant_type")
+        if form.get("client_id") != config["client_id"]:
+            raise refuse("BAD_CLIENT_ID", "missing or invalid client_id")
+        if form.get("client_secret") != config["client_secret"]:
+            raise refuse("BAD_CLIENT_SECRET", "missing or invalid client_secret")
+        if grant == "refresh_token":
+            refresh = form.get("refresh_token", "")
+            if refresh != config["refresh_token"] and refresh not in self._refresh_tokens:
+                raise refuse("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
+        elif not form.get("code"):
+            # Any non-empty code is a valid authorization code in the sandbox.
+            raise refuse("BAD_AUTH_CODE", "missing or unknown auth code")
+        else:
+            refresh = str(uuid.uuid4())
+        access = "CN" + secrets.token_urlsafe(48)
+        ttl = config["token_ttl_s"]
+        with self._tokens_lock:
+            now = time.monotonic()
+            if len(self._tokens) > 10_000:
+                self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
+            self._tokens[access] = now + ttl
+            self._refresh_tokens.add(refresh)
+        body = {"token_type": "bearer", "refresh_token": refresh, "access_token": access, "expires_in": int(ttl)}
+        return json_response(body)
+
+    def oauth_token_info(self, request: Request, token: str) -> Response:
+        expiry = self._tokens.get(token)
+        if expiry is None or expiry <= time.monotonic():
+            raise hs_error(404, "OBJECT_NOT_FOUND", "Token not found or expired")
+        config = self.config
+        body = {
+            "token": token,
+            "user": "sandbox@example.com",
+            "hub_domain": "sandbox.hubspot.local",
+            "scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write", "oauth"],
+            "hub_id": config["portal_id"],
+            "app_id": config["app_id"],
+            "expires_in": int(expiry - time.monotonic()),
+            "user_id": config["ui_user_id"],
+            "token_type": "access",
+        }
+        return json_response(body)
+
+    # -- control plane ---------------------------------------------------------
+
+    def edit_record(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        source, store = self.ui_source, self.store
+        contact_id = payload.get("id")
+        fields = payload.get("fields") or {}
+        try:
+            if payload.get("delete"):
+                if contact_id is None:
+                    raise ValueError("delete needs an id")
+                contact = store.archive(str(contact_id))
+                if contact is None:
+                    raise KeyError(contact_id)
+                self.archived(contact, source)
+            elif contact_id is None:
+                properties = store.validate(fields, creating=True)
+                contact = store.create(properties, source=source)
+                self.created(contact, properties, source)
+            else:
+                contact = store.get(str(contact_id))
+                self.changed(contact, store.update(contact, store.validate(fields, creating=False)), source)
+        except ApiError as error:
+            if error.status == 404:
+                raise KeyError(contact_id) from None
+            raise ValueError(error.body.get("message", "invalid edit")) from None
+        return contact.to_json()
+
+    def list_records(self) -> list[dict[str, Any]]:
+        return [contact.to_json() for contact in list(self.store.records.values())]
+
+    def count_records(self) -> int:
+        return self.store.count_live()
+
+    def reset_records(self) -> None:
+        self.store.clear()
+
+    def seed_contacts(self, count: int, *, prefix: str = "seed", domain: str = "example.com") -> list[str]:
+        """Create ``count`` contacts directly (no webhooks, no API accounting); their ids."""
+        source, ids = self.api_source, []
+        for index in range(count):
+            properties = {"email": f"{prefix}-{index}@{domain}", "firstname": "Seed", "lastname": f"Contact {index}"}
+            ids.append(self.store.create(properties, source=source).id)
+        return ids
+
+    def _control_seed(self, request: Request) -> Response:
+        body = self._control_json(request)
+        count = coerce_optional_int(body.get("count", 0)) or 0
+        ids = self.seed_contacts(
+            count, prefix=str(body.get("prefix", "seed")), domain=str(body.get("domain", "example.com"))
+        )
+        return json_response(
+            {"created": len(ids), "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """HubSpot-only flags; dest names are config keys."""
+    parser.add_argument("--refresh-token", dest="refresh_token", default=None, help="refresh token always accepted")
+    parser.add_argument(
+        "--token-ttl-s", dest="token_ttl_s", type=float, default=None, help="OAuth access token lifetime"
+    )
+    parser.add_argument("--app-id", dest="app_id", type=int, default=None, help="app id (default 1234567)")
+    parser.add_argument("--portal-id", dest="portal_id", type=int, default=None, help="portal id (default 62515)")
+
+
+def create_app(**options: Any) -> HubSpotApp:
+    """Build the HubSpot sandbox app; ``options`` are ``seed`` and any config key."""
+    return HubSpotApp(**options)

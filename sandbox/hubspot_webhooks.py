@@ -1,0 +1,103 @@
+"""HubSpot app webhooks v3: contact events and signed delivery."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sandbox.core import post_bytes
+from sandbox.hubspot_store import Source
+
+__all__ = ["EventFactory", "deliver", "sign_v3"]
+
+USER_AGENT = "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon-executor"
+_CREATION_SUBSCRIPTION = 2_100_001
+_DELETION_SUBSCRIPTION = 2_100_002
+_PROPERTY_SUBSCRIPTION_BASE = 2_100_100
+
+
+def sign_v3(secret: str, method: str, url: str, body: str, timestamp_ms: str) -> str:
+    """``X-HubSpot-Signature-v3``: base64 HMAC-SHA256 of method + URL + body + timestamp."""
+    message = f"{method}{url}{body}{timestamp_ms}".encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+class EventFactory:
+    """Builds contact.* events as a HubSpot app subscription would deliver them.
+
+    Reads ``portal_id``, ``app_id`` and ``webhook_properties`` (the properties
+    with a propertyChange subscription) from the live config.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+        self._event_ids = itertools.count(int(time.time()) * 10)
+
+    def _base(
+        self, subscription_type: str, subscription_id: int, object_id: str, source: Source, at_ms: int
+    ) -> dict[str, Any]:
+        config = self._config
+        return {
+            "eventId": next(self._event_ids),
+            "subscriptionId": subscription_id,
+            "portalId": config["portal_id"],
+            "appId": config["app_id"],
+            "occurredAt": at_ms,
+            "subscriptionType": subscription_type,
+            "attemptNumber": 0,
+            "objectId": int(object_id),
+            "changeSource": source.change_source,
+            "sourceId": source.source_id,
+        }
+
+    def property_changes(
+        self, object_id: str, changed: Mapping[str, str], source: Source, at_ms: int
+    ) -> list[dict[str, Any]]:
+        """One contact.propertyChange per changed property with a subscription."""
+        subscribed: Iterable[str] = self._config["webhook_properties"]
+        events = []
+        for index, name in enumerate(subscribed):
+            if name in changed:
+                event = self._base(
+                    "contact.propertyChange", _PROPERTY_SUBSCRIPTION_BASE + index, object_id, source, at_ms
+                )
+                event["propertyName"] = name
+                event["propertyValue"] = changed[name]
+                events.append(event)
+        return events
+
+    def creation(
+        self, object_id: str, properties: Mapping[str, str], source: Source, at_ms: int
+    ) -> list[dict[str, Any]]:
+        """contact.creation plus a propertyChange for each subscribed property set."""
+        event = self._base("contact.creation", _CREATION_SUBSCRIPTION, object_id, source, at_ms)
+        event["changeFlag"] = "CREATED"
+        return [event, *self.property_changes(object_id, properties, source, at_ms)]
+
+    def deletion(self, object_id: str, source: Source, at_ms: int) -> list[dict[str, Any]]:
+        event = self._base("contact.deletion", _DELETION_SUBSCRIPTION, object_id, source, at_ms)
+        event["changeFlag"] = "DELETED"
+        return [event]
+
+
+def deliver(url: str, secret: str, events: list[dict[str, Any]], attempt: int, timeout_s: float) -> bool:
+    """POST one signed batch; True when the receiver answered 2xx within ``timeout_s``."""
+    payload = [{**event, "attemptNumber": attempt} for event in events]
+    body = json.dumps(payload, separators=(",", ":"))
+    timestamp = str(int(time.time() * 1000))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-HubSpot-Request-Timestamp": timestamp,
+        "X-HubSpot-Signature-v3": sign_v3(secret, "POST", url, body, timestamp),
+        "X-HubSpot-Signature-Version": "v1",
+        "X-HubSpot-Signature": hashlib.sha256((secret + body).encode()).hexdigest(),
+    }
+    status = post_bytes(url, body.encode(), headers, timeout_s)
+    return status is not None and 200 <= status < 300
