@@ -5,8 +5,6 @@ from collections.abc import Iterable
 
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 
 from contacts.models import Contact
 from providers.models import LinkStatus, ProviderLink
@@ -33,17 +31,12 @@ def links_mark_pending(*, contact: Contact, exclude: Iterable[str] = ()) -> list
         unique_fields=("contact", "provider"),
         update_fields=("status", "pending_since"),
     )
-    transaction.on_commit(lambda: enqueue_forward(contact_id=contact.pk))
+    transaction.on_commit(lambda: enqueue_forward(providers=providers))
     return providers
 
 
-def enqueue_forward(*, contact_id: object) -> None:
-    """Hand the contact to the forwarder; the outbox sweeper covers a broker that is down."""
-    from providers.tasks import forward_contact
+def enqueue_forward(*, providers: list[str]) -> None:
+    """After commit: hand the providers to the forwarder (see outbox.enqueue_drain)."""
+    from providers.outbox import enqueue_drain
 
-    try:
-        forward_contact.delay(str(contact_id))
-    except (KombuOperationalError, RedisError) as exc:
-        logger.warning(
-            "forwarder enqueue failed; the sweeper will retry", extra={"contact_id": str(contact_id), "error": str(exc)}
-        )
+    enqueue_drain(providers=providers)

@@ -1,10 +1,28 @@
-"""Celery tasks of the outbound flow: thin, idempotent, ids in, services do the work."""
+"""Celery tasks of the outbound flow: thin, idempotent, names in, services do the work."""
 
 from celery import shared_task
 
-from providers import sync
+from providers import outbox
 
 
-@shared_task(name="providers.tasks.forward_contact")
-def forward_contact(contact_id: str) -> None:
-    sync.forward_contact(contact_id=contact_id)
+@shared_task(name="providers.tasks.drain_provider", acks_late=True)
+def drain_provider(provider: str) -> None:
+    """Forwarder queue: push the provider's pending links, batch after batch."""
+    outbox.drain_until_idle(provider_name=provider)
+
+
+@shared_task(name="providers.tasks.retry_provider", acks_late=True)
+def retry_provider(provider: str) -> None:
+    """DLQ queue: push the provider's failed links whose backoff is over."""
+    outbox.drain_until_idle(provider_name=provider)
+
+
+@shared_task(name="providers.tasks.retry_dead_letter", acks_late=True)
+def retry_dead_letter(dead_letter_id: int) -> None:
+    outbox.dead_letter_retry(dead_letter_id=dead_letter_id)
+
+
+@shared_task(name="providers.tasks.sweep_outbox")
+def sweep_outbox() -> None:
+    """Beat: re-enqueue what Redis may have lost; PostgreSQL is the only state."""
+    outbox.sweep()

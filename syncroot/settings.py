@@ -151,9 +151,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TASK_DEFAULT_QUEUE = queues.FORWARDER
 CELERY_TASK_ROUTES = {
-    "providers.tasks.forward_contact": {"queue": queues.FORWARDER},
     "providers.tasks.drain_provider": {"queue": queues.FORWARDER},
-    "providers.tasks.retry_link": {"queue": queues.DLQ},
+    "providers.tasks.retry_provider": {"queue": queues.DLQ},
+    "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
     "webhooks.tasks.process_salesforce_event": {"queue": queues.WEBHOOKS_SALESFORCE},
     "webhooks.tasks.process_hubspot_event": {"queue": queues.WEBHOOKS_HUBSPOT},
@@ -210,4 +210,18 @@ HUBSPOT = {
     "portal_id": env.str("HUBSPOT_PORTAL_ID", default=""),
     "rate_limit": env.str("HUBSPOT_RATE_LIMIT", default="100/10 seconds"),
     "record_url": env.str("HUBSPOT_RECORD_URL", default="https://app.hubspot.com/contacts/{portal_id}/record/0-1/{id}"),
+}
+
+# --- Sync engine -------------------------------------------------------------------------------
+SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=8)
+SYNC_BACKOFF_BASE_SECONDS = env.float("SYNC_BACKOFF_BASE_SECONDS", default=1.0)
+SYNC_BACKOFF_CAP_SECONDS = min(env.float("SYNC_BACKOFF_CAP_SECONDS", default=900.0), CELERY_BROKER_VISIBILITY_TIMEOUT / 2)
+# Under load the forwarder waits up to this long for a batch to fill; an idle change goes at once.
+SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=300)
+OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
+OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
+    "task": "providers.tasks.sweep_outbox",
+    "schedule": OUTBOX_SWEEP_INTERVAL_SECONDS,
+    "options": {"expires": OUTBOX_SWEEP_INTERVAL_SECONDS},
 }

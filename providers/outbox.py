@@ -1,0 +1,119 @@
+"""Scheduling around the forwarder: enqueue on commit, retries, the sweeper, operator actions."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
+from providers.registry import connected_providers
+from providers.sync import drain
+
+logger = logging.getLogger(__name__)
+
+BROKER_ERRORS = (KombuOperationalError, RedisError, ConnectionError, OSError)
+
+
+def _scheduled_key(provider: str) -> str:
+    return f"outbox:drain-scheduled:{provider}"
+
+
+def enqueue_drain(*, providers: list[str]) -> None:
+    """Ask the forwarder to drain these providers, at most one waiting task per provider.
+
+    Called after commit. When the broker is down the rows stay pending and the sweeper enqueues
+    them later, so a failure here is logged, never raised.
+    """
+    from providers.tasks import drain_provider
+
+    for provider in providers:
+        try:
+            # A drain task clears the flag when it starts, so a later change always gets its own.
+            if cache.add(_scheduled_key(provider), 1, timeout=60):
+                drain_provider.delay(provider)
+        except BROKER_ERRORS as exc:
+            cache_delete_quietly(_scheduled_key(provider))
+            logger.warning(
+                "forwarder enqueue failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
+            )
+
+
+def cache_delete_quietly(key: str) -> None:
+    try:
+        cache.delete(key)
+    except BROKER_ERRORS:
+        pass
+
+
+def schedule_retry(*, provider: str, delay: float) -> None:
+    from providers.tasks import retry_provider
+
+    try:
+        # Countdowns stay below the broker's visibility timeout (the backoff cap is half of it).
+        retry_provider.apply_async(args=[provider], countdown=delay)
+    except BROKER_ERRORS as exc:
+        logger.warning(
+            "retry scheduling failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
+        )
+
+
+def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
+    """Drain batch after batch while they come back full; returns links claimed."""
+    cache_delete_quietly(_scheduled_key(provider_name))
+    total = 0
+    for _ in range(max_batches):
+        report = drain(provider_name=provider_name)
+        total += report.claimed
+        if report.retry_in is not None:
+            schedule_retry(provider=provider_name, delay=report.retry_in)
+        if report.claimed == 0:
+            break
+    return total
+
+
+def sweep() -> dict[str, int]:
+    """Re-enqueue providers with links pending too long or retries overdue (lost messages)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
+    found: dict[str, int] = {}
+    for provider in connected_providers():
+        overdue = ProviderLink.objects.filter(provider=provider).filter(
+            status=LinkStatus.PENDING, pending_since__lte=stale
+        ) | ProviderLink.objects.filter(provider=provider, status=LinkStatus.FAILED, next_attempt_at__lte=stale)
+        count = overdue.count()
+        if count:
+            found[provider] = count
+            cache_delete_quietly(_scheduled_key(provider))
+            enqueue_drain(providers=[provider])
+    if found:
+        logger.info("outbox sweep re-enqueued", extra={"overdue": found})
+    return found
+
+
+@transaction.atomic
+def dead_letter_retry(*, dead_letter_id: int) -> bool:
+    """Operator action: send the contact's CURRENT state again. Returns False if not parked."""
+    letter = DeadLetter.objects.select_for_update().filter(pk=dead_letter_id).first()
+    if letter is None or letter.status != DeadLetterStatus.PARKED:
+        return False
+    letter.status, letter.resolved_at = DeadLetterStatus.RETRIED, timezone.now()
+    letter.save(update_fields=["status", "resolved_at"])
+    ProviderLink.objects.filter(pk=letter.link_id, status=LinkStatus.PARKED).update(
+        status=LinkStatus.PENDING, attempts=0, next_attempt_at=None, pending_since=timezone.now()
+    )
+    transaction.on_commit(lambda: enqueue_drain(providers=[letter.provider]))
+    return True
+
+
+@transaction.atomic
+def dead_letter_discard(*, dead_letter_id: int) -> bool:
+    """Operator action: give up on this change; the link stays parked until the contact changes."""
+    updated = DeadLetter.objects.filter(pk=dead_letter_id, status=DeadLetterStatus.PARKED).update(
+        status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
+    )
+    return bool(updated)

@@ -1,0 +1,212 @@
+"""The forwarder: drain each CRM's pending links in batches, record what happened, retry or park.
+
+Links are claimed with `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent workers take disjoint
+batches and a killed worker's claim vanishes with its connection. Every write is safe to repeat:
+a linked contact is updated by its stored external id, an unlinked one is matched by email in
+the CRM before anything is created.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from contacts.models import Contact
+from providers.backoff import retry_delay
+from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, value_hash
+from providers.models import DeadLetter, LinkStatus, ProviderLink, SyncAttempt
+from providers.registry import get_provider
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (LinkStatus.PENDING, LinkStatus.FAILED)
+
+
+@dataclass
+class DrainReport:
+    claimed: int = 0
+    synced: int = 0
+    failed: int = 0
+    parked: int = 0
+    retry_in: float | None = None  # the soonest retry this batch scheduled
+
+
+def due_links(*, provider: str):
+    now = timezone.now()
+    return ProviderLink.objects.filter(provider=provider, status__in=ACTIVE).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def _linger(*, provider: str, batch_size: int) -> None:
+    """Wait briefly while a stream of changes fills the batch; go at once when idle."""
+    deadline = time.monotonic() + settings.SYNC_BATCH_LINGER_MS / 1000
+    count = due_links(provider=provider).count()
+    while 0 < count < batch_size and time.monotonic() < deadline:
+        time.sleep(0.03)
+        newer = due_links(provider=provider).count()
+        if newer <= count:  # nothing new arrived: not a stream, send what we have
+            return
+        count = newer
+
+
+def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
+    """What the CRM does not have yet: everything for an unlinked contact, else changed fields."""
+    values = contact.synced_values()
+    if not link.external_id:
+        return values
+    return {f: v for f, v in values.items() if link.field_hashes.get(f) != value_hash(v)}
+
+
+def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
+    """Push one batch of the provider's due links. Returns what happened to it."""
+    provider = get_provider(provider_name)
+    if linger:
+        _linger(provider=provider_name, batch_size=provider.batch_size)
+    report = DrainReport()
+    with transaction.atomic():
+        links = list(
+            due_links(provider=provider_name)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("contact")
+            .order_by("pending_since")[: provider.batch_size]
+        )
+        report.claimed = len(links)
+        if not links:
+            return report
+        versions = {link.pk: link.contact.version for link in links}
+        items: list[PushItem] = []
+        for link in links:
+            contact = link.contact
+            if contact.is_deleted:
+                if link.external_id:
+                    items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True))
+                else:  # never reached this CRM: nothing to delete there
+                    _mark_synced(link, PushResult(key=link.pk, operation="delete"), {}, versions[link.pk], report)
+                continue
+            values = changed_values(contact=contact, link=link)
+            if link.external_id and not values:
+                _mark_synced(link, PushResult(key=link.pk, external_id=link.external_id), {}, versions[link.pk], report)
+                continue
+            items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
+        if items:
+            by_pk = {link.pk: link for link in links}
+            try:
+                results = provider.push(items)
+            except ProviderError as exc:
+                results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
+            sent = {item.key: item for item in items}
+            for result in results:
+                link = by_pk[result.key]
+                if result.ok:
+                    _mark_synced(link, result, dict(sent[result.key].values), versions[link.pk], report)
+                else:
+                    _mark_failed(link, result, versions[link.pk], report)
+            SyncAttempt.objects.bulk_create(
+                SyncAttempt(
+                    link_id=result.key,
+                    provider=provider_name,
+                    contact_id=by_pk[result.key].contact_id,
+                    contact_version=versions[result.key],
+                    operation=result.operation,
+                    outcome=_outcome(result.error),
+                    error_code=result.error.code[:64] if result.error else "",
+                    message=result.error.message[:2000] if result.error else "",
+                    batch_size=len(items),
+                )  # fmt: skip
+                for result in results
+            )
+    logger.info(
+        "drained batch",
+        extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
+               "failed": report.failed, "parked": report.parked},
+    )  # fmt: skip
+    return report
+
+
+def _outcome(error: ProviderError | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, AuthExpired):
+        return "auth"
+    return "transient" if error.retryable else "permanent"
+
+
+def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int, report: DrainReport) -> None:
+    link.status = LinkStatus.DELETED if link.contact.is_deleted else LinkStatus.SYNCED
+    if result.external_id:
+        link.external_id = result.external_id
+    if result.operation in ("create", "match"):
+        link.field_hashes = {}
+    link.field_hashes.update({field: value_hash(value) for field, value in sent.items()})
+    link.synced_version = version
+    link.synced_at = timezone.now()
+    link.attempts = 0
+    link.last_error = link.last_error_code = ""
+    link.next_attempt_at = link.pending_since = None
+    try:
+        with transaction.atomic():
+            link.save()
+    except IntegrityError:
+        # Another contact is already linked to this CRM record: the operator decides.
+        holder = ProviderLink.objects.filter(provider=link.provider, external_id=link.external_id).first()
+        link.refresh_from_db()
+        conflict = (
+            f"CRM record {result.external_id} is already linked to contact {holder.contact_id if holder else '?'}"
+        )
+        _park(link, code="LINKED_TO_OTHER_CONTACT", message=conflict, version=version)
+        report.parked += 1
+        return
+    report.synced += 1
+
+
+def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: DrainReport) -> None:
+    error = result.error
+    assert error is not None
+    if result.external_id and not link.external_id:
+        link.external_id = result.external_id
+    counts = not isinstance(error, RateLimited)  # a busy CRM is not this record's fault
+    attempts = link.attempts + (1 if counts else 0)
+    if not error.retryable or isinstance(error, AuthExpired) or attempts >= settings.SYNC_MAX_ATTEMPTS:
+        link.attempts = attempts
+        message = error.message
+        if isinstance(error, AuthExpired):
+            message = f"The CRM refused our credentials even after a token refresh: {error.message}"
+        _park(link, code=error.code, message=message, version=version)
+        report.parked += 1
+        return
+    delay = retry_delay(attempt=attempts or 1, retry_after=getattr(error, "retry_after", None))
+    link.status = LinkStatus.FAILED
+    link.attempts = attempts
+    link.last_error, link.last_error_code = error.message[:2000], error.code[:64]
+    link.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    link.save()
+    report.failed += 1
+    report.retry_in = delay if report.retry_in is None else min(report.retry_in, delay)
+
+
+def _park(link: ProviderLink, *, code: str, message: str, version: int) -> None:
+    link.status = LinkStatus.PARKED
+    link.last_error, link.last_error_code = message[:2000], code[:64]
+    link.next_attempt_at = None
+    link.save()
+    DeadLetter.objects.create(
+        link=link, provider=link.provider, contact_id=link.contact_id, contact_version=version,
+        error_code=code[:64], error_message=message, attempts=link.attempts,
+    )  # fmt: skip
+    logger.warning(
+        "sync parked",
+        extra={
+            "provider": link.provider,
+            "contact_id": str(link.contact_id),
+            "error_code": code,
+            "attempts": link.attempts,
+        },
+    )
