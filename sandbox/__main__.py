@@ -17,6 +17,17 @@ from sandbox.server import serve
 _SERVER_ONLY = ("kind", "host", "port", "log_level")
 
 
+def _rate_limit(text: str) -> dict[str, int]:
+    """``MAX/INTERVAL_MS`` (e.g. ``100/10000``) or ``off``."""
+    if text.lower() == "off":
+        return {"max": 0}
+    maximum, _, interval = text.partition("/")
+    try:
+        return {"max": int(maximum), "interval_ms": int(interval or 10_000)}
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MAX/INTERVAL_MS or off") from None
+
+
 def _common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port}; 0 = any)")
@@ -33,7 +44,12 @@ def _common_arguments(parser: argparse.ArgumentParser, default_port: int) -> Non
         default=None,
         help="fraction of API calls answered 429",
     )
-    parser.add_argument("--daily-quota", dest="daily_quota", type=int, default=None, help="API calls allowed per day")
+    parser.add_argument(
+        "--rate-limit", dest="rate_limit", type=_rate_limit, default=None, help="MAX/INTERVAL_MS per token, or off"
+    )
+    parser.add_argument(
+        "--daily-quota", dest="daily_quota", type=int, default=None, help="API calls allowed per day (0 = unlimited)"
+    )
     parser.add_argument("--token", default=None, help="static Bearer token accepted (default sandbox-token)")
     parser.add_argument("--client-id", dest="client_id", default=None, help="OAuth client id (default sandbox-client)")
     parser.add_argument(

@@ -59,6 +59,7 @@ __all__ = [
     "coerce_non_negative",
     "coerce_optional_int",
     "coerce_optional_str",
+    "coerce_quota",
     "coerce_rate_limit",
     "coerce_str",
     "empty_response",
@@ -143,6 +144,11 @@ def coerce_optional_int(value: Any) -> int | None:
     return value
 
 
+def coerce_quota(value: Any) -> int | None:
+    """A daily request quota; ``null`` or 0 means unlimited."""
+    return coerce_optional_int(value) or None
+
+
 def coerce_str(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
@@ -213,7 +219,7 @@ class SandboxApp:
     CONFIG_FIELDS: ClassVar[dict[str, tuple[Any, Callable[[Any], Any]]]] = {
         "webhook_url": (None, coerce_optional_str),
         "rate_limit": (None, coerce_rate_limit),
-        "daily_quota": (None, coerce_optional_int),
+        "daily_quota": (None, coerce_quota),
         "latency_ms": (0.0, coerce_non_negative),
         "error_rate": (0.0, coerce_fraction),
         "rate_limit_storm": (0.0, coerce_fraction),

@@ -94,7 +94,12 @@ class BatchRoutes:
             if not traced:
                 # One bad input fails the whole batch: validate everything before writing.
                 cleaned = [store.validate(item.get("properties", {}), creating=True) for item in inputs]
-                self._no_duplicates([props["email"] for props in cleaned if props.get("email")])
+                emails = [props["email"] for props in cleaned if props.get("email")]
+                self._no_duplicates(emails)
+                for email in emails:
+                    owner = store.email_owner(email)
+                    if owner is not None:
+                        raise hs_error(409, "CONFLICT", f"Contact already exists. Existing ID: {owner}")
             for index, item in enumerate(inputs):
                 trace = item.get("objectWriteTraceId")
                 try:

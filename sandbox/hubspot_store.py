@@ -166,6 +166,10 @@ class ContactStore:
             raise not_found(contact_id)
         return contact
 
+    def email_owner(self, email: str) -> str | None:
+        """Id of the live contact holding ``email`` (any case), if any."""
+        return self._by_email.get(email.strip().lower())
+
     def get_by_email(self, email: str) -> Contact:
         contact_id = self._by_email.get(email.strip().lower())
         if contact_id is None:
