@@ -1,0 +1,194 @@
+"""Sessions of the sandbox org: OAuth 2.0 token endpoint, SOAP login, Bearer checks.
+
+Every login maps to the integration user. Access tokens expire after
+``token_ttl_s`` (a stale one is answered 401 ``INVALID_SESSION_ID``, which makes
+simple-salesforce log in again); the static ``token`` never expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from xml.sax.saxutils import escape
+
+from defusedxml import ElementTree
+from werkzeug.wrappers import Request, Response
+
+__all__ = ["OAuthError", "SessionRegistry", "login_fault", "login_response", "oauth_error", "parse_soap_login"]
+
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._"
+
+
+class OAuthError(Exception):
+    """A refused token request: HTTP status plus the OAuth ``error`` / ``error_description``."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def oauth_error(error: OAuthError) -> Response:
+    body = json.dumps({"error": error.error, "error_description": error.description})
+    return Response(body, status=error.status, content_type="application/json;charset=UTF-8")
+
+
+class SessionRegistry:
+    """Issued access tokens (with expiry) and refresh tokens. Thread-safe."""
+
+    def __init__(self, organization_id: str) -> None:
+        self.organization_id = organization_id
+        self._access: dict[str, float] = {}
+        self._refresh: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _new_token(self) -> str:
+        random_part = "".join(secrets.choice(_TOKEN_CHARS) for _ in range(96))
+        return f"{self.organization_id[:15]}!AQ{random_part}"
+
+    def issue(self, ttl_s: float, *, with_refresh: bool) -> tuple[str, str | None]:
+        access = self._new_token()
+        refresh = "5Aep" + "".join(secrets.choice(_TOKEN_CHARS[:62]) for _ in range(83)) if with_refresh else None
+        with self._lock:
+            self._access[access] = time.time() + ttl_s
+            if refresh:
+                self._refresh.add(refresh)
+        return access, refresh
+
+    def valid(self, token: str) -> bool:
+        with self._lock:
+            expiry = self._access.get(token)
+            if expiry is not None and expiry <= time.time():
+                del self._access[token]
+                return False
+            return expiry is not None
+
+    def has_refresh(self, token: str) -> bool:
+        with self._lock:
+            return token in self._refresh
+
+    def revoke(self, token: str) -> bool:
+        with self._lock:
+            found = self._access.pop(token, None) is not None or token in self._refresh
+            self._refresh.discard(token)
+            return found
+
+    def expire_all(self) -> int:
+        """Make every issued access token stale (refresh tokens stay valid)."""
+        with self._lock:
+            count = len(self._access)
+            self._access.clear()
+            return count
+
+
+def client_credentials(request: Request, form: Mapping[str, str]) -> tuple[str, str]:
+    """(client_id, client_secret) from the form or an HTTP Basic header."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        try:
+            decoded = base64.b64decode(header[6:]).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError("invalid_client", "invalid client credentials") from None
+        client_id, _, secret = decoded.partition(":")
+        return client_id, secret
+    return form.get("client_id", ""), form.get("client_secret", "")
+
+
+def token_signature(identity_url: str, issued_at: str, client_secret: str) -> str:
+    """The CRM's ``signature``: base64 HMAC-SHA256 of id + issued_at, keyed by the secret."""
+    digest = hmac.new(client_secret.encode(), (identity_url + issued_at).encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+# --- SOAP login ---------------------------------------------------------------------
+
+_PARTNER_NS = "{urn:partner.soap.sforce.com}"
+
+
+def parse_soap_login(body: bytes) -> tuple[str, str] | None:
+    """(username, password) of a partner ``login`` call, or None when absent."""
+    try:
+        root = ElementTree.fromstring(body)
+    except Exception:  # defusedxml raises several types for hostile or broken XML
+        return None
+    username = password = None
+    for element in root.iter():
+        tag = element.tag.removeprefix(_PARTNER_NS)
+        if tag == "username":
+            username = element.text or ""
+        elif tag == "password":
+            password = element.text or ""
+    if not username or not password:
+        return None
+    return username, password
+
+
+def login_response(
+    *, base_url: str, api_version: str, organization_id: str, user_id: str, username: str, session_id: str, ttl_s: float
+) -> Response:
+    """The partner ``loginResponse`` (``sessionId``/``serverUrl`` unprefixed, as clients expect)."""
+    org15 = organization_id[:15]
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+        'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse><result>'
+        f"<metadataServerUrl>{escape(base_url)}/services/Soap/m/{api_version}/{org15}</metadataServerUrl>"
+        "<passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+        f"<serverUrl>{escape(base_url)}/services/Soap/u/{api_version}/{org15}</serverUrl>"
+        f"<sessionId>{session_id}</sessionId><userId>{user_id}</userId>"
+        f"<userInfo><organizationId>{organization_id}</organizationId><sessionSecondsValid>{int(ttl_s)}"
+        f"</sessionSecondsValid><userEmail>{escape(username)}</userEmail><userId>{user_id}</userId>"
+        f"<userName>{escape(username)}</userName></userInfo>"
+        "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+    )
+    return Response(body, status=200, content_type="text/xml;charset=UTF-8")
+
+
+def login_fault(
+    code: str = "INVALID_LOGIN", message: str = "Invalid username, password, security token; or user locked out."
+) -> Response:
+    """A partner SOAP fault (HTTP 500) with ``sf:exceptionCode`` / ``sf:exceptionMessage``."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+        'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>'
+        f"<faultcode>sf:{code}</faultcode><faultstring>{code}: {escape(message)}</faultstring><detail>"
+        f'<sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode>'
+        f"<sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail>"
+        "</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
+    return Response(body, status=500, content_type="text/xml;charset=UTF-8")
+
+
+def grant(
+    request: Request, form: Mapping[str, str], *, config: Mapping[str, Any], sessions: SessionRegistry
+) -> tuple[str, str | None]:
+    """Check a token request; the (access token, refresh token) to return. Raises OAuthError."""
+    grant_type = form.get("grant_type", "")
+    if grant_type not in ("password", "refresh_token", "client_credentials"):
+        raise OAuthError("unsupported_grant_type", "grant type not supported")
+    client_id, client_secret = client_credentials(request, form)
+    if client_id != config["client_id"]:
+        raise OAuthError("invalid_client_id", "client identifier invalid")
+    secret_required = grant_type != "refresh_token" or client_secret
+    if secret_required and not hmac.compare_digest(client_secret.encode(), config["client_secret"].encode()):
+        raise OAuthError("invalid_client", "invalid client credentials")
+    ttl = config["token_ttl_s"]
+    if grant_type == "password":
+        if not form.get("username") or not form.get("password"):
+            raise OAuthError("invalid_grant", "authentication failure")
+        return sessions.issue(ttl, with_refresh=True)
+    if grant_type == "refresh_token":
+        if not sessions.has_refresh(form.get("refresh_token", "")):
+            raise OAuthError("invalid_grant", "expired access/refresh token")
+        return sessions.issue(ttl, with_refresh=False)
+    return sessions.issue(ttl, with_refresh=False)

@@ -1,0 +1,49 @@
+"""Pointing the unmodified simple-salesforce SDK (or any ``requests`` client) at the sandbox.
+
+simple-salesforce always builds ``https://`` URLs from ``instance_url`` and logs
+in at ``https://{domain}.salesforce.com``. :func:`sdk_session` returns a
+``requests.Session`` whose adapter sends those requests to the plain-HTTP
+sandbox instead::
+
+    session = sdk_session(running.url)
+    sf = Salesforce(instance_url=running.url, session_id="sandbox-token", session=session)
+    sf = Salesforce(username="u@x.com", password="pw", consumer_key="sandbox-client",
+                    consumer_secret="sandbox-secret", session=session)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+__all__ = ["HttpsToHttpAdapter", "sdk_session"]
+
+
+class HttpsToHttpAdapter(HTTPAdapter):
+    """Rewrites ``https://<sandbox host:port>`` and ``https://*.salesforce.com`` to the sandbox URL."""
+
+    def __init__(self, sandbox_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sandbox_url = sandbox_url.rstrip("/")
+        self._own = "https://" + urlsplit(self.sandbox_url).netloc
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        url = request.url or ""
+        if url.startswith(self._own + "/"):
+            request.url = self.sandbox_url + url[len(self._own) :]
+        else:
+            parts = urlsplit(url)
+            if parts.hostname and parts.hostname.endswith(".salesforce.com"):
+                request.url = self.sandbox_url + url[len(f"{parts.scheme}://{parts.netloc}") :]
+        return super().send(request, **kwargs)
+
+
+def sdk_session(sandbox_url: str) -> requests.Session:
+    """A session routing the SDK's https URLs (instance and login hosts) to ``sandbox_url``."""
+    session = requests.Session()
+    session.trust_env = False  # loopback: never through a proxy
+    session.mount("https://", HttpsToHttpAdapter(sandbox_url))
+    return session
