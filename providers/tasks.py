@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from providers import outbox
+from providers import outbox, reconcile
+from providers.registry import connected_providers, get_provider
 
 
 @shared_task(name="providers.tasks.drain_provider", acks_late=True)
@@ -26,3 +27,18 @@ def retry_dead_letter(dead_letter_id: int) -> None:
 def sweep_outbox() -> None:
     """Beat: re-enqueue what Redis may have lost; PostgreSQL is the only state."""
     outbox.sweep()
+    from webhooks.services import inbox_sweep
+
+    inbox_sweep()
+
+
+@shared_task(name="providers.tasks.reconcile_provider", acks_late=True)
+def reconcile_provider(provider: str) -> None:
+    reconcile.reconcile(provider_name=provider)
+
+
+@shared_task(name="providers.tasks.reconcile_all")
+def reconcile_all() -> None:
+    """Beat: one reconcile task per connected CRM, on that CRM's inbound queue."""
+    for name in connected_providers():
+        reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)

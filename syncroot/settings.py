@@ -155,8 +155,8 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_provider": {"queue": queues.DLQ},
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
-    "webhooks.tasks.process_salesforce_event": {"queue": queues.WEBHOOKS_SALESFORCE},
-    "webhooks.tasks.process_hubspot_event": {"queue": queues.WEBHOOKS_HUBSPOT},
+    # webhooks.tasks.process_event and providers.tasks.reconcile_provider go to the queue their
+    # provider names (webhooks.salesforce / webhooks.hubspot), chosen when they are sent.
 }
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -215,7 +215,10 @@ HUBSPOT = {
 # --- Sync engine -------------------------------------------------------------------------------
 SYNC_MAX_ATTEMPTS = env.int("SYNC_MAX_ATTEMPTS", default=8)
 SYNC_BACKOFF_BASE_SECONDS = env.float("SYNC_BACKOFF_BASE_SECONDS", default=1.0)
-SYNC_BACKOFF_CAP_SECONDS = min(env.float("SYNC_BACKOFF_CAP_SECONDS", default=900.0), CELERY_BROKER_VISIBILITY_TIMEOUT / 2)
+# Capped at half the visibility timeout, so Redis never redelivers a delayed retry twice.
+SYNC_BACKOFF_CAP_SECONDS = min(
+    env.float("SYNC_BACKOFF_CAP_SECONDS", default=900.0), CELERY_BROKER_VISIBILITY_TIMEOUT / 2
+)
 # Under load the forwarder waits up to this long for a batch to fill; an idle change goes at once.
 SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=300)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
@@ -225,3 +228,12 @@ CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
     "schedule": OUTBOX_SWEEP_INTERVAL_SECONDS,
     "options": {"expires": OUTBOX_SWEEP_INTERVAL_SECONDS},
 }
+RECONCILE_INTERVAL_SECONDS = env.int("RECONCILE_INTERVAL_SECONDS", default=60)
+RECONCILE_LOOKBACK_SECONDS = env.int("RECONCILE_LOOKBACK_SECONDS", default=5)
+CELERY_BEAT_SCHEDULE["reconcile"] = {
+    "task": "providers.tasks.reconcile_all",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+    "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+}
+# A contact deleted in one CRM: soft-delete it here and archive it in the others, or keep it.
+SYNC_DELETES = env.str("SYNC_DELETES", default="propagate")  # propagate | ignore

@@ -1,0 +1,157 @@
+"""Apply a change reported by a CRM: field by field, latest source time wins, echoes change nothing.
+
+Used by the webhook handlers and by the reconciler, so a dropped webhook and a delivered one go
+through exactly the same path.
+"""
+
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
+from contacts.selectors import contact_by_email
+from providers.base import InboundChange, value_hash
+from providers.models import LinkStatus, ProviderLink
+from providers.services import links_mark_pending
+from providers.sync import changed_values
+
+logger = logging.getLogger(__name__)
+
+# Outcomes, recorded on inbox events and counted by the reconciler.
+APPLIED, CREATED, DELETED, ECHO, UNCHANGED, STALE, CONFLICT = (
+    "applied", "created", "deleted", "echo", "unchanged", "stale", "conflict",
+)  # fmt: skip
+
+
+def _same(a: str, b: str, field: str) -> bool:
+    if field == "email":
+        return a.strip().lower() == b.strip().lower()
+    return a == b
+
+
+def _lock_record(provider: str, external_id: str) -> None:
+    """Serialise concurrent events about one CRM record (several arrive in one delivery)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{provider}:{external_id}"])
+
+
+def _field_time(contact: Contact, field: str) -> datetime | None:
+    raw = contact.field_times.get(field)
+    return parse_datetime(raw) if raw else None
+
+
+@transaction.atomic
+def change_apply(*, provider: str, change: InboundChange) -> str:
+    """Apply one CRM change to SyncRoot and queue it for the OTHER CRMs. Returns the outcome."""
+    if change.from_integration:
+        return ECHO  # our own write coming back: no version bump, no outbound call
+    _lock_record(provider, change.external_id)
+    link = (
+        ProviderLink.objects.select_for_update()
+        .select_related("contact")
+        .filter(provider=provider, external_id=change.external_id)
+        .first()
+    )
+    if change.deleted:
+        return _apply_delete(provider=provider, link=link, change=change)
+    values = {f: v[: MAX_LENGTHS[f]] for f, v in change.values.items() if f in SYNCED_FIELDS and v is not None}
+    contact = link.contact if link else None
+    created = False
+    if contact is None:
+        email = values.get("email", "")
+        if not email.strip():
+            return UNCHANGED  # nothing to identify the person by
+        contact = contact_by_email(email=email)
+        if contact is None:
+            contact, created = _create(values=values, change=change), True
+        link = _link(provider=provider, contact=contact, external_id=change.external_id)
+        if link is None:
+            return CONFLICT
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    if contact.is_deleted:
+        return STALE  # a change older than (or racing with) the deletion
+    when = change.occurred_at or timezone.now()
+    applied: list[str] = []
+    if not created:
+        for field, value in values.items():
+            if _same(getattr(contact, field), value, field):
+                continue
+            if link.field_hashes.get(field) == value_hash(value):
+                continue  # the CRM still holds what we last wrote or read: nothing new
+            source_time = change.field_times.get(field, when)
+            known = _field_time(contact, field)
+            if known is not None and source_time <= known:
+                continue  # an older change never overwrites a newer value
+            setattr(contact, field, value)
+            contact.field_times[field] = source_time.isoformat()
+            applied.append(field)
+    if applied:
+        if "email" in applied and (other := contact_by_email(email=contact.email)) and other.pk != contact.pk:
+            logger.warning("inbound email clashes", extra={"provider": provider, "contact_id": str(contact.pk)})
+            transaction.set_rollback(True)
+            return CONFLICT
+        contact.version += 1
+        contact.save()
+    # The CRM now holds these values: remember them so they are neither echoed nor re-sent.
+    link.field_hashes.update({field: value_hash(value) for field, value in values.items()})
+    _settle_link(link=link, contact=contact)
+    if applied or created:
+        links_mark_pending(contact=contact, exclude=[provider])
+    return CREATED if created else (APPLIED if applied else UNCHANGED)
+
+
+def _create(*, values: dict[str, str], change: InboundChange) -> Contact:
+    when = (change.occurred_at or timezone.now()).isoformat()
+    full = {field: values.get(field, "") for field in SYNCED_FIELDS}
+    with transaction.atomic():
+        return Contact.objects.create(**full, field_times={f: when for f in SYNCED_FIELDS})
+
+
+def _link(*, provider: str, contact: Contact, external_id: str) -> ProviderLink | None:
+    link, _ = ProviderLink.objects.select_for_update().get_or_create(
+        contact=contact, provider=provider, defaults={"status": LinkStatus.SYNCED}
+    )
+    if link.external_id and link.external_id != external_id:
+        logger.warning(
+            "two CRM records share one email",
+            extra={"provider": provider, "contact_id": str(contact.pk), "external_id": external_id},
+        )
+        return None
+    link.external_id = external_id
+    try:
+        with transaction.atomic():
+            link.save(update_fields=["external_id"])
+    except IntegrityError:
+        return None
+    return link
+
+
+def _settle_link(*, link: ProviderLink, contact: Contact) -> None:
+    """The source CRM is in sync unless it lacks fields SyncRoot holds."""
+    if changed_values(contact=contact, link=link):
+        link.status, link.pending_since = LinkStatus.PENDING, timezone.now()
+    elif link.status in (LinkStatus.PENDING, LinkStatus.SYNCED):
+        link.status, link.synced_version, link.synced_at = LinkStatus.SYNCED, contact.version, timezone.now()
+    link.save()
+
+
+def _apply_delete(*, provider: str, link: ProviderLink | None, change: InboundChange) -> str:
+    if link is None or link.contact.is_deleted:
+        return UNCHANGED
+    if settings.SYNC_DELETES != "propagate":
+        # Keep the contact; forget the CRM record so the next change creates it there again.
+        link.external_id, link.field_hashes, link.status = None, {}, LinkStatus.DELETED
+        link.save()
+        return DELETED
+    contact = Contact.objects.select_for_update().get(pk=link.contact_id)
+    contact.deleted_at = change.occurred_at or timezone.now()
+    contact.version += 1
+    contact.save(update_fields=["deleted_at", "version", "updated_at"])
+    link.status, link.synced_version, link.synced_at = LinkStatus.DELETED, contact.version, timezone.now()
+    link.save()
+    links_mark_pending(contact=contact, exclude=[provider])
+    return DELETED

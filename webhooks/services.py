@@ -1,0 +1,112 @@
+"""The inbox: store verified CRM events once, process each through the shared apply path."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from providers.base import InboundChange, ProviderError
+from providers.base import WebhookEvent as ParsedEvent
+from providers.inbound import change_apply
+from providers.registry import get_provider
+from webhooks.models import EventStatus, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+
+def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:
+    """Insert events (redeliveries are no-ops) and enqueue the new ones after commit. Returns new ids."""
+    if not events:
+        return []
+    with transaction.atomic():
+        rows = WebhookEvent.objects.bulk_create(
+            [WebhookEvent(provider=provider, event_id=e.event_id[:128], payload=e.payload) for e in events],
+            ignore_conflicts=True,
+        )
+        # ignore_conflicts leaves pk unset, so read back which of these ids are still unprocessed.
+        fresh = list(
+            WebhookEvent.objects.filter(
+                provider=provider, event_id__in=[r.event_id for r in rows], status=EventStatus.RECEIVED, attempts=0
+            ).values_list("pk", flat=True)
+        )
+        transaction.on_commit(lambda: inbox_enqueue(provider=provider, event_ids=fresh))
+    return fresh
+
+
+def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
+    from providers.outbox import BROKER_ERRORS
+    from webhooks.tasks import process_event
+
+    queue = get_provider(provider).webhook_queue
+    for event_id in event_ids:
+        try:
+            process_event.apply_async(args=[event_id], queue=queue)
+        except BROKER_ERRORS as exc:  # stored already: the sweeper enqueues it later
+            logger.warning("inbox enqueue failed", extra={"provider": provider, "error": str(exc)})
+            return
+
+
+def event_process(*, event_id: int) -> str | None:
+    """Apply one inbox event. Idempotent: a processed event is not applied twice."""
+    with transaction.atomic():
+        event = WebhookEvent.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
+        if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+            return None
+        event.attempts += 1
+        event.save(update_fields=["attempts"])
+    provider = get_provider(event.provider)
+    try:
+        change = provider.webhook_change(event.payload)
+        if change is not None and not change.from_integration and not change.complete:
+            change = _complete(provider, change)
+        outcome = (
+            "ignored: not a synced object" if change is None else change_apply(provider=event.provider, change=change)
+        )
+    except ProviderError as exc:
+        # The CRM could not be read just now: leave it received, the sweeper retries it.
+        WebhookEvent.objects.filter(pk=event.pk).update(error=str(exc)[:2000])
+        raise
+    except Exception as exc:
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            status=EventStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000]
+        )
+        raise
+    status = EventStatus.PROCESSED if outcome in ("applied", "created", "deleted") else EventStatus.IGNORED
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        status=status, outcome=outcome, error="", processed_at=timezone.now()
+    )
+    return outcome
+
+
+def _complete(provider, change: InboundChange) -> InboundChange:
+    """Events that carry no values (a creation) are completed with the record's current state."""
+    fetched = provider.fetch([change.external_id])
+    if not fetched:
+        return InboundChange(external_id=change.external_id, deleted=True, occurred_at=change.occurred_at)
+    current = fetched[0]
+    if change.occurred_at and (current.occurred_at is None or current.occurred_at < change.occurred_at):
+        current.occurred_at = change.occurred_at
+    current.from_integration = False
+    return current
+
+
+def event_reprocess(*, event_id: int) -> None:
+    """Admin action: run an event through the apply path again."""
+    WebhookEvent.objects.filter(pk=event_id).update(status=EventStatus.RECEIVED, error="", attempts=0)
+    event = WebhookEvent.objects.get(pk=event_id)
+    transaction.on_commit(lambda: inbox_enqueue(provider=event.provider, event_ids=[event.pk]))
+
+
+def inbox_sweep() -> int:
+    """Re-enqueue events stuck in `received` (their message was lost). Returns how many."""
+    stale = timezone.now() - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
+    by_provider: dict[str, list[int]] = {}
+    for pk, provider in WebhookEvent.objects.filter(status=EventStatus.RECEIVED, received_at__lte=stale).values_list(
+        "pk", "provider"
+    )[:5000]:
+        by_provider.setdefault(provider, []).append(pk)
+    for provider, ids in by_provider.items():
+        inbox_enqueue(provider=provider, event_ids=ids)
+    return sum(map(len, by_provider.values()))
