@@ -118,15 +118,21 @@ class WebhookReceiver:
     delay_s: float = 0.0
     script: list[int] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
+    max_concurrency: int = 0  # most requests being answered at once
+    _in_flight: int = field(default=0, repr=False)
     _running: RunningSandbox | None = field(default=None, repr=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body = request.get_data()
+        with self._cond:
+            self._in_flight += 1
+            self.max_concurrency = max(self.max_concurrency, self._in_flight)
         if self.delay_s:
             time.sleep(self.delay_s)
         with self._cond:
+            self._in_flight -= 1
             status = self.script.pop(0) if self.script else self.default_status
             self.requests.append(
                 ReceivedRequest(request.method, request.url, dict(request.headers), body, time.monotonic(), status)

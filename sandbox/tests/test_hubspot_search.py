@@ -48,7 +48,8 @@ def test_eq_is_case_insensitive_and_returns_default_properties(hubspot, people):
 
 def test_neq_in_and_has_property(hubspot, people):
     neq = search(hubspot, {"propertyName": "email", "operator": "NEQ", "value": "bob@example.com"})
-    within = search(hubspot, {"propertyName": "email", "operator": "IN", "values": ["ann@example.com", "cid@example.org"]})
+    wanted = ["ann@example.com", "cid@example.org"]
+    within = search(hubspot, {"propertyName": "email", "operator": "IN", "values": wanted})
     has_phone = search(hubspot, {"propertyName": "phone", "operator": "HAS_PROPERTY"})
 
     assert sorted(emails(neq)) == ["ann@example.com", "cid@example.org"]
