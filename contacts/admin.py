@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from contacts.models import ApiToken, Contact
+from providers.admin import ProviderLinkInline, SyncAttemptInline
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -20,11 +21,19 @@ class DeletedFilter(admin.SimpleListFilter):
 
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
-    list_display = ("email", "first_name", "last_name", "company", "version", "updated_at", "deleted_at")
+    list_display = ("email", "first_name", "last_name", "company", "version", "sync_status", "updated_at", "deleted_at")
     search_fields = ("email", "first_name", "last_name", "company")
     list_filter = (DeletedFilter,)
     readonly_fields = ("id", "version", "field_times", "created_at", "updated_at", "deleted_at")
     ordering = ("-updated_at",)
+    inlines = (ProviderLinkInline, SyncAttemptInline)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("links")
+
+    @admin.display(description="sync")
+    def sync_status(self, contact: Contact) -> str:
+        return ", ".join(f"{link.provider}: {link.status}" for link in contact.links.all()) or "—"
 
 
 @admin.register(ApiToken)

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from contacts import selectors, services
 from contacts.models import Contact
 from contacts.serializers import ContactInputSerializer, ContactSerializer
+from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
 
 ERRORS = {code: OpenApiResponse(description=text) for code, text in {
@@ -125,3 +126,12 @@ class ContactDetailView(APIView):
         )
         contact = selectors.contact_get(contact_id=contact.pk)  # fresh sync state for the response
         return contact_response(contact)
+
+
+class ContactSyncView(APIView):
+    @extend_schema(request=None, responses={202: ContactSerializer, **ERRORS})
+    def post(self, request: Request, contact_id: str) -> Response:
+        """Queue the contact's current state for every connected CRM again."""
+        contact = selectors.contact_get(contact_id=contact_id)
+        contact_resync(contact=contact)
+        return contact_response(selectors.contact_get(contact_id=contact.pk), status_code=status.HTTP_202_ACCEPTED)

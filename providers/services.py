@@ -40,3 +40,9 @@ def enqueue_forward(*, providers: list[str]) -> None:
     from providers.outbox import enqueue_drain
 
     enqueue_drain(providers=providers)
+
+
+def contact_resync(*, contact: Contact) -> list[str]:
+    """Queue the contact's current state for every connected CRM again (API `POST …/sync`)."""
+    with transaction.atomic():
+        return links_mark_pending(contact=contact)

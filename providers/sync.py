@@ -19,7 +19,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from providers.backoff import retry_delay
 from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, value_hash
-from providers.models import DeadLetter, LinkStatus, ProviderLink, SyncAttempt
+from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
 from providers.registry import get_provider
 
 logger = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ def _outcome(error: ProviderError | None) -> str:
 
 
 def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int, report: DrainReport) -> None:
+    had_error = bool(link.last_error_code)
     link.status = LinkStatus.DELETED if link.contact.is_deleted else LinkStatus.SYNCED
     if result.external_id:
         link.external_id = result.external_id
@@ -164,6 +165,10 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         _park(link, code="LINKED_TO_OTHER_CONTACT", message=conflict, version=version)
         report.parked += 1
         return
+    if had_error:  # what was parked for this link has now gone through
+        DeadLetter.objects.filter(link=link, status=DeadLetterStatus.PARKED).update(
+            status=DeadLetterStatus.RETRIED, resolved_at=timezone.now()
+        )
     report.synced += 1
 
 
