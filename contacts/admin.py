@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 
-from contacts.models import ApiToken, Contact
+from contacts.models import SYNCED_FIELDS, ApiToken, Contact
+from contacts.services import contact_create, contact_delete, contact_update
 from providers.admin import ProviderLinkInline, SyncAttemptInline
+from syncroot.errors import ApplicationError
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -30,6 +32,25 @@ class ContactAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("links")
+
+    # Edits go through the same services as the API: version bump, sync to every CRM.
+    def save_model(self, request, obj, form, change):
+        data = {field: form.cleaned_data[field] for field in SYNCED_FIELDS if field in form.cleaned_data}
+        try:
+            if change:
+                contact_update(contact_id=obj.pk, data=data, partial=True)
+            else:
+                obj.pk = contact_create(data=data).pk
+        except ApplicationError as exc:
+            messages.error(request, f"Not saved: {exc.message} {exc.details or ''}")
+
+    def delete_model(self, request, obj):
+        if not obj.is_deleted:
+            contact_delete(contact_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for contact in queryset.filter(deleted_at__isnull=True):
+            contact_delete(contact_id=contact.pk)
 
     @admin.display(description="sync")
     def sync_status(self, contact: Contact) -> str:

@@ -1,0 +1,136 @@
+"""The real stack for end-to-end tests: PostgreSQL, Redis, a Celery worker consuming every queue,
+the API behind a live server, and both CRM sandboxes delivering webhooks to it."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+import requests.adapters
+from celery.contrib.testing.worker import start_worker
+from rest_framework.test import APIClient
+
+from providers import registry
+from sandbox.server import RunningSandbox
+from sandbox.testing import SandboxControl, running_sandbox
+from syncroot import queues
+from syncroot.celery import app as celery_app
+
+SECRET = "sandbox-secret"
+WEBHOOK_TOKEN = "e2e-webhook-token"
+
+
+@dataclass
+class Stack:
+    api: APIClient
+    hubspot: RunningSandbox
+    salesforce: RunningSandbox
+    hubspot_ctl: SandboxControl
+    salesforce_ctl: SandboxControl
+    server_url: str
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s")
+            time.sleep(interval)
+
+    def hubspot_records(self, *, archived: bool = False) -> list[dict]:
+        return [r for r in self.hubspot_ctl.records() if bool(r.get("archived")) == archived]
+
+    def salesforce_contacts(self, *, deleted: bool = False) -> list[dict]:
+        return [
+            r
+            for r in self.salesforce_ctl.records()
+            if r["attributes"]["type"] == "Contact" and bool(r.get("IsDeleted")) == deleted
+        ]
+
+    def hubspot_sdk(self):
+        from hubspot import HubSpot
+
+        return HubSpot(access_token="sandbox-token", host=self.hubspot.url)
+
+    def salesforce_sdk(self):
+        from simple_salesforce import Salesforce
+
+        return Salesforce(
+            instance_url=self.salesforce.url, session_id="sandbox-token", session=_http_session(self.salesforce.url)
+        )
+
+
+def _http_session(url: str) -> requests.Session:
+    """simple-salesforce always builds https:// URLs; the sandbox speaks plain HTTP on loopback."""
+    https = url.replace("http://", "https://", 1)
+
+    class HttpsToHttp(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            request.url = request.url.replace(https, url, 1)
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("https://", HttpsToHttp())
+    return session
+
+
+def _purge_broker() -> None:
+    with celery_app.connection_for_write() as connection:
+        for name in queues.ALL:
+            connection.default_channel.queue_purge(name)
+    celery_app.backend  # noqa: B018 - make sure the app is fully configured before the worker starts
+
+
+@pytest.fixture
+def sandbox_options() -> dict[str, dict[str, Any]]:
+    """Override per test to configure the sandboxes (faults, limits)."""
+    return {"hubspot": {}, "salesforce": {}}
+
+
+@pytest.fixture
+def stack(live_server, settings, api_client, sandbox_options) -> Iterator[Stack]:
+    hs_options = {"client_secret": SECRET, "webhook_url": f"{live_server.url}/webhooks/hubspot"}
+    sf_options = {"webhook_url": f"{live_server.url}/webhooks/salesforce?token={WEBHOOK_TOKEN}"}
+    with (
+        running_sandbox("hubspot", **{**hs_options, **sandbox_options["hubspot"]}) as hubspot,
+        running_sandbox("salesforce", **{**sf_options, **sandbox_options["salesforce"]}) as salesforce,
+    ):
+        settings.PUBLIC_BASE_URL = live_server.url
+        settings.HUBSPOT = {
+            **settings.HUBSPOT, "base_url": hubspot.url, "access_token": "sandbox-token",
+            "client_secret": SECRET, "app_id": "1234567", "rate_limit": "100/10 seconds",
+        }  # fmt: skip
+        settings.SALESFORCE = {
+            **settings.SALESFORCE, "login_url": salesforce.url, "client_id": "sandbox-client",
+            "client_secret": SECRET, "organization_id": "00D000000000001EAA",
+            "webhook_token": WEBHOOK_TOKEN, "event_secret": SECRET,
+        }  # fmt: skip
+        registry.reset()
+        for name in ("hubspot", "salesforce", "hubspot-search"):
+            _reset_limiter(name)
+        _purge_broker()
+        with start_worker(
+            celery_app, pool="threads", concurrency=4, perform_ping_check=False, queues=list(queues.ALL),
+            shutdown_timeout=30,
+        ):  # fmt: skip
+            yield Stack(
+                api=api_client, hubspot=hubspot, salesforce=salesforce,
+                hubspot_ctl=SandboxControl(hubspot.url), salesforce_ctl=SandboxControl(salesforce.url),
+                server_url=live_server.url,
+            )  # fmt: skip
+        registry.reset()
+
+
+def _reset_limiter(name: str) -> None:
+    from django.core.cache import cache
+
+    from providers.ratelimit import _strategy
+
+    connection = _strategy().storage.get_connection()
+    for key in connection.scan_iter(f"*crm/{name}*"):
+        connection.delete(key)
+    cache.delete(f"outbox:drain-scheduled:{name}")
