@@ -1,13 +1,6 @@
-"""Suite-wide test set-up: real PostgreSQL and Redis, kept apart from a running `make run`."""
+"""Suite-wide test set-up: real PostgreSQL and Redis (see syncroot/test_settings.py)."""
 
-import os
-
-# Tests use their own Redis database so they never consume a running instance's queues.
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.setdefault("DATABASE_URL", "postgres://127.0.0.1:5432/syncroot")
-os.environ.setdefault("LOG_FORMAT", "text")
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture

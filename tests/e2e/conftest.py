@@ -91,8 +91,23 @@ def sandbox_options() -> dict[str, dict[str, Any]]:
     return {"hubspot": {}, "salesforce": {}}
 
 
+def worker():
+    """A Celery worker consuming every queue, in threads of this process."""
+    return start_worker(
+        celery_app, pool="threads", concurrency=4, perform_ping_check=False, queues=list(queues.ALL),
+        shutdown_timeout=30,
+    )  # fmt: skip
+
+
 @pytest.fixture
-def stack(live_server, settings, api_client, sandbox_options) -> Iterator[Stack]:
+def stack(bare_stack: Stack) -> Iterator[Stack]:
+    with worker():
+        yield bare_stack
+
+
+@pytest.fixture
+def bare_stack(live_server, settings, api_client, sandbox_options) -> Iterator[Stack]:
+    """Everything but the worker (tests start it with `worker()` when they want)."""
     hs_options = {"client_secret": SECRET, "webhook_url": f"{live_server.url}/webhooks/hubspot"}
     sf_options = {"webhook_url": f"{live_server.url}/webhooks/salesforce?token={WEBHOOK_TOKEN}"}
     with (
@@ -113,15 +128,11 @@ def stack(live_server, settings, api_client, sandbox_options) -> Iterator[Stack]
         for name in ("hubspot", "salesforce", "hubspot-search"):
             _reset_limiter(name)
         _purge_broker()
-        with start_worker(
-            celery_app, pool="threads", concurrency=4, perform_ping_check=False, queues=list(queues.ALL),
-            shutdown_timeout=30,
-        ):  # fmt: skip
-            yield Stack(
-                api=api_client, hubspot=hubspot, salesforce=salesforce,
-                hubspot_ctl=SandboxControl(hubspot.url), salesforce_ctl=SandboxControl(salesforce.url),
-                server_url=live_server.url,
-            )  # fmt: skip
+        yield Stack(
+            api=api_client, hubspot=hubspot, salesforce=salesforce,
+            hubspot_ctl=SandboxControl(hubspot.url), salesforce_ctl=SandboxControl(salesforce.url),
+            server_url=live_server.url,
+        )  # fmt: skip
         registry.reset()
 
 
