@@ -27,7 +27,11 @@ def outbound_payloads():
 def event_payloads(name):
     body = (PAYLOADS / name).read_bytes()
     now = int(time.time())
-    headers = {"Content-Type": "application/json", "X-Signature-Timestamp": str(now), "X-Signature": sign("s", now, body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Signature-Timestamp": str(now),
+        "X-Signature": sign("s", now, body),
+    }
     return [e.payload for e in parse_delivery(body=body, headers=headers, query={}, config=CONFIG)]
 
 

@@ -110,7 +110,9 @@ def test_oversized_delivery_is_refused_before_parsing():
 
 def test_other_content_types_are_refused():
     with pytest.raises(WebhookRejected) as raised:
-        parse_delivery(body=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}, query={}, config=CONFIG)
+        parse_delivery(
+            body=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}, query={}, config=CONFIG
+        )
     assert raised.value.status == 415
 
 
