@@ -13,13 +13,20 @@ sandbox instead::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce
 
-__all__ = ["HttpsToHttpAdapter", "sdk_session"]
+from sandbox.server import RunningSandbox
+from sandbox.testing import SandboxControl, running_sandbox
+
+__all__ = ["HttpsToHttpAdapter", "SalesforceHarness", "running_salesforce", "sdk_session"]
 
 
 class HttpsToHttpAdapter(HTTPAdapter):
@@ -47,3 +54,36 @@ def sdk_session(sandbox_url: str) -> requests.Session:
     session.trust_env = False  # loopback: never through a proxy
     session.mount("https://", HttpsToHttpAdapter(sandbox_url))
     return session
+
+
+@dataclass
+class SalesforceHarness:
+    """A running Salesforce sandbox, an SDK client on the static token, and its control plane."""
+
+    running: RunningSandbox
+    session: requests.Session
+    sf: Salesforce
+    control: SandboxControl
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def app(self) -> Any:
+        return self.running.app
+
+    def rest(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A raw call to ``/services/data/v59.0/<path>`` with the static token (no SDK error mapping)."""
+        headers = {"Authorization": "Bearer " + self.sf.session_id, **kwargs.pop("headers", {})}
+        return self.session.request(method, f"{self.url}/services/data/v59.0/{path}", headers=headers, **kwargs)
+
+
+@contextmanager
+def running_salesforce(**options: Any) -> Iterator[SalesforceHarness]:
+    """Serve a Salesforce sandbox (``options``: ``seed`` and config keys) with an SDK client for the block."""
+    with running_sandbox("salesforce", **options) as running:
+        session = sdk_session(running.url)
+        token = options.get("token", "sandbox-token")
+        sf = Salesforce(instance_url=running.url, session_id=token, session=session)
+        yield SalesforceHarness(running, session, sf, SandboxControl(running.url))
