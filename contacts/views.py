@@ -16,7 +16,16 @@ from contacts.serializers import ContactInputSerializer, ContactSerializer
 from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
 
-ERRORS = {code: OpenApiResponse(description=text) for code, text in {
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField()
+
+
+ERRORS = {code: OpenApiResponse(response=ErrorSerializer, description=text) for code, text in {
     400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 409: "Duplicate email",
     412: "Stale If-Match", 422: "Idempotency-Key reused with another body", 429: "Throttled",
 }.items()}  # fmt: skip
@@ -57,6 +66,9 @@ class ContactFilterSerializer(serializers.Serializer):
 
 
 class ContactListView(APIView):
+    # Declared on the view (not only used in `get`) so the OpenAPI schema shows the paginated envelope.
+    pagination_class = ContactPagination
+
     @extend_schema(parameters=[ContactFilterSerializer], responses={200: ContactSerializer(many=True), **ERRORS})
     def get(self, request: Request) -> Response:
         filters = ContactFilterSerializer(data=request.query_params)
@@ -64,7 +76,7 @@ class ContactListView(APIView):
         queryset = selectors.contact_list(
             email=filters.validated_data.get("email"), updated_since=filters.validated_data.get("updated_since")
         )
-        paginator = ContactPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(ContactSerializer(page, many=True).data)
 
