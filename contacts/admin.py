@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.validators import validate_email
 
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact
+from contacts.selectors import contact_by_email
 from contacts.services import contact_create, contact_delete, contact_update
 from providers.admin import ProviderLinkInline, SyncAttemptInline
 from syncroot.errors import ApplicationError
@@ -21,8 +24,21 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ContactAdminForm(forms.ModelForm):
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip()
+        validate_email(email)
+        # The unique index is conditional on deleted_at, which the form leaves out, so Django does not
+        # check it; without this a duplicate only surfaces as a failed save after "changed successfully".
+        existing = contact_by_email(email=email)
+        if existing is not None and existing.pk != self.instance.pk:
+            raise forms.ValidationError(f"A contact with this email already exists ({existing.pk}).")
+        return email
+
+
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
+    form = ContactAdminForm
     list_display = ("email", "first_name", "last_name", "company", "version", "sync_status", "updated_at", "deleted_at")
     search_fields = ("email", "first_name", "last_name", "company")
     list_filter = (DeletedFilter,)
@@ -69,6 +85,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = ApiToken.generate(name=obj.name)
+        token, raw = ApiToken.generate(name=obj.name, is_active=obj.is_active)
         obj.pk, obj.prefix, obj.key_hash = token.pk, token.prefix, token.key_hash
         messages.warning(request, f"New API token for {obj.name} (shown once, copy it now): {raw}")

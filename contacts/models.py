@@ -80,9 +80,9 @@ class ApiToken(models.Model):
         return True
 
     @classmethod
-    def generate(cls, *, name: str) -> tuple["ApiToken", str]:
+    def generate(cls, *, name: str, is_active: bool = True) -> tuple["ApiToken", str]:
         raw = "sr_" + secrets.token_urlsafe(32)
-        token = cls.objects.create(name=name, prefix=raw[:10], key_hash=hash_token(raw))
+        token = cls.objects.create(name=name, prefix=raw[:10], key_hash=hash_token(raw), is_active=is_active)
         return token, raw
 
 
