@@ -1,6 +1,7 @@
 import factory
+from django.utils import timezone
 
-from contacts.models import Contact
+from contacts.models import ApiToken, Contact
 
 
 class ContactFactory(factory.django.DjangoModelFactory):
@@ -13,3 +14,23 @@ class ContactFactory(factory.django.DjangoModelFactory):
     phone = factory.Faker("numerify", text="+1 555 ### ####")
     company = factory.Faker("company")
     job_title = factory.Faker("job", locale="en_US")
+
+    class Params:
+        # A soft-deleted contact: the tombstone the API no longer shows.
+        deleted = factory.Trait(deleted_at=factory.LazyFunction(timezone.now))
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """A token made the way the product makes them; the raw value is on `.raw` (it is stored hashed)."""
+
+    class Meta:
+        model = ApiToken
+
+    name = factory.Sequence(lambda n: f"client-{n}")
+    is_active = True
+
+    @classmethod
+    def _create(cls, model_class, *args, name: str, is_active: bool = True, **kwargs) -> ApiToken:
+        token, raw = model_class.generate(name=name, is_active=is_active)
+        token.raw = raw
+        return token
