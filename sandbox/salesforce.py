@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,14 +28,8 @@ from sandbox.core import (
 )
 from sandbox.routing import Route
 from sandbox.salesforce_auth import (
-    OAuthError,
+    AuthMixin,
     SessionRegistry,
-    grant,
-    login_fault,
-    login_response,
-    oauth_error,
-    parse_soap_login,
-    token_signature,
 )
 from sandbox.salesforce_outbound import (
     OUTBOUND_FIELDS,
@@ -95,7 +88,7 @@ def _coerce_positive_int(value: Any) -> int:
     return value
 
 
-class SalesforceApp(RestMixin, QueryMixin, SandboxApp):
+class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
     """One emulated org. Config keys: see :attr:`CONFIG_FIELDS`."""
 
     KIND = "salesforce"
@@ -168,6 +161,7 @@ class SalesforceApp(RestMixin, QueryMixin, SandboxApp):
         self.api("POST", "/services/oauth2/revoke", self.oauth_revoke, auth=False)
         self.api("POST", "/services/Soap/u/{soap_version}", self.soap_login, auth=False)
         self.api("GET", "/id/{org_id}/{user_id}", self.identity)
+        self.api("GET", "/services/oauth2/userinfo", self.userinfo)
         self.setup_query_routes()  # before the REST routes: /sobjects/X/updated is not a record id
         self.setup_rest_routes()
         self.control.add("POST", "/_sandbox/tokens/expire", self._control_expire_tokens)
@@ -221,77 +215,6 @@ class SalesforceApp(RestMixin, QueryMixin, SandboxApp):
     def config_changed(self, keys: set[str]) -> None:
         if "organization_id" in keys and hasattr(self, "sessions"):
             self.sessions.organization_id = self.config["organization_id"]
-
-    # -- OAuth, SOAP login, identity ---------------------------------------------------
-
-    def versions(self, request: Request) -> Response:
-        return json_response(
-            [{"label": f"v{n}.0", "url": f"/services/data/v{n}.0", "version": f"{n}.0"} for n in range(31, 63)]
-        )
-
-    def oauth_token(self, request: Request) -> Response:
-        form = request.form
-        try:
-            access, refresh = grant(request, form, config=self.config, sessions=self.sessions)
-        except OAuthError as error:
-            return oauth_error(error)
-        identity = f"{self._base_url}/id/{self.config['organization_id']}/{INTEGRATION_USER_ID}"
-        issued_at = str(int(time.time() * 1000))
-        body: dict[str, Any] = {"access_token": access}
-        if refresh:
-            body["refresh_token"] = refresh
-        body.update(
-            signature=token_signature(identity, issued_at, self.config["client_secret"]),
-            scope="api refresh_token" if refresh else "api",
-            instance_url=self._base_url,
-            id=identity,
-            token_type="Bearer",
-            issued_at=issued_at,
-        )
-        return json_response(body)
-
-    def oauth_revoke(self, request: Request) -> Response:
-        token = request.values.get("token", "")
-        if not self.sessions.revoke(token):
-            return oauth_error(OAuthError("unsupported_token_type", "this token type is not supported"))
-        return Response(b"", status=200)
-
-    def soap_login(self, request: Request, soap_version: str) -> Response:
-        credentials = parse_soap_login(request.get_data())
-        if credentials is None:
-            return login_fault()
-        access, _ = self.sessions.issue(self.config["token_ttl_s"], with_refresh=False)
-        return login_response(
-            base_url=self._base_url,
-            api_version=soap_version,
-            organization_id=self.config["organization_id"],
-            user_id=INTEGRATION_USER_ID,
-            username=credentials[0],
-            session_id=access,
-            ttl_s=self.config["token_ttl_s"],
-        )
-
-    def identity(self, request: Request, org_id: str, user_id: str) -> Response:
-        if normalize_id(org_id) != self.config["organization_id"] or normalize_id(user_id) not in (
-            INTEGRATION_USER_ID,
-            UI_USER_ID,
-        ):
-            raise self.make_error(404, "NOT_FOUND", "")
-        return json_response(
-            {
-                "id": f"{self._base_url}/id/{org_id}/{user_id}",
-                "user_id": normalize_id(user_id),
-                "organization_id": self.config["organization_id"],
-                "username": "integration@sandbox.example",
-                "display_name": "Integration User",
-                "active": True,
-                "user_type": "STANDARD",
-                "urls": {"rest": f"{self._base_url}/services/data/v{{version}}/"},
-            }
-        )
-
-    def _control_expire_tokens(self, request: Request) -> Response:
-        return json_response({"expired": self.sessions.expire_all()})
 
     # -- webhooks ------------------------------------------------------------------------
 

@@ -15,14 +15,25 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree
 from werkzeug.wrappers import Request, Response
 
-__all__ = ["OAuthError", "SessionRegistry", "login_fault", "login_response", "oauth_error", "parse_soap_login"]
+from sandbox.core import json_response
+from sandbox.salesforce_schema import INTEGRATION_USER_ID, UI_USER_ID, normalize_id
+
+__all__ = [
+    "AuthMixin",
+    "OAuthError",
+    "SessionRegistry",
+    "login_fault",
+    "login_response",
+    "oauth_error",
+    "parse_soap_login",
+]
 
 _TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._"
 
@@ -192,3 +203,101 @@ def grant(
             raise OAuthError("invalid_grant", "expired access/refresh token")
         return sessions.issue(ttl, with_refresh=False)
     return sessions.issue(ttl, with_refresh=False)
+
+
+class AuthMixin:
+    """Token endpoint, SOAP login and identity handlers; mixed into the Salesforce app."""
+
+    config: dict[str, Any]
+    sessions: SessionRegistry
+    _base_url: str
+    make_error: Callable[..., Any]
+
+    def versions(self, request: Request) -> Response:
+        return json_response(
+            [{"label": f"v{n}.0", "url": f"/services/data/v{n}.0", "version": f"{n}.0"} for n in range(31, 63)]
+        )
+
+    def oauth_token(self, request: Request) -> Response:
+        form = request.form
+        try:
+            access, refresh = grant(request, form, config=self.config, sessions=self.sessions)
+        except OAuthError as error:
+            return oauth_error(error)
+        identity = f"{self._base_url}/id/{self.config['organization_id']}/{INTEGRATION_USER_ID}"
+        issued_at = str(int(time.time() * 1000))
+        body: dict[str, Any] = {"access_token": access}
+        if refresh:
+            body["refresh_token"] = refresh
+        body.update(
+            signature=token_signature(identity, issued_at, self.config["client_secret"]),
+            scope="api refresh_token" if refresh else "api",
+            instance_url=self._base_url,
+            id=identity,
+            token_type="Bearer",
+            issued_at=issued_at,
+        )
+        return json_response(body)
+
+    def oauth_revoke(self, request: Request) -> Response:
+        token = request.values.get("token", "")
+        if not self.sessions.revoke(token):
+            return oauth_error(OAuthError("unsupported_token_type", "this token type is not supported"))
+        return Response(b"", status=200)
+
+    def soap_login(self, request: Request, soap_version: str) -> Response:
+        credentials = parse_soap_login(request.get_data())
+        if credentials is None:
+            return login_fault()
+        access, _ = self.sessions.issue(self.config["token_ttl_s"], with_refresh=False)
+        return login_response(
+            base_url=self._base_url,
+            api_version=soap_version,
+            organization_id=self.config["organization_id"],
+            user_id=INTEGRATION_USER_ID,
+            username=credentials[0],
+            session_id=access,
+            ttl_s=self.config["token_ttl_s"],
+        )
+
+    def identity(self, request: Request, org_id: str, user_id: str) -> Response:
+        if normalize_id(org_id) != self.config["organization_id"] or normalize_id(user_id) not in (
+            INTEGRATION_USER_ID,
+            UI_USER_ID,
+        ):
+            raise self.make_error(404, "NOT_FOUND", "")
+        return json_response(
+            {
+                "id": f"{self._base_url}/id/{org_id}/{user_id}",
+                "user_id": normalize_id(user_id),
+                "organization_id": self.config["organization_id"],
+                "username": "integration@sandbox.example",
+                "display_name": "Integration User",
+                "active": True,
+                "user_type": "STANDARD",
+                "urls": {"rest": f"{self._base_url}/services/data/v{{version}}/"},
+            }
+        )
+
+    def userinfo(self, request: Request) -> Response:
+        """OpenID Connect userinfo of the token's user (every token is the integration user's)."""
+        org_id = self.config["organization_id"]
+        return json_response(
+            {
+                "sub": f"{self._base_url}/id/{org_id}/{INTEGRATION_USER_ID}",
+                "user_id": INTEGRATION_USER_ID,
+                "organization_id": org_id,
+                "preferred_username": "integration@sandbox.example",
+                "name": "Integration User",
+                "email": "integration@sandbox.example",
+                "email_verified": True,
+                "active": True,
+                "user_type": "STANDARD",
+                "language": "en_US",
+                "locale": "en_US",
+                "utcOffset": 0,
+            }
+        )
+
+    def _control_expire_tokens(self, request: Request) -> Response:
+        return json_response({"expired": self.sessions.expire_all()})

@@ -180,8 +180,9 @@ class OrgStore:
         self._numbers: dict[str, int] = {}
 
     def new_id(self, prefix: str) -> str:
-        number = self._numbers.get(prefix, 0) + 1
-        self._numbers[prefix] = number
+        with self.lock:
+            number = self._numbers.get(prefix, 0) + 1
+            self._numbers[prefix] = number
         return make_id(prefix, number, self.pod)
 
     def clear(self) -> None:

@@ -16,227 +16,17 @@ caret-under-the-token message layout.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sandbox.salesforce_schema import (
-    FieldSpec,
-    ObjectSpec,
-    normalize_id,
-    parse_datetime,
-)
+from sandbox.salesforce_schema import ObjectSpec, normalize_id, parse_datetime
+from sandbox.soql_ast import BoolOp, Comparison, FieldPath, Literal, OrderItem, Query
+from sandbox.soql_lexer import SoqlError, Token, decode_string, malformed, pointer, tokenize
 
 __all__ = ["Query", "SoqlError", "parse"]
 
-Record = Mapping[str, Any]
-Resolver = Callable[[str, str], Record | None]
-
-
-class SoqlError(Exception):
-    """A query the CRM would refuse with HTTP 400 ``[{"errorCode": code, "message": ...}]``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-# --- tokens ---------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2}))
-  | (?P<date>\d{4}-\d{2}-\d{2}(?![\dT]))
-  | (?P<number>[+-]?\d+(?:\.\d+)?(?![\w.]))
-  | (?P<string>'(?:[^'\\]|\\.)*')
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
-  | (?P<op>!=|<>|<=|>=|=|<|>)
-  | (?P<punct>[(),:])
-    """,
-    re.VERBOSE,
-)
-
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\"}
-
 _RELATIVE_DATES = {"TODAY", "YESTERDAY", "TOMORROW", "LAST_N_DAYS", "NEXT_N_DAYS"}
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # datetime, date, number, string, ident, op, punct, eof
-    text: str
-    pos: int
-
-    def is_word(self, *words: str) -> bool:
-        return self.kind == "ident" and self.text.upper() in words
-
-
-def _tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN_RE.match(text, pos)
-        if match is None:
-            raise _malformed(text, pos, f"unexpected token: '{text[pos:].split()[0][:20]}'")
-        kind = match.lastgroup or "ws"
-        if kind != "ws":
-            tokens.append(Token(kind, match.group(), pos))
-        pos = match.end()
-    tokens.append(Token("eof", "", len(text)))
-    return tokens
-
-
-def _pointer(text: str, pos: int) -> str:
-    """The CRM's error layout: the query's line, a caret under the column, the position."""
-    line_no = text.count("\n", 0, pos) + 1
-    line_start = text.rfind("\n", 0, pos) + 1
-    line_end = text.find("\n", pos)
-    line = text[line_start : line_end if line_end >= 0 else len(text)]
-    column = pos - line_start + 1
-    return f"\n{line}\n{' ' * (column - 1)}^\nERROR at Row:{line_no}:Column:{column}\n"
-
-
-def _malformed(text: str, pos: int, detail: str) -> SoqlError:
-    return SoqlError("MALFORMED_QUERY", _pointer(text, pos) + detail)
-
-
-def _decode_string(raw: str) -> tuple[str, str]:
-    """Decode a quoted literal; return (value, LIKE regex) (``\\%``/``\\_`` stay literal in LIKE)."""
-    value: list[str] = []
-    pattern: list[str] = []
-    index, body = 0, raw[1:-1]
-    while index < len(body):
-        char = body[index]
-        if char == "\\":
-            index += 1
-            escaped = body[index]
-            if escaped in "%_":
-                value.append(escaped)
-                pattern.append(re.escape(escaped))
-            elif escaped == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[index + 1 : index + 5]):
-                decoded = chr(int(body[index + 1 : index + 5], 16))
-                value.append(decoded)
-                pattern.append(re.escape(decoded))
-                index += 4
-            elif escaped.lower() in _ESCAPES:
-                decoded = _ESCAPES[escaped.lower()] if escaped not in "\"'\\" else escaped
-                value.append(decoded)
-                pattern.append(re.escape(decoded))
-            else:
-                raise ValueError(f"Invalid string literal: {raw}")
-        else:
-            value.append(char)
-            pattern.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
-        index += 1
-    return "".join(value), "".join(pattern)
-
-
-# --- AST ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldPath:
-    """A selected/filtered field: ``via`` is the reference field for ``Account.Name``."""
-
-    spec: FieldSpec
-    via: FieldSpec | None = None
-    target: ObjectSpec | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.via.relationship_name}.{self.spec.name}" if self.via else self.spec.name
-
-
-@dataclass(frozen=True)
-class Literal:
-    kind: str  # string, number, datetime, date, boolean, null, relative
-    value: Any
-    pos: int
-    like: str = ""  # LIKE regex for strings
-
-
-@dataclass(frozen=True)
-class Comparison:
-    path: FieldPath
-    op: str  # = != < <= > >= IN NOT IN LIKE
-    values: tuple[Any, ...]  # normalized literal values; ranges for relative dates
-    like: re.Pattern[str] | None = None
-
-
-@dataclass(frozen=True)
-class BoolOp:
-    op: str  # AND, OR, NOT
-    items: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class OrderItem:
-    path: FieldPath
-    descending: bool
-    nulls_last: bool
-
-
-@dataclass(frozen=True)
-class Query:
-    """A parsed, type-checked query."""
-
-    text: str
-    sobject: ObjectSpec
-    fields: tuple[FieldPath, ...]
-    count_only: bool
-    where: Any
-    order: tuple[OrderItem, ...]
-    limit: int | None
-    offset: int
-
-    def equality_filters(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """``(field, values)`` of top-level AND-ed ``=``/``IN`` filters on the object's own
-        fields (string values lower-cased): candidates for an index lookup."""
-        where = self.where
-        nodes = where.items if isinstance(where, BoolOp) and where.op == "AND" else (where,) if where else ()
-        return [
-            (node.path.spec.name, node.values)
-            for node in nodes
-            if isinstance(node, Comparison)
-            and node.path.via is None
-            and node.op in ("=", "IN")
-            and all(value is not None and not isinstance(value, tuple) for value in node.values)
-        ]
-
-    def matches(self, record: Record, resolve: Resolver) -> bool:
-        return self.where is None or bool(_evaluate(self.where, record, resolve))
-
-    def run(self, records: list[Record], resolve: Resolver) -> list[Record]:
-        """Filter, sort, then apply OFFSET and LIMIT (records in creation order)."""
-        rows = [record for record in records if self.matches(record, resolve)]
-        for item in reversed(self.order):
-            present = [row for row in rows if _value(item.path, row, resolve) is not None]
-            missing = [row for row in rows if _value(item.path, row, resolve) is None]
-            present.sort(key=lambda row, p=item.path: _sort_key(_value(p, row, resolve)), reverse=item.descending)
-            rows = present + missing if item.nulls_last else missing + present
-        end = None if self.limit is None else self.offset + self.limit
-        return rows[self.offset : end]
-
-    def project(
-        self, record: Record, resolve: Resolver, render: Callable[[ObjectSpec, Record, list[str]], dict]
-    ) -> dict:
-        """The selected fields of ``record`` in SELECT order; ``render(spec, record, names)``
-        formats one (possibly related) record with its ``attributes``."""
-        own = [path.spec.name for path in self.fields if path.via is None]
-        out = render(self.sobject, record, own)
-        related: dict[str, tuple[FieldPath, list[str]]] = {}
-        for path in self.fields:
-            if path.via is not None:
-                related.setdefault(path.via.relationship_name or "", (path, []))[1].append(path.spec.name)
-        for relationship, (path, names) in related.items():
-            parent_id = record.get(path.via.name) if path.via else None
-            parent = resolve(path.target.name, parent_id) if parent_id and path.target else None
-            out[relationship] = render(path.target, parent, names) if parent is not None and path.target else None
-        return out
-
 
 # --- parser -----------------------------------------------------------------------
 
@@ -247,7 +37,7 @@ class _Parser:
         self.schema = {name.lower(): spec for name, spec in schema.items()}
         self.now = now
         try:
-            self.tokens = _tokenize(text)
+            self.tokens = tokenize(text)
         except ValueError as exc:
             raise SoqlError("MALFORMED_QUERY", str(exc)) from None
         self.index = 0
@@ -276,7 +66,7 @@ class _Parser:
     def unexpected(self, token: Token | None = None) -> SoqlError:
         token = token or self.token
         shown = token.text if token.kind != "eof" else "<EOF>"
-        return _malformed(self.text, token.pos, f"unexpected token: '{shown}'")
+        return malformed(self.text, token.pos, f"unexpected token: '{shown}'")
 
     # grammar
     def parse(self) -> Query:
@@ -290,7 +80,7 @@ class _Parser:
         if self.sobject is None:
             raise SoqlError(
                 "INVALID_TYPE",
-                _pointer(self.text, from_token.pos)
+                pointer(self.text, from_token.pos)
                 + f"sObject type '{from_token.text}' is not supported. If you are attempting to use a custom "
                 "object, be sure to append the '__c' after the entity name. Please reference your WSDL or the "
                 "describe call for the appropriate names.",
@@ -363,7 +153,7 @@ class _Parser:
             if via is None:
                 raise SoqlError(
                     "INVALID_FIELD",
-                    _pointer(self.text, token.pos)
+                    pointer(self.text, token.pos)
                     + f"Didn't understand relationship '{parts[0]}' in field path. If you are attempting to use "
                     "a custom relationship, be sure to append the '__r' after the custom relationship name. "
                     "Please reference your WSDL or the describe call for the appropriate names.",
@@ -371,7 +161,7 @@ class _Parser:
         entity = self.sobject.name if len(parts) == 1 else parts[0]
         raise SoqlError(
             "INVALID_FIELD",
-            _pointer(self.text, token.pos)
+            pointer(self.text, token.pos)
             + f"No such column '{parts[-1]}' on entity '{entity}'. If you are attempting to use a custom field, "
             "be sure to append the '__c' after the custom field name. Please reference your WSDL or the "
             "describe call for the appropriate names.",
@@ -436,7 +226,7 @@ class _Parser:
             if literal.kind != "string" or not path.spec.is_string:
                 raise SoqlError(
                     "INVALID_QUERY_FILTER_OPERATOR",
-                    _pointer(self.text, literal.pos) + f"invalid operator on field {path.name}: LIKE",
+                    pointer(self.text, literal.pos) + f"invalid operator on field {path.name}: LIKE",
                 )
             return Comparison(path, "LIKE", (), re.compile(f"^{literal.like}$", re.IGNORECASE | re.DOTALL))
         negate = False
@@ -458,16 +248,16 @@ class _Parser:
         token = self.advance()
         if token.kind == "string":
             try:
-                value, like = _decode_string(token.text)
+                value, like = decode_string(token.text)
             except ValueError as exc:
-                raise _malformed(self.text, token.pos, str(exc)) from None
+                raise malformed(self.text, token.pos, str(exc)) from None
             return Literal("string", value, token.pos, like)
         if token.kind == "number":
             return Literal("number", float(token.text), token.pos)
         if token.kind == "datetime":
             parsed = parse_datetime(token.text)
             if parsed is None:
-                raise _malformed(
+                raise malformed(
                     self.text, token.pos, f"line 1:{token.pos} no viable alternative at character '{token.text}'"
                 )
             return Literal("datetime", parsed, token.pos)
@@ -512,7 +302,7 @@ class _Parser:
                 if normalized is None:
                     raise SoqlError(
                         "INVALID_QUERY_FILTER_OPERATOR",
-                        _pointer(self.text, literal.pos) + f"invalid ID field: {literal.value}",
+                        pointer(self.text, literal.pos) + f"invalid ID field: {literal.value}",
                     )
                 values.append(normalized)
             elif spec.is_string:
@@ -539,7 +329,7 @@ class _Parser:
     def type_error(self, path: FieldPath, literal: Literal, expected: str) -> SoqlError:
         return SoqlError(
             "INVALID_FIELD",
-            _pointer(self.text, literal.pos)
+            pointer(self.text, literal.pos)
             + f"value of filter criterion for field '{path.spec.name}' must be of type {expected}",
         )
 
@@ -552,68 +342,3 @@ def parse(text: str, schema: Mapping[str, ObjectSpec], *, now: datetime | None =
     if not text or not text.strip():
         raise SoqlError("MALFORMED_QUERY", "A query string has to be specified")
     return _Parser(text, schema, now or datetime.now(UTC)).parse()
-
-
-# --- evaluation -------------------------------------------------------------------
-
-
-def _value(path: FieldPath, record: Record, resolve: Resolver) -> Any:
-    if path.via is None:
-        return record.get(path.spec.name)
-    parent_id = record.get(path.via.name)
-    if not parent_id or path.target is None:
-        return None
-    parent = resolve(path.target.name, parent_id)
-    return parent.get(path.spec.name) if parent is not None else None
-
-
-def _sort_key(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-def _compare(op: str, actual: Any, expected: Any) -> bool:
-    if isinstance(expected, tuple):  # a relative date range [start, end)
-        start, end = expected
-        if actual is None:
-            return op == "!="
-        inside = start <= actual < end
-        return {
-            "=": inside,
-            "!=": not inside,
-            "<": actual < start,
-            "<=": actual < end,
-            ">": actual >= end,
-            ">=": actual >= start,
-        }[op]
-    if op == "=":
-        return actual == expected
-    if op == "!=":
-        return actual != expected
-    if actual is None or expected is None:
-        return False  # ordering operators never match null
-    if op == "<":
-        return actual < expected
-    if op == "<=":
-        return actual <= expected
-    if op == ">":
-        return actual > expected
-    return actual >= expected
-
-
-def _evaluate(node: Any, record: Record, resolve: Resolver) -> bool:
-    if isinstance(node, BoolOp):
-        if node.op == "AND":
-            return all(_evaluate(item, record, resolve) for item in node.items)
-        if node.op == "OR":
-            return any(_evaluate(item, record, resolve) for item in node.items)
-        return not _evaluate(node.items[0], record, resolve)
-    actual = _value(node.path, record, resolve)
-    if node.path.spec.is_string and isinstance(actual, str):
-        actual = actual.lower()
-    if node.op == "LIKE":
-        return isinstance(actual, str) and node.like.match(actual) is not None
-    if node.op == "IN":
-        return actual in node.values
-    if node.op == "NOT IN":
-        return actual not in node.values
-    return _compare(node.op, actual, node.values[0])

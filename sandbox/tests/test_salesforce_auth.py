@@ -79,6 +79,11 @@ def test_token_response_shape_signature_and_refresh(harness):
 
     identity = harness.session.get(body["id"], headers={"Authorization": f"Bearer {body['access_token']}"})
     assert identity.json()["user_id"] == INTEGRATION_USER_ID
+    userinfo = harness.session.get(
+        f"{harness.url}/services/oauth2/userinfo", headers={"Authorization": "Bearer sandbox-token"}
+    )
+    assert userinfo.json()["user_id"] == INTEGRATION_USER_ID
+    assert userinfo.json()["organization_id"] == "00D000000000001EAA"
 
 
 @pytest.mark.parametrize(
