@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from limits import parse as parse_rate
 from requests.adapters import HTTPAdapter
 
 from providers.base import AuthExpired, Permanent, ProviderError, RateLimited, Transient
@@ -115,6 +116,17 @@ def _validation_detail(message: str) -> tuple[str, str]:
     return code, detail
 
 
+def with_headroom(rate: str) -> str:
+    """HubSpot's limit less 5% (at least one request).
+
+    Our window counts a request when it leaves, HubSpot's when it arrives: network jitter can
+    put one more request in HubSpot's window than in ours, which at the exact limit is a 429.
+    """
+    item = parse_rate(rate)
+    amount = item.amount - max(1, item.amount // 20) if item.amount > 1 else item.amount
+    return f"{amount} per {item.multiples} {item.GRANULARITY.name}"
+
+
 def _filter(prop: str, operator: str, value: int | str) -> dict[str, str]:
     return {"propertyName": prop, "operator": operator, "value": str(value)}
 
@@ -170,8 +182,9 @@ class HubSpotClient:
         self._token_expires_at: float | None = None  # unknown for a configured token
         self._token_lock = threading.Lock()
         key = str(config.get("limiter_key") or "hubspot")
-        self.limiter = RateLimiter(key, str(config.get("rate_limit") or "100/10 seconds"))
-        self.search_limiter = RateLimiter(f"{key}-search", str(config.get("search_rate_limit") or "4/second"))
+        self.limiter = RateLimiter(key, with_headroom(str(config.get("rate_limit") or "100/10 seconds")))
+        search_rate = with_headroom(str(config.get("search_rate_limit") or "5/second"))
+        self.search_limiter = RateLimiter(f"{key}-search", search_rate)
         self.timeout = (float(config.get("connect_timeout", 3.0)), float(config.get("read_timeout", 15.0)))
         self.on_response = on_response
         if session is None:
@@ -241,17 +254,18 @@ class HubSpotClient:
         return self._batch("archive", [{"id": str(i)} for i in ids])
 
     def _batch(
-        self, action: str, inputs: Sequence[dict[str, Any]], *, extra: Mapping[str, Any] | None = None,
+        self,
+        action: str,
+        inputs: Sequence[dict[str, Any]],
+        *,
+        extra: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> BatchResult:  # fmt: skip
+    ) -> BatchResult:
         outcome = BatchResult()
+        path, operation = f"{CONTACTS}/batch/{action}", f"batch_{action}"
         for chunk in chunked(inputs):
             body = {**(extra or {}), "inputs": list(chunk)}
-            outcome.extend(
-                self.request(
-                    "POST", f"{CONTACTS}/batch/{action}", operation=f"batch_{action}", body=body, params=params
-                )
-            )
+            outcome.extend(self.request("POST", path, operation=operation, body=body, params=params))
         return outcome
 
     # --- search --------------------------------------------------------------------------------

@@ -159,9 +159,10 @@ class _PushRun:
     def _ok(self, index: int, external_id: str | None, operation: str) -> None:
         self.results[index] = PushResult(key=self.items[index].key, external_id=external_id, operation=operation)
 
-    def _failed(self, index: int, error: ProviderError | None, operation: str = "update") -> PushResult:
+    def _failed(self, index: int, error: ProviderError | None) -> PushResult:
         item = self.items[index]
-        error = error or Transient("no result for this record", code="NO_RESULT")
+        error = error or Transient("HubSpot returned no result for this record", code="NO_RESULT")
+        operation = "delete" if item.delete else "update" if item.external_id else "create"
         result = PushResult(key=item.key, external_id=item.external_id, error=error, operation=operation)
         self.results[index] = result
         return result
@@ -178,8 +179,7 @@ class _PushRun:
             else:
                 self._create_one(index, properties)
         except Permanent as exc:
-            operation = "delete" if item.delete else "update" if item.external_id else "create"
-            self._failed(index, exc, operation)
+            self._failed(index, exc)
         except ProviderError as exc:
             self.abort = exc
 
@@ -259,7 +259,7 @@ class _PushRun:
         for group in _rounds(linked, lambda i: str(self.items[i].external_id)):
             for chunk in chunked(group):
                 ids = [str(self.items[i].external_id) for i in chunk]
-                self._call_batch(list(chunk), ids, self.client.batch_archive, apply, operation="delete")
+                self._call_batch(list(chunk), ids, self.client.batch_archive, apply)
 
     def _update(self, indexes: list[int]) -> list[int]:
         """batch/update by stored id; returns the items whose contact was deleted in HubSpot."""
@@ -282,7 +282,7 @@ class _PushRun:
         for group in _rounds(indexes, lambda i: str(self.items[i].external_id)):
             for chunk in chunked(group):
                 inputs = [(str(self.items[i].external_id), transform.to_hubspot(self.items[i].values)) for i in chunk]
-                self._call_batch(list(chunk), inputs, self.client.batch_update, apply, operation="update")
+                self._call_batch(list(chunk), inputs, self.client.batch_update, apply)
         return gone
 
     def _upsert(self, indexes: list[int]) -> None:
@@ -298,15 +298,15 @@ class _PushRun:
                 if obj is not None and position not in errors:
                     self._ok(index, str(obj["id"]), "create" if obj.get("new") else "match")
                 else:
-                    self._failed(index, errors.get(position), "create")
+                    self._failed(index, errors.get(position))
 
         for group in _rounds(indexes, email):
             for chunk in chunked(group):
                 properties = [transform.to_hubspot(self.items[i].values) for i in chunk]
                 inputs = [(email(i), props) for i, props in zip(chunk, properties, strict=True)]
-                self._call_batch(list(chunk), inputs, self.client.batch_upsert, apply, operation="create")
+                self._call_batch(list(chunk), inputs, self.client.batch_upsert, apply)
 
-    def _call_batch(self, chunk: list[int], inputs: list[Any], call, apply, *, operation: str) -> None:
+    def _call_batch(self, chunk: list[int], inputs: list[Any], call, apply) -> None:
         """One batch call, its answer handed to `apply`. A 400/409 refusing the whole batch is split
         in halves until the bad record is alone, so one invalid contact cannot hold back the others.
         A whole-call failure of another kind stops the run: the items keep no result."""
@@ -317,11 +317,11 @@ class _PushRun:
         except Permanent as exc:
             if len(inputs) == 1 or exc.status not in (400, 409):
                 for index in chunk:
-                    self._failed(index, exc, operation)
+                    self._failed(index, exc)
                 return
             middle = len(inputs) // 2
-            self._call_batch(chunk[:middle], inputs[:middle], call, apply, operation=operation)
-            self._call_batch(chunk[middle:], inputs[middle:], call, apply, operation=operation)
+            self._call_batch(chunk[:middle], inputs[:middle], call, apply)
+            self._call_batch(chunk[middle:], inputs[middle:], call, apply)
             return
         except ProviderError as exc:
             self.abort = exc

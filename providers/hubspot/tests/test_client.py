@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from providers.base import AuthExpired, Permanent, RateLimited, Transient
-from providers.hubspot.client import CALLS, HubSpotClient, classify
+from providers.hubspot.client import CALLS, HubSpotClient, classify, with_headroom
 from providers.hubspot.tests.conftest import load_payload
 
 
@@ -104,16 +104,27 @@ def test_rate_limit_storm_is_rate_limited(client, control):
 
 
 def test_the_shared_limiter_stops_us_before_hubspot_would(hubspot_config, control):
+    control.config(rate_limit={"max": 3, "interval_ms": 10_000})
     client = HubSpotClient({**hubspot_config, "rate_limit": "3/10 seconds"})
     client.limiter.max_wait = 0.2
-    for n in range(3):
+    for n in range(2):  # one request of headroom below HubSpot's 3
         client.create({"email": f"l{n}@example.com"})
 
     with pytest.raises(RateLimited) as limited:
-        client.create({"email": "l3@example.com"})
+        client.create({"email": "l2@example.com"})
 
     assert "budget" in limited.value.message
-    assert control.stats()["requests_total"] == 3  # the fourth call never left this process
+    assert control.stats()["requests_total"] == 2  # the third call never left this process
+    assert control.stats()["rate_limited"] == 0
+
+
+@pytest.mark.parametrize(
+    ("rate", "kept"),
+    [("100/10 seconds", "95 per 10 second"), ("10/second", "9 per 1 second"), ("5/second", "4 per 1 second"),
+     ("1/second", "1 per 1 second")],
+)  # fmt: skip
+def test_limiter_keeps_headroom_below_hubspots_limit(rate, kept):
+    assert with_headroom(rate) == kept
 
 
 # --- transient failures -------------------------------------------------------------------------
