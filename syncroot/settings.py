@@ -88,6 +88,13 @@ STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "stat
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
+# --- Inbound webhooks (POST /webhooks/<provider>) ---------------------------------------------
+# The origin CRMs call, e.g. https://sync.example.com, when a proxy or load balancer changes the
+# scheme or host: HubSpot signs the exact URL it called. Empty: the request's own absolute URL.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
+# Larger deliveries get 413 (chunked ones too). API_MAX_BODY_BYTES above still caps a declared length.
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1_048_576)
+
 # --- Security (production: DJANGO_SECURE=true behind TLS) -------------------------------------
 SECURE = env.bool("DJANGO_SECURE", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True

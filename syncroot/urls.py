@@ -6,6 +6,7 @@ from syncroot import health
 
 urlpatterns = [
     path("", include("contacts.urls")),
+    path("", include("webhooks.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
