@@ -10,9 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import cache
 
-from providers.base import Permanent, ProviderError
+import redis
+from django.conf import settings
+from redis.exceptions import LockError, RedisError
+
+from providers.base import Permanent, ProviderError, Transient
 from providers.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from providers.salesforce.errors import details, duplicate_match_id, record_error
 from providers.salesforce.transform import soql_in, soql_quote
@@ -21,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 # Keeps a SOQL GET URL well below Salesforce's 16 KB URI limit.
 MAX_IN_CHARS = 8000
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
 
 
 class LRU:
@@ -104,9 +115,33 @@ class AccountDirectory:
         to_create = [name for name in missing if name not in found]
         failed: dict[str, ProviderError] = {}
         if to_create:
-            created, failed = self._create(to_create)
-            found.update(created)
+            # Workers loading contacts of the same new company would each create its Account;
+            # one at a time, and each looks again once it holds the lock.
+            with self._creation_lock():
+                found_now = self._find(to_create)
+                found.update(found_now)
+                created, failed = self._create([name for name in to_create if name not in found_now])
+                found.update(created)
         return found, failed
+
+    @contextmanager
+    def _creation_lock(self) -> Iterator[None]:
+        lock = _redis().lock(f"syncroot:{self.client.limiter.name}:account-create", timeout=60, blocking_timeout=30)
+        try:
+            acquired = lock.acquire()
+        except RedisError as exc:  # better a rare duplicate Account than no sync while Redis hiccups
+            logger.warning("salesforce account lock unavailable", extra={"error": str(exc)})
+            acquired = None
+        if acquired is False:
+            raise Transient("another worker is creating Salesforce Accounts", code="ACCOUNT_LOCK_BUSY")
+        try:
+            yield
+        finally:
+            if acquired:
+                try:
+                    lock.release()
+                except (LockError, RedisError):
+                    logger.warning("salesforce account lock expired before release")
 
     def _find(self, names: list[str]) -> dict[str, str]:
         by_lower: dict[str, list[tuple[str, str]]] = {}
@@ -131,6 +166,8 @@ class AccountDirectory:
     def _create(self, names: list[str]) -> tuple[dict[str, str], dict[str, ProviderError]]:
         created: dict[str, str] = {}
         failed: dict[str, ProviderError] = {}
+        if not names:
+            return created, failed
         if len(names) == 1:
             try:
                 answer = self.client.request("POST", "sobjects/Account", json={"Name": names[0]})

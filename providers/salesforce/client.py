@@ -29,6 +29,17 @@ DEFAULT_TIMEOUT = (3.05, 20.0)
 COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per call
 USER_ID_RETRY_S = 600.0
 _LIMIT_INFO = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
+_ID_SEGMENT = re.compile(r"/[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?(?=/|$)")
+_QUERY_MORE = re.compile(r"^/services/data/v[\d.]+/(query|queryAll)/[^/]+$")
+
+
+def route_of(path: str) -> str:
+    """`path` without its query string, record ids or query locators."""
+    path = path.split("?", 1)[0]
+    more = _QUERY_MORE.match(path)
+    if more:
+        return f"{more.group(1)}/{{locator}}"
+    return _ID_SEGMENT.sub("/{id}", path)
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,7 @@ class CallOutcome:
     """What one HTTP call to Salesforce did, for metrics and the audit trail."""
 
     method: str
-    path: str
+    path: str  # ids and query locators replaced, e.g. "sobjects/Contact/{id}", for low-cardinality metrics
     status: int | None  # None when no answer came (timeout, connection error)
     seconds: float
     error: ProviderError | None
@@ -202,11 +213,10 @@ class SalesforceClient:
         started = time.monotonic()
         try:
             response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.Timeout as exc:
-            self._report(method, path, None, started, error := transient(str(exc), code="TIMEOUT"))
-            raise error from exc
         except requests.RequestException as exc:
-            self._report(method, path, None, started, error := transient(str(exc), code="CONNECTION_ERROR"))
+            code = "TIMEOUT" if isinstance(exc, requests.Timeout) else "CONNECTION_ERROR"
+            error = transient(str(exc), code=code)
+            self._report(method, path, None, started, error)
             raise error from exc
         self._read_limit_info(response)
         failure = None
@@ -218,7 +228,7 @@ class SalesforceClient:
     def _report(self, method: str, path: str, status: int | None, started: float, error: ProviderError | None) -> None:
         if self.on_response is None:
             return
-        outcome = CallOutcome(method, path.split("?", 1)[0], status, time.monotonic() - started, error)
+        outcome = CallOutcome(method, route_of(path), status, time.monotonic() - started, error)
         try:
             self.on_response(outcome)
         except Exception:  # metrics must never break a sync

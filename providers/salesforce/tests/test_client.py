@@ -5,7 +5,7 @@ import requests
 
 from providers.base import AuthExpired, Permanent, RateLimited, Transient
 from providers.ratelimit import _strategy
-from providers.salesforce.client import SalesforceClient
+from providers.salesforce.client import SalesforceClient, route_of
 from sandbox.salesforce import INTEGRATION_USER_ID
 
 from .conftest import ORG_ID
@@ -52,6 +52,20 @@ def test_static_token_needs_no_login(sf_config, limiter, org):
     client = SalesforceClient(config, limiter=limiter)
     assert client.request("GET", "limits")
     assert org.count("POST /services/oauth2/token") == 0
+
+
+def test_static_token_learns_the_integration_user_from_userinfo(sf_config, limiter, org):
+    config = {**sf_config, "access_token": "sandbox-token", "instance_url": org.url, "client_id": ""}
+    client = SalesforceClient(config, limiter=limiter)
+    assert client.integration_user_id == INTEGRATION_USER_ID
+    assert client.integration_user_id == INTEGRATION_USER_ID  # asked once
+    assert org.count("GET /services/oauth2/userinfo") == 1
+
+
+def test_configured_integration_user_needs_no_call(sf_config, limiter, org):
+    client = SalesforceClient({**sf_config, "integration_user_id": "005000000000042AAA"}, limiter=limiter)
+    assert client.integration_user_id == "005000000000042AAA"
+    assert org.control.stats()["requests_total"] == 0
 
 
 def test_static_token_refused_is_auth_expired(sf_config, limiter, org):
@@ -147,10 +161,18 @@ def test_on_response_sees_every_call(sf_config, limiter):
     assert [(o.method, o.path, o.status) for o in seen] == [
         ("POST", "/services/oauth2/token", 200),
         ("GET", "limits", 200),
-        ("GET", "sobjects/Contact/003000000000000AAA", 404),
+        ("GET", "sobjects/Contact/{id}", 404),
     ]
     assert seen[-1].error.code == "NOT_FOUND"
     assert all(o.seconds >= 0 for o in seen)
+
+
+def test_routes_reported_to_metrics_have_no_ids():
+    assert route_of("sobjects/Contact/0035g00000AbCdEAAV") == "sobjects/Contact/{id}"
+    assert route_of("sobjects/Account/0015g00000AbCdE") == "sobjects/Account/{id}"
+    assert route_of("/services/data/v59.0/query/01gRO0000016PIAYA2-2000") == "query/{locator}"
+    assert route_of("composite/sobjects?ids=a,b") == "composite/sobjects"
+    assert route_of("queryAll") == "queryAll"
 
 
 def test_every_call_takes_a_limiter_slot(client, limiter):

@@ -2,6 +2,7 @@
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from werkzeug.wrappers import Request, Response
@@ -100,8 +101,9 @@ def test_company_is_created_once_and_cached(provider, org):
     assert account["Name"] == "Initech"
     assert {r["AccountId"] for r in org.contacts()} == {account["Id"]}
     assert org.count(CREATE) == 4  # one Account, three Contacts
-    # The name was looked up once, then served from the cache: 1 Account query + 3 email matches.
-    assert org.count(QUERY) == 4
+    # The name was looked up (again under the creation lock), then served from the cache:
+    # 2 Account queries + 3 email matches.
+    assert org.count(QUERY) == 5
 
 
 def test_clearing_the_company_unlinks_the_account(provider, org):
@@ -146,6 +148,21 @@ def test_linked_record_deleted_in_salesforce_is_not_recreated_from_a_partial_upd
     assert isinstance(again.error, Permanent)
     assert again.error.code == "ENTITY_IS_DELETED"
     assert org.contacts() == []
+
+
+def test_concurrent_workers_create_a_new_company_once(sf_config, limiter, org):
+    # Separate providers stand for separate worker processes: no shared in-process cache.
+    workers = [SalesforceProvider(sf_config, limiter=limiter) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(
+                lambda n: workers[n].push([PushItem(key=n, values=contact_values(n, company="Massive Dynamic"))]),
+                range(4),
+            )
+        )
+    assert all(result.ok for (result,) in results)
+    (account,) = org.accounts()
+    assert {r["AccountId"] for r in org.contacts()} == {account["Id"]}
 
 
 # --- several items: sObject Collections -------------------------------------------------------
@@ -219,9 +236,9 @@ def test_pushing_a_thousand_contacts_through_collections(provider, org):
     assert all(r.ok for r in results)
     assert len(org.contacts()) == 1000
     requests_made = org.control.stats()["requests_total"]
-    # Per batch of 200: one email query and one collections create; plus the Account lookup and
-    # creation once (then cached) and the token request.
-    assert requests_made == 1 + 2 + 5 * 2
+    # Per batch of 200: one email query and one collections create; plus, once, the token request
+    # and the Accounts (lookup, lookup again under the creation lock, one collections create).
+    assert requests_made == 1 + 3 + 5 * 2
     assert seconds < 10
 
 
