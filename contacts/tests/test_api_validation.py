@@ -143,6 +143,16 @@ def test_malformed_json_is_a_400(api_client, body):
     assert_error(api_client.post("/contacts", body, content_type="application/json"), 400, "malformed_json")
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000 + "]" * 100_000, '{"email": "x@example.com", "first_name": ' + "[" * 50_000 + "]" * 50_000 + "}"],
+)
+def test_json_nested_too_deeply_is_a_400_not_a_500(api_client, body):
+    assert len(body) < 1_048_576  # under the body limit: the parser itself must cope
+
+    assert_error(api_client.post("/contacts", body, content_type="application/json"), 400, "malformed_json")
+
+
 def test_malformed_json_in_an_update_is_a_400(api_client):
     contact = ContactFactory()
 
