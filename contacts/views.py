@@ -97,14 +97,14 @@ class ContactListView(APIView):
             return status.HTTP_201_CREATED, ContactSerializer(contact).data, contact
 
         if key:
-            code, body, contact = services.contact_create_idempotent(
+            code, body, _ = services.contact_create_idempotent(
                 token=request.auth, key=key, payload=request.data, create=create
             )
         else:
-            code, body, contact = create()
-        headers = {"Location": reverse("contact-detail", args=[body["id"]])}
-        if contact is not None:
-            headers["ETag"] = etag(contact)
+            code, body, _ = create()
+        # The ETag of the body sent, not of the contact now: a replay answers the first response, and
+        # an If-Match built from it must not skip a change made since.
+        headers = {"Location": reverse("contact-detail", args=[body["id"]]), "ETag": f'"{body["version"]}"'}
         return Response(body, status=code, headers=headers)
 
 

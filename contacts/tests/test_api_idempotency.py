@@ -51,6 +51,8 @@ def test_a_replay_after_the_contact_changed_still_answers_the_first_response(api
 
     assert replay.status_code == 201
     assert replay.json() == first
+    # The ETag matches the replayed body, so an If-Match built from it cannot skip the later change.
+    assert replay["ETag"] == '"1"'
     assert Contact.objects.count() == 1
 
 
