@@ -16,7 +16,7 @@ from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
 from contacts.selectors import contact_by_email
 from providers.base import InboundChange, value_hash
 from providers.models import LinkStatus, ProviderLink
-from providers.services import links_mark_pending
+from providers.services import enqueue_forward, links_mark_pending
 from providers.sync import changed_values
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ def _lock_record(provider: str, external_id: str) -> None:
 def _field_time(contact: Contact, field: str) -> datetime | None:
     raw = contact.field_times.get(field)
     return parse_datetime(raw) if raw else None
+
+
+def is_linked(*, provider: str, external_id: str) -> bool:
+    return ProviderLink.objects.filter(provider=provider, external_id=external_id).exists()
 
 
 @transaction.atomic
@@ -96,8 +100,11 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
             return CONFLICT
         contact.version += 1
         contact.save()
-    # The CRM now holds these values: remember them so they are neither echoed nor re-sent.
-    link.field_hashes.update({field: value_hash(value) for field, value in values.items()})
+    # The CRM holds these values unless we wrote to it after the change happened (then it holds
+    # what we wrote, and the ledger already says so): remember them, so they are neither echoed
+    # back nor sent again. When in doubt the ledger stays, which costs a redundant write at worst.
+    if created or not (link.synced_at and change.occurred_at and change.occurred_at <= link.synced_at):
+        link.field_hashes.update({field: value_hash(value) for field, value in values.items()})
     _settle_link(link=link, contact=contact)
     if applied or created:
         links_mark_pending(contact=contact, exclude=[provider])
@@ -134,8 +141,10 @@ def _settle_link(*, link: ProviderLink, contact: Contact) -> None:
     """The source CRM is in sync unless it lacks fields SyncRoot holds."""
     if changed_values(contact=contact, link=link):
         link.status, link.pending_since = LinkStatus.PENDING, timezone.now()
+        transaction.on_commit(lambda: enqueue_forward(providers=[link.provider]))
     elif link.status in (LinkStatus.PENDING, LinkStatus.SYNCED):
-        link.status, link.synced_version, link.synced_at = LinkStatus.SYNCED, contact.version, timezone.now()
+        # synced_at stays the time of our last write: the ledger rule above compares against it.
+        link.status, link.synced_version = LinkStatus.SYNCED, contact.version
     link.save()
 
 

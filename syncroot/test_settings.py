@@ -1,10 +1,16 @@
-"""Settings for the test suite: the real services, but a Redis database of its own, so tests never
-consume the queues of a running `make run` (which uses database 0)."""
+"""Settings for the test suite: the real services, kept apart from a running `make run` (which
+uses Redis database 0) and from any other test run on the same machine."""
 
 import os
 
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DATABASE_URL", "postgres://127.0.0.1:5432/syncroot")
 os.environ.setdefault("LOG_FORMAT", "text")
+# Inherited by the worker processes a test starts, so they share this run's database and queues.
+RUN_ID = os.environ.setdefault("SYNCROOT_TEST_RUN_ID", str(os.getpid()))
 
 from syncroot.settings import *  # noqa: E402, F403
+
+DATABASES["default"]["TEST"] = {"NAME": f"test_syncroot_{RUN_ID}"}  # noqa: F405
+CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"run{RUN_ID}:"}  # noqa: F405
+CACHES["default"]["KEY_PREFIX"] = f"run{RUN_ID}"  # noqa: F405

@@ -7,9 +7,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from contacts.models import SYNCED_FIELDS
 from providers.base import InboundChange, ProviderError
 from providers.base import WebhookEvent as ParsedEvent
-from providers.inbound import change_apply
+from providers.inbound import change_apply, is_linked
 from providers.registry import get_provider
 from webhooks.models import EventStatus, WebhookEvent
 
@@ -59,7 +60,7 @@ def event_process(*, event_id: int) -> str | None:
     provider = get_provider(event.provider)
     try:
         change = provider.webhook_change(event.payload)
-        if change is not None and not change.from_integration and not change.complete:
+        if change is not None and not change.from_integration and _needs_read(event.provider, change):
             change = _complete(provider, change)
         outcome = (
             "ignored: not a synced object" if change is None else change_apply(provider=event.provider, change=change)
@@ -73,6 +74,11 @@ def event_process(*, event_id: int) -> str | None:
             status=EventStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000]
         )
         raise
+    logger.info(
+        "inbox event processed",
+        extra={"provider": event.provider, "event_id": event.event_id, "outcome": outcome,
+               "external_id": change.external_id if change else None},
+    )  # fmt: skip
     status = EventStatus.PROCESSED if outcome in ("applied", "created", "deleted") else EventStatus.IGNORED
     WebhookEvent.objects.filter(pk=event.pk).update(
         status=status, outcome=outcome, error="", processed_at=timezone.now()
@@ -80,8 +86,18 @@ def event_process(*, event_id: int) -> str | None:
     return outcome
 
 
+def _needs_read(provider: str, change: InboundChange) -> bool:
+    """A change without values, or a partial one about a record we do not know yet (a contact
+    is only ever created from the CRM's whole record)."""
+    if not change.complete:
+        return True
+    partial = not change.deleted and not set(SYNCED_FIELDS) <= set(change.values)
+    return partial and not is_linked(provider=provider, external_id=change.external_id)
+
+
 def _complete(provider, change: InboundChange) -> InboundChange:
     """Events that carry no values (a creation) are completed with the record's current state."""
+    logger.info("inbox event needs a read", extra={"provider": provider.name, "external_id": change.external_id})
     fetched = provider.fetch([change.external_id])
     if not fetched:
         return InboundChange(external_id=change.external_id, deleted=True, occurred_at=change.occurred_at)

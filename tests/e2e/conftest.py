@@ -38,8 +38,16 @@ class Stack:
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s")
+                raise AssertionError(f"condition not met within {timeout}s; state: {self.describe()}")
             time.sleep(interval)
+
+    def describe(self) -> str:
+        """Sync state for failure messages."""
+        from providers.models import ProviderLink, SyncAttempt
+
+        links = list(ProviderLink.objects.values("contact__email", "provider", "status", "external_id", "last_error"))
+        attempts = list(SyncAttempt.objects.values("provider", "operation", "outcome", "error_code", "message")[:10])
+        return f"links={links} attempts={attempts}"
 
     def hubspot_records(self, *, archived: bool = False) -> list[dict]:
         return [r for r in self.hubspot_ctl.records() if bool(r.get("archived")) == archived]
