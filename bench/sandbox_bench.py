@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -88,14 +89,25 @@ if importlib.util.find_spec("sandbox.salesforce") is not None:
     PROVIDERS["salesforce"] = salesforce_workloads
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time used so far by process ``pid`` (Linux), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def started(kind: str, mode: str) -> Iterator[str]:
-    """Base URL of a running sandbox ``kind`` with limits off."""
+def started(kind: str, mode: str) -> Iterator[tuple[str, int | None]]:
+    """Base URL and process id (None in-process) of a running sandbox ``kind`` with limits off."""
     if mode == "inprocess":
         from sandbox.testing import running_sandbox
 
         with running_sandbox(kind, **UNLIMITED) as running:
-            yield running.url
+            yield running.url, None
         return
     command = [sys.executable, "-m", "sandbox", kind, "--port", "0", "--rate-limit", "off", "--daily-quota", "0"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -103,7 +115,7 @@ def started(kind: str, mode: str) -> Iterator[str]:
         line = process.stdout.readline() if process.stdout else ""
         if "listening on" not in line:
             raise RuntimeError(f"{kind} sandbox did not start: {line!r}")
-        yield line.rsplit(" ", 1)[-1].strip()
+        yield line.rsplit(" ", 1)[-1].strip(), process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -164,21 +176,29 @@ def main(argv: list[str] | None = None) -> int:
     for kind, workloads in PROVIDERS.items():
         if args.only and kind != args.only:
             continue
-        with started(kind, args.mode) as url:
+        with started(kind, args.mode) as (url, pid):
             for workload in workloads():
                 # A short unmeasured warm-up (connections, imports, caches), then a clean store.
                 run_workload(url, workload, threads=args.threads, seconds=min(0.3, args.seconds))
                 requests.post(f"{url}/_sandbox/reset", json={}, timeout=10)
-                results.setdefault(kind, []).append(
-                    run_workload(url, workload, threads=args.threads, seconds=args.seconds)
-                )
+                cpu_before = cpu_seconds(pid)
+                row = run_workload(url, workload, threads=args.threads, seconds=args.seconds)
+                cpu_after = cpu_seconds(pid)
+                if cpu_before is not None and cpu_after is not None and row["requests"]:
+                    # Server CPU per request bounds what one core of sandbox can serve.
+                    row["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / row["requests"], 3)
+                results.setdefault(kind, []).append(row)
 
-    print(f"{'sandbox':<11} {'workload':<24} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    print(
+        f"{'sandbox':<11} {'workload':<24} {'req/s':>9} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'failed':>7} {'srv cpu ms/req':>15}"
+    )
     for kind, rows in results.items():
         for row in rows:
             print(
                 f"{kind:<11} {row['workload']:<24} {row['requests_per_s']:>9} {row['records_per_s']:>10} "
-                f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['failed']:>7}"
+                f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['failed']:>7} "
+                f"{row.get('server_cpu_ms_per_request', '-'):>15}"
             )
     summary = {"mode": args.mode, "threads": args.threads, "seconds": args.seconds, "results": results}
     print(json.dumps(summary))

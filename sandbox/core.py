@@ -37,7 +37,20 @@ from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request, Response
 
+from sandbox.config import (
+    ConfigError,
+    coerce_bool,
+    coerce_fraction,
+    coerce_non_negative,
+    coerce_optional_int,
+    coerce_optional_str,
+    coerce_quota,
+    coerce_rate_limit,
+    coerce_str,
+)
+from sandbox.control import ControlPlane
 from sandbox.limits import DailyQuota, LimitResult, RollingWindowLimiter
+from sandbox.responses import ApiError, empty_response, json_response
 from sandbox.routing import Route, Router
 from sandbox.server import RunningSandbox, serve
 from sandbox.webhooks import WebhookDispatcher, post_bytes
@@ -69,110 +82,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-JSON_CONTENT_TYPE = "application/json;charset=utf-8"
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class ApiError(Exception):
-    """An HTTP error answered with a provider-shaped JSON body.
-
-    ``body`` is any JSON-serialisable value (HubSpot: an object, Salesforce: an
-    array); ``headers`` are extra response headers (e.g. ``Retry-After``).
-    """
-
-    def __init__(self, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(status, body)
-        self.status = status
-        self.body = body
-        self.headers = list(headers)
-
-    def to_response(self) -> Response:
-        return json_response(self.body, self.status, self.headers)
-
-
-class ConfigError(ValueError):
-    """A control-plane config change was refused (unknown key or bad value)."""
-
-
-def json_response(data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    """Serialise ``data`` compactly as a JSON response."""
-    response = Response(_dumps(data), status=status, content_type=JSON_CONTENT_TYPE)
-    for name, value in headers:
-        response.headers[name] = value
-    return response
-
-
-def empty_response(status: int = 204, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    """A body-less response (204 No Content by default)."""
-    response = Response(b"", status=status)
-    response.headers.remove("Content-Type")
-    for name, value in headers:
-        response.headers[name] = value
-    return response
-
-
-# --- config value coercers (each raises ValueError on bad input) -------------
-
-
-def coerce_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError("expected a boolean")
-
-
-def coerce_fraction(value: Any) -> float:
-    number = coerce_non_negative(value)
-    if number > 1:
-        raise ValueError("expected a fraction between 0 and 1")
-    return number
-
-
-def coerce_non_negative(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError("expected a non-negative number")
-    return float(value)
-
-
-def coerce_optional_int(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("expected a non-negative integer or null")
-    return value
-
-
-def coerce_quota(value: Any) -> int | None:
-    """A daily request quota; ``null`` or 0 means unlimited."""
-    return coerce_optional_int(value) or None
-
-
-def coerce_str(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a non-empty string")
-    return value
-
-
-def coerce_optional_str(value: Any) -> str | None:
-    return None if value in (None, "") else coerce_str(value)
-
-
-def coerce_rate_limit(value: Any) -> dict[str, int] | None:
-    """``{"max": N, "interval_ms": M}``; ``null`` or ``max`` 0 disables the limit."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or set(value) - {"max", "interval_ms"}:
-        raise ValueError('expected {"max": N, "interval_ms": M} or null')
-    maximum = coerce_optional_int(value.get("max"))
-    interval = coerce_optional_int(value.get("interval_ms", 10_000))
-    if not maximum:
-        return None
-    if not interval:
-        raise ValueError("interval_ms must be positive")
-    return {"max": maximum, "interval_ms": interval}
-
 
 # --- in-memory store ----------------------------------------------------------
 
@@ -208,7 +117,7 @@ class Store:
 # --- the app --------------------------------------------------------------------
 
 
-class SandboxApp:
+class SandboxApp(ControlPlane):
     """Base WSGI app of a CRM sandbox. See the module docstring for the contract."""
 
     #: Provider name ("hubspot", "salesforce"); used in logs and stats.
@@ -462,57 +371,3 @@ class SandboxApp:
             status = self.rng.choice((500, 503))
             reason = "SERVER_ERROR" if status == 500 else "UNAVAILABLE"
             raise self.make_error(status, reason, "injected fault")
-
-    # -- control plane ---------------------------------------------------------
-
-    def _dispatch_control(self, request: Request) -> Response:
-        found = self.control.match(request.method, request.path)
-        if not isinstance(found, tuple):
-            status = 405 if found else 404
-            return json_response({"error": "not_found" if status == 404 else "method_not_allowed"}, status)
-        route, params = found
-        try:
-            return route.handler(request, **params)
-        except ConfigError as exc:
-            return json_response({"error": "invalid_config", "message": str(exc)}, 400)
-        except KeyError as exc:
-            return json_response({"error": "not_found", "message": f"no record {exc.args[0]!r}"}, 404)
-        except (TypeError, ValueError) as exc:
-            return json_response({"error": "bad_request", "message": str(exc)}, 400)
-
-    def _setup_control_routes(self) -> None:
-        add = self.control.add
-        add("GET", "/_sandbox/config", lambda request: json_response(dict(self.config)))
-        add("POST", "/_sandbox/config", self._control_set_config)
-        add("POST", "/_sandbox/edit", self._control_edit)
-        add("GET", "/_sandbox/records", lambda request: json_response({"records": self.list_records()}))
-        add("POST", "/_sandbox/reset", self._control_reset)
-        add("GET", "/_sandbox/stats", lambda request: json_response(self.stats()))
-        add("POST", "/_sandbox/webhooks/flush", self._control_flush)
-
-    @staticmethod
-    def _control_json(request: Request) -> dict[str, Any]:
-        data = request.get_data(cache=True)
-        try:
-            body = json.loads(data) if data.strip() else {}
-        except ValueError:
-            raise ValueError("body must be JSON") from None
-        if not isinstance(body, dict):
-            raise TypeError("body must be a JSON object")
-        return body
-
-    def _control_set_config(self, request: Request) -> Response:
-        return json_response(self.update_config(self._control_json(request)))
-
-    def _control_edit(self, request: Request) -> Response:
-        return json_response(self.edit_record(self._control_json(request)))
-
-    def _control_reset(self, request: Request) -> Response:
-        body = self._control_json(request)
-        self.reset(config=coerce_bool(body.get("config", False)))
-        return json_response({"reset": True, "config": dict(self.config)})
-
-    def _control_flush(self, request: Request) -> Response:
-        timeout = coerce_non_negative(self._control_json(request).get("timeout_s", 10.0))
-        done = self.dispatcher.flush(timeout)
-        return json_response({"flushed": done, "webhooks": self.dispatcher.stats()}, 200 if done else 504)
