@@ -1,6 +1,7 @@
 """Every write marks each connected CRM pending in the same transaction and enqueues the forwarder on commit."""
 
 import logging
+import uuid
 
 import pytest
 
@@ -23,7 +24,7 @@ def no_providers(settings):
     settings.HUBSPOT = {**settings.HUBSPOT, **dict.fromkeys(PROVIDER_CREDENTIALS, "")}
     settings.SALESFORCE = {**settings.SALESFORCE, **dict.fromkeys(PROVIDER_CREDENTIALS, "")}
     # Flags the enqueue path keeps in the cache stay apart from other test runs sharing this Redis.
-    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": "syncroot-contacts-sync-tests"}}
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"syncroot-test-{uuid.uuid4().hex}"}}
     registry.reset()
 
 
