@@ -9,7 +9,8 @@ through a known client secret. Client threads send signed 100-event deliveries w
 ids, the way HubSpot does, and time each request until its ack. A second, smaller phase redelivers
 deliveries already stored (HubSpot retries): acked, nothing new stored. No worker consumes the
 queue, so events stay `received`; the bench checks every event landed in the inbox once and was
-enqueued once, then removes the queue it filled. Prints a table and one JSON line.
+enqueued, then removes the queue it filled. Finally a few deliveries are timed stage by stage
+(parse + verify, store, enqueue) in-process. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -123,21 +124,31 @@ def bench_database(database_url: str, *, keep: bool) -> Iterator[dict[str, Any]]
         admin.close()
 
 
-@contextmanager
-def gunicorn(*, port: int, workers: int, threads: int, env: dict[str, str], log: Path) -> Iterator[str]:
-    base_url = f"http://127.0.0.1:{port}"
-    server_env = {
+def app_env(*, database_url: str, broker_url: str, base_url: str) -> dict[str, str]:
+    """The API's environment: the bench's database and Redis, HubSpot connected with a known secret."""
+    return {
         **os.environ,
-        **env,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_THREADS": str(threads),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": broker_url,
+        "CELERY_BROKER_URL": broker_url,
         "PUBLIC_BASE_URL": base_url,
         "HUBSPOT_ACCESS_TOKEN": "bench-token",
         "HUBSPOT_CLIENT_SECRET": SECRET,
         "HUBSPOT_APP_ID": APP_ID,
         "HUBSPOT_BASE_URL": "http://127.0.0.1:9",  # never called: nothing processes the events
         "LOG_FORMAT": "json",
+    }
+
+
+@contextmanager
+def gunicorn(*, port: int, workers: int, threads: int, env: dict[str, str], log: Path) -> Iterator[str]:
+    base_url = f"http://127.0.0.1:{port}"
+    server_env = {
+        **env,
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "PUBLIC_BASE_URL": base_url,
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -235,6 +246,54 @@ def run_phase(phase: Phase, *, url: str, jobs: list[tuple[int, int]], clients: i
     phase.seconds = time.perf_counter() - started
 
 
+# --- Where the time goes: the view's stages timed one by one, in a process set up like the API --
+def stage_breakdown(*, env: dict[str, str], deliveries: int, events: int, subscription_id: int) -> dict[str, Any]:
+    code = f"from bench.webhook_ingest import time_stages; time_stages({deliveries}, {events}, {subscription_id})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "syncroot.settings",
+        "LOG_LEVEL": "WARNING"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_stages(deliveries: int, events: int, subscription_id: int) -> None:
+    """Parse + verify, store (one transaction, enqueue held back), enqueue: medians per delivery.
+    Removes the rows it stored. Runs in a child process (it sets Django up)."""
+    import django
+
+    django.setup()
+    from providers.registry import get_provider
+    from webhooks import services
+    from webhooks.models import WebhookEvent
+
+    provider, url = get_provider("hubspot"), "http://bench.invalid" + PATH
+    real_enqueue, held = services.inbox_enqueue, []
+    timings: dict[str, list[float]] = {"parse": [], "store": [], "enqueue": []}
+
+    def timed(stage: str, call, **kwargs):
+        started = time.perf_counter()
+        value = call(**kwargs)
+        timings[stage].append((time.perf_counter() - started) * 1000)
+        return value
+
+    services.inbox_enqueue = lambda *, provider, event_ids: held.append(list(event_ids))
+    try:
+        for n in range(deliveries):
+            body, headers = delivery(url=url, subscription_id=subscription_id, first_event_id=n * 1_000, events=events)
+            parsed = timed("parse", provider.parse_webhook, body=body, headers=headers, url=url, query={})
+            timed("store", services.inbox_store, provider="hubspot", events=parsed)
+            timed("enqueue", real_enqueue, provider="hubspot", event_ids=held.pop())
+    finally:
+        services.inbox_enqueue = real_enqueue
+        WebhookEvent.objects.filter(provider="hubspot", event_id__startswith=f"{subscription_id}:").delete()
+
+    def pct(values: list[float], p: float) -> float:
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2) if ordered else 0.0
+
+    print(json.dumps({stage: {"p50": pct(v, 50), "p90": pct(v, 90)} for stage, v in timings.items()}))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=300, help="signed deliveries to send (default 300)")
@@ -247,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--database-url", default="postgres://127.0.0.1:5432/syncroot_bench_webhooks")
     parser.add_argument("--redis-db", type=int, default=11, help="Redis database number the bench may use")
     parser.add_argument("--keep-database", action="store_true", help="keep the bench database afterwards")
+    parser.add_argument("--stages", type=int, default=30, help="deliveries timed stage by stage in-process")
     args = parser.parse_args(argv)
 
     run = secrets.randbelow(900_000_000) + 100_000_000  # subscription id: keeps this run's event ids apart
@@ -264,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             port=free_port(),
             workers=args.workers,
             threads=args.threads,
-            env={"DATABASE_URL": args.database_url, "REDIS_URL": broker_url, "CELERY_BROKER_URL": broker_url},
+            env=app_env(database_url=args.database_url, broker_url=broker_url, base_url=""),
             log=Path(scratch) / "gunicorn.log",
         ) as base_url,
     ):
@@ -274,6 +334,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_phase(ingest, url=url, jobs=measured, clients=args.clients, events=args.events)
         redeliver = Phase("redeliver")
         run_phase(redeliver, url=url, jobs=measured[: args.redeliveries], clients=args.clients, events=args.events)
+
+        stages = stage_breakdown(
+            env=app_env(database_url=args.database_url, broker_url=broker_url, base_url="http://bench.invalid"),
+            deliveries=args.stages,
+            events=args.events,
+            subscription_id=run + 1,
+        )
 
         with psycopg2.connect(**db_params) as connection, connection.cursor() as cursor:
             cursor.execute(
@@ -307,8 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "ingest": ingest.summary(),
         "redeliver": redeliver.summary(),
+        "stages_ms": stages,
         "inbox": {"rows": rows, "distinct_event_ids": distinct, "expected": expected, "ok": rows == expected},
-        # inbox_store enqueues the events still unprocessed, so a redelivery enqueues its events again.
+        # Includes the stage breakdown's; inbox_store enqueues every still-unprocessed event of a
+        # delivery, so a redelivery enqueues its events again.
         "enqueued": enqueued,
     }
     print_table(result)
@@ -332,6 +401,11 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:<10} {sent:>9} {s['p50_ms']:>8} {s['p90_ms']:>8} {s['p99_ms']:>8} "
             f"{s['max_ms']:>8} {s['deliveries_per_s']:>8} {s['events_per_s']:>9}"
         )
+    stages = result["stages_ms"]
+    print(
+        "in-process, per delivery (p50 / p90 ms): "
+        + ", ".join(f"{k} {v['p50']} / {v['p90']}" for k, v in stages.items())
+    )
     inbox = result["inbox"]
     print(
         f"inbox rows {inbox['rows']} (expected {inbox['expected']}, distinct {inbox['distinct_event_ids']}): "
