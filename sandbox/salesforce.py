@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import get_host
 
 from sandbox.core import (
     ApiError,
@@ -52,6 +53,8 @@ __all__ = ["DEFAULT_PORT", "INTEGRATION_USER_ID", "UI_USER_ID", "SalesforceApp",
 DEFAULT_PORT = 8101
 API_VERSION = "59.0"
 DEFAULT_ORGANIZATION_ID = "00D000000000001EAA"
+#: What ``DailyApiRequests``/``api-usage`` report as the maximum when the quota is off.
+UNLIMITED_QUOTA_REPORTED = 5_000_000
 
 _VERSION_RE = re.compile(r"^v(\d{2})\.0$")
 _CHANGE_EVENT_MODES = ("deletes", "all", "none")
@@ -192,8 +195,20 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
                 headers.append(("Retry-After", "1"))
         return ApiError(status, body, headers)
 
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        # The org's own URL (OAuth instance_url, Outbound Message URLs) is the one clients use.
+        if not self.config["instance_url"]:
+            self._base_url = f"{environ.get('wsgi.url_scheme', 'http')}://{get_host(environ)}"
+        return super().__call__(environ, start_response)
+
+    @property
+    def reported_quota(self) -> int:
+        """The daily quota as reported to clients; an unlimited sandbox reports a large org's."""
+        return self.config["daily_quota"] or UNLIMITED_QUOTA_REPORTED
+
     def guard(self, request: Request, route: Route) -> list[tuple[str, str]]:
-        self._base_url = self.config["instance_url"] or request.host_url.rstrip("/")
+        if self.config["instance_url"]:
+            self._base_url = self.config["instance_url"].rstrip("/")
         if not route.auth:
             return []
         header = request.headers.get("Authorization", "")
@@ -203,13 +218,16 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         if not known:
             body = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
             raise ApiError(401, body, [("WWW-Authenticate", "Token")])
+        if self.rate_limiter.enabled:  # no 429 in this CRM: a short-window cap answers like overload
+            window = self.rate_limiter.hit("org")
+            if not window.allowed:
+                raise self.make_error(503, "UNAVAILABLE", "", [("Retry-After", str(window.retry_after_s))])
         result = self.daily_quota.hit("org")
-        used = self.daily_quota.used("org")
-        limit = self.config["daily_quota"] or 0
-        request.environ["sandbox.limit_info"] = f"api-usage={used}/{limit}"
+        limit_info = f"api-usage={self.daily_quota.used('org')}/{self.reported_quota}"
+        request.environ["sandbox.limit_info"] = limit_info
         if not result.allowed:
             body = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
-            raise ApiError(403, body, [("Sforce-Limit-Info", f"api-usage={used}/{limit}")])
+            raise ApiError(403, body, [("Sforce-Limit-Info", limit_info)])
         return []
 
     def config_changed(self, keys: set[str]) -> None:
@@ -300,7 +318,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
             }
         return {
             "objects": objects,
-            "api_usage": {"used": self.daily_quota.used("org"), "limit": self.config["daily_quota"]},
+            "api_usage": {"used": self.daily_quota.used("org"), "limit": self.reported_quota},
             "open_query_cursors": len(self.cursors),
         }
 

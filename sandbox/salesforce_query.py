@@ -40,6 +40,7 @@ class QueryMixin:
     config: dict[str, Any]
     cursors: dict[str, dict[str, Any]]
     daily_quota: Any
+    reported_quota: int
     api: Callable[..., None]
     _cursor_lock = threading.Lock()
 
@@ -204,7 +205,7 @@ class QueryMixin:
     # -- limits -------------------------------------------------------------------------------
 
     def limits(self, request: Request, version: str) -> Response:
-        quota = self.config["daily_quota"] or 0
+        quota = self.reported_quota
         used = self.daily_quota.used("org")
         with self.store.lock:
             rows = sum(len(table) for table in self.store.tables.values())

@@ -127,3 +127,28 @@ def test_command_line_serves_with_the_given_options():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_request_window_cap_answers_503_with_retry_after():
+    with running_salesforce(rate_limit={"max": 3, "interval_ms": 60_000}) as harness:
+        statuses = [harness.rest("GET", "limits").status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 503, 503]
+        refused = harness.rest("GET", "limits")
+        assert refused.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_unlimited_quota_reports_a_large_maximum():
+    with running_salesforce(daily_quota=0) as harness:
+        harness.sf.limits()
+        assert harness.sf.api_usage["api-usage"].total == 5_000_000
+        assert harness.sf.limits()["DailyApiRequests"] == {"Max": 5_000_000, "Remaining": 4_999_998}
+
+
+def test_instance_url_override_is_reported_to_clients():
+    with running_salesforce(instance_url="https://acme.my.salesforce.com") as harness:
+        response = harness.session.post(
+            f"{harness.url}/services/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"},
+        )
+        assert response.json()["instance_url"] == "https://acme.my.salesforce.com"
