@@ -261,3 +261,13 @@ def test_a_wrong_method_is_a_json_405(api_client, method, path):
 
     body = assert_error(response, 405, "method_not_allowed")
     assert method.upper() in body["message"]
+    assert method.upper() not in response["Allow"]
+    assert Contact.objects.filter(deleted_at__isnull=True).count() == 1
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND"])
+def test_an_unknown_method_is_a_json_405(api_client, method):
+    response = api_client.generic(method, "/contacts")
+
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
