@@ -177,6 +177,17 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
     assert error is not None
     if result.external_id and not link.external_id:
         link.external_id = result.external_id
+    if error.status == 404 and link.external_id and not link.contact.is_deleted and not result.external_id:
+        # The CRM record is gone (deleted there, webhook lost): send the whole contact again,
+        # matched by email or created, rather than parking a change nobody can deliver.
+        link.external_id, link.field_hashes = None, {}
+        link.attempts += 1
+        link.status, link.next_attempt_at = LinkStatus.PENDING, None
+        link.last_error, link.last_error_code = error.message[:2000], error.code[:64]
+        link.save()
+        report.failed += 1
+        report.retry_in = 0.05 if report.retry_in is None else min(report.retry_in, 0.05)
+        return
     counts = not isinstance(error, RateLimited)  # a busy CRM is not this record's fault
     attempts = link.attempts + (1 if counts else 0)
     if not error.retryable or isinstance(error, AuthExpired) or attempts >= settings.SYNC_MAX_ATTEMPTS:

@@ -218,6 +218,19 @@ class HubSpotClient:
     def archive(self, contact_id: str) -> None:
         self.request("DELETE", f"{CONTACTS}/{quote(str(contact_id), safe='')}", operation="archive")
 
+    def iter_archived(self, *, properties: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+        """Every archived contact (search never returns them), 100 per page."""
+        params: dict[str, str] = {"archived": "true", "limit": str(BATCH_LIMIT)}
+        if properties:
+            params["properties"] = ",".join(properties)
+        while True:
+            page = self.request("GET", CONTACTS, operation="list_archived", params=params) or {}
+            yield from page.get("results") or []
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+            params["after"] = str(after)
+
     # --- batches (any length; sent in chunks of 100, the first failing chunk raises) ------------
     def batch_create(self, inputs: Sequence[Mapping[str, str]]) -> BatchResult:
         """Create contacts; each input carries its index as objectWriteTraceId so a 207 maps back."""

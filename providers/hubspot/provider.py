@@ -93,6 +93,13 @@ class HubSpotProvider(Provider):
         )
         for obj in objects:
             yield transform.object_to_change(obj)
+        if self.config.get("reconcile_archived", True):
+            # Search never returns archived contacts, so a dropped deletion webhook is only
+            # repaired by reading the archive (costs one request per 100 archived contacts).
+            for obj in self.client.iter_archived(properties=[transform.MODIFIED_PROPERTY]):
+                archived_at = transform.parse_time(obj.get("archivedAt"))
+                if modstamp is None or (archived_at is not None and archived_at >= modstamp):
+                    yield InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True)
 
     # --- inbound -------------------------------------------------------------------------------
     def parse_webhook(self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]):
