@@ -279,7 +279,12 @@ class RestMixin:
                 raise api_error(
                     400, "INVALID_TYPE", f"Unable to find sObject type for record at index {index}: {kind!r}"
                 )
-        return records, bool(body.get("allOrNone", False))
+        all_or_none = body.get("allOrNone", False)
+        if isinstance(all_or_none, str) and all_or_none.lower() in ("true", "false"):
+            all_or_none = all_or_none.lower() == "true"
+        if not isinstance(all_or_none, bool):
+            raise api_error(400, "JSON_PARSER_ERROR", f"Cannot deserialize value of type boolean from {all_or_none!r}")
+        return records, all_or_none
 
     def _run_collection(self, version: str, items: list[Any], all_or_none: bool, apply: Any) -> Response:
         results: list[dict[str, Any]] = []

@@ -157,3 +157,15 @@ def test_records_need_a_type(harness):
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         harness.sf.restful("composite/sobjects", method="POST", json={"records": [{"LastName": "x"}]})
     assert excinfo.value.content[0]["errorCode"] == "INVALID_TYPE"
+
+
+def test_all_or_none_must_be_a_boolean(harness):
+    results = harness.sf.restful(
+        "composite/sobjects", method="POST", json={"allOrNone": "false", "records": [contact(), contact(LastName="B")]}
+    )
+    assert [result["success"] for result in results] == [False, True]
+    with pytest.raises(SalesforceMalformedRequest) as excinfo:
+        harness.sf.restful(
+            "composite/sobjects", method="POST", json={"allOrNone": 1, "records": [contact(LastName="C")]}
+        )
+    assert excinfo.value.content[0]["errorCode"] == "JSON_PARSER_ERROR"
