@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -23,6 +24,7 @@ from syncroot import queues
 logger = logging.getLogger(__name__)
 
 _CONTACT_ID = re.compile(r"^003[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
+_GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
 _SELECT = f"SELECT {', '.join(QUERY_FIELDS)} FROM Contact"
 
 
@@ -149,6 +151,10 @@ class SalesforceProvider(Provider):
     def record_url(self, external_id: str) -> str | None:
         template = str(self.config.get("record_url") or "")
         instance_url = self.client.instance_url or str(self.config.get("instance_url") or "")
+        if not instance_url and urlsplit(self.client.login_url).hostname not in _GENERIC_LOGIN_HOSTS:
+            # client_credentials needs a My Domain login URL, which is the instance URL too: the admin
+            # process can link records without ever logging in.
+            instance_url = self.client.login_url
         if not template or ("{instance_url}" in template and not instance_url):
             return None
         try:

@@ -47,8 +47,8 @@ def test_changes_since_pages_in_order_with_deletions(provider, org):
 
 
 def test_changes_since_skips_up_to_the_compound_cursor(provider, org):
-    # One collections call stamps all five records with the same SystemModstamp.
     results = provider.push([PushItem(key=n, values=contact_values(n)) for n in range(5)])
+    org.share_modstamp()
     everything = list(provider.changes_since(modstamp=None, last_id=""))
     assert len({c.occurred_at for c in everything}) == 1
     cursor = everything[2]
@@ -132,8 +132,15 @@ def test_record_url_uses_the_instance_url(provider, org):
     assert provider.record_url("003xx") == f"{org.url}/lightning/r/Contact/003xx/view"
 
 
-def test_record_url_without_a_known_instance_is_none(sf_config):
-    assert SalesforceProvider({**sf_config, "instance_url": ""}).record_url("003xx") is None
+def test_record_url_falls_back_to_a_my_domain_login_url(sf_config, org):
+    assert SalesforceProvider(sf_config).record_url("003xx") == f"{org.url}/lightning/r/Contact/003xx/view"
+    generic = {**sf_config, "login_url": "https://login.salesforce.com"}
+    assert SalesforceProvider(generic).record_url("003xx") is None
+    configured = {**generic, "instance_url": "https://acme.my.salesforce.com/"}
+    assert (
+        SalesforceProvider(configured).record_url("003xx")
+        == "https://acme.my.salesforce.com/lightning/r/Contact/003xx/view"
+    )
 
 
 @pytest.mark.parametrize(
