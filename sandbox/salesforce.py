@@ -58,6 +58,7 @@ UNLIMITED_QUOTA_REPORTED = 5_000_000
 
 _VERSION_RE = re.compile(r"^v(\d{2})\.0$")
 _CHANGE_EVENT_MODES = ("deletes", "all", "none")
+_DUPLICATE_RULES = ("off", "block", "alert")
 
 
 def _coerce_org_id(value: Any) -> str:
@@ -70,6 +71,12 @@ def _coerce_org_id(value: Any) -> str:
 def _coerce_mode(value: Any) -> str:
     if value not in _CHANGE_EVENT_MODES:
         raise ValueError(f"expected one of {', '.join(_CHANGE_EVENT_MODES)}")
+    return value
+
+
+def _coerce_duplicate_rule(value: Any) -> str:
+    if value not in _DUPLICATE_RULES:
+        raise ValueError(f"expected one of {', '.join(_DUPLICATE_RULES)}")
     return value
 
 
@@ -115,6 +122,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         "change_events": ("deletes", _coerce_mode),
         "change_event_secret": ("sandbox-secret", coerce_str),
         "query_batch_size": (2000, _coerce_positive_int),
+        "duplicate_rule": ("off", _coerce_duplicate_rule),
     }
 
     def __init__(self, *, seed: int | None = None, **config: Any) -> None:
@@ -126,6 +134,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         self._base_url = f"http://127.0.0.1:{DEFAULT_PORT}"
         super().__init__(seed=seed, **config)
         self.sessions = SessionRegistry(self.config["organization_id"])
+        self.store.duplicate_rule = self.config["duplicate_rule"]
         self.action_id = make_id("04k", 1, pod)
         self.dispatcher.stop()
         self.dispatcher = ChannelDispatcher(
@@ -231,6 +240,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         return []
 
     def config_changed(self, keys: set[str]) -> None:
+        self.store.duplicate_rule = self.config["duplicate_rule"]
         if "organization_id" in keys and hasattr(self, "sessions"):
             self.sessions.organization_id = self.config["organization_id"]
 
@@ -349,6 +359,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="change_event_secret",
         default=None,
         help="HMAC secret of change events (default sandbox-secret)",
+    )
+    parser.add_argument(
+        "--duplicate-rule",
+        dest="duplicate_rule",
+        choices=_DUPLICATE_RULES,
+        default=None,
+        help="Contact duplicate rule on Email: block, alert (allowSave header bypasses) or off (default)",
     )
     parser.add_argument(
         "--no-outbound-messages",

@@ -8,7 +8,8 @@ honour ``allOrNone`` by rolling the whole call back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -115,9 +116,13 @@ class RestMixin:
         self.api("POST", base + "/composite/sobjects/{sobject}", self.collection_retrieve)
         self.api("PATCH", base + "/composite/sobjects/{sobject}/{field}", self.collection_upsert)
 
-    def _tx(self, version: str) -> Any:
+    @contextmanager
+    def _tx(self, request: Request, version: str) -> Iterator[Transaction]:
         origin = f"com/salesforce/api/rest/{_version_number(version)}"
-        return self.store.transaction(user_id=INTEGRATION_USER_ID, origin=origin)
+        with self.store.transaction(user_id=INTEGRATION_USER_ID, origin=origin) as tx:
+            header = request.headers.get("Sforce-Duplicate-Rule-Header", "")
+            tx.allow_duplicates = "allowsave=true" in header.replace(" ", "").lower()
+            yield tx
 
     # -- discovery --------------------------------------------------------------------
 
@@ -159,7 +164,7 @@ class RestMixin:
     def sobject_create(self, request: Request, version: str, sobject: str) -> Response:
         spec = sobject_spec(sobject)
         data = parse_json(request)
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             record_id = tx.create(spec, data)
         return json_response(_ok(record_id), 201)
 
@@ -177,13 +182,13 @@ class RestMixin:
     def record_update(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
         spec = sobject_spec(sobject)
         data = parse_json(request)
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             tx.update(spec, record_id, data)
         return empty_response(204)
 
     def record_delete(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
         spec = sobject_spec(sobject)
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             tx.delete(spec, record_id)
         return empty_response(204)
 
@@ -221,7 +226,7 @@ class RestMixin:
     def external_delete(self, request: Request, version: str, sobject: str, field: str, value: str) -> Response:
         spec = sobject_spec(sobject)
         field_spec = self._external(spec, field)
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             ids = self._matches(spec, field_spec, value)
             if len(ids) > 1:
                 return self._multiple(spec, version, ids)
@@ -251,7 +256,7 @@ class RestMixin:
         field_spec = self._external(spec, field)
         data = parse_json(request)
         update_only = request.args.get("updateOnly", "").lower() == "true"
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             outcome = self._upsert_one(tx, spec, field_spec, value, data, update_only=update_only)
         if isinstance(outcome, list):
             return self._multiple(spec, version, outcome)
@@ -286,9 +291,11 @@ class RestMixin:
             raise api_error(400, "JSON_PARSER_ERROR", f"Cannot deserialize value of type boolean from {all_or_none!r}")
         return records, all_or_none
 
-    def _run_collection(self, version: str, items: list[Any], all_or_none: bool, apply: Any) -> Response:
+    def _run_collection(
+        self, request: Request, version: str, items: list[Any], all_or_none: bool, apply: Any
+    ) -> Response:
         results: list[dict[str, Any]] = []
-        with self._tx(version) as tx:
+        with self._tx(request, version) as tx:
             for item in items:
                 try:
                     results.append(apply(tx, item))
@@ -305,7 +312,7 @@ class RestMixin:
         def apply(tx: Transaction, record: dict[str, Any]) -> dict[str, Any]:
             return _ok(tx.create(sobject_spec(record["attributes"]["type"]), record, in_collection=True))
 
-        return self._run_collection(version, records, all_or_none, apply)
+        return self._run_collection(request, version, records, all_or_none, apply)
 
     def collection_update(self, request: Request, version: str) -> Response:
         records, all_or_none = self._collection_body(request)
@@ -317,7 +324,7 @@ class RestMixin:
             tx.update(sobject_spec(record["attributes"]["type"]), raw_id, record, in_collection=True)
             return _ok(normalize_id(raw_id) or raw_id)
 
-        return self._run_collection(version, records, all_or_none, apply)
+        return self._run_collection(request, version, records, all_or_none, apply)
 
     def collection_delete(self, request: Request, version: str) -> Response:
         ids = [i for i in request.args.get("ids", "").split(",") if i]
@@ -339,7 +346,7 @@ class RestMixin:
             tx.delete(spec, record_id)
             return _ok(record_id)
 
-        return self._run_collection(version, ids, all_or_none, apply)
+        return self._run_collection(request, version, ids, all_or_none, apply)
 
     def collection_retrieve(self, request: Request, version: str, sobject: str) -> Response:
         spec = sobject_spec(sobject)
@@ -385,7 +392,7 @@ class RestMixin:
                 )
             return _ok(*outcome)
 
-        return self._run_collection(version, records, all_or_none, apply)
+        return self._run_collection(request, version, records, all_or_none, apply)
 
 
 def _describe_field(spec: FieldSpec) -> dict[str, Any]:

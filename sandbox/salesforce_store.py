@@ -39,18 +39,31 @@ def now_ms() -> datetime:
 class RecordError(Exception):
     """One record refused: the CRM's error code, message and fields (status for single calls)."""
 
-    def __init__(self, code: str, message: str, fields: list[str] | None = None, status: int = 400) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        fields: list[str] | None = None,
+        status: int = 400,
+        *,
+        detail: dict[str, Any] | None = None,
+        collection_message: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.fields = fields or []
         self.status = status
+        self.detail = detail  # extra keys of the single-record error (duplicate rule results)
+        self.collection_message = collection_message or message
 
     def as_rest(self) -> dict[str, Any]:
+        if self.detail is not None:
+            return {**self.detail, "errorCode": self.code, "message": self.message}
         return {"message": self.message, "errorCode": self.code, "fields": self.fields}
 
     def as_collection(self) -> dict[str, Any]:
-        return {"statusCode": self.code, "message": self.message, "fields": self.fields}
+        return {"statusCode": self.code, "message": self.collection_message, "fields": self.fields}
 
 
 @dataclass(frozen=True)
@@ -80,11 +93,13 @@ class Transaction:
     undo: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     rolled_back: bool = False
+    allow_duplicates: bool = False  # Sforce-Duplicate-Rule-Header: allowSave=true
 
     # -- writes ------------------------------------------------------------------
 
     def create(self, spec: ObjectSpec, data: Any, *, in_collection: bool = False) -> str:
         values = self.store.validate(spec, data, creating=True, in_collection=in_collection)
+        self._check_duplicates(spec, None, values)
         at = now_ms()
         record_id = self.store.new_id(spec.key_prefix)
         record: dict[str, Any] = dict.fromkeys(spec.field_names)
@@ -108,6 +123,8 @@ class Transaction:
         current = self.store.live(spec, record_id)
         record_id = current["Id"]
         values = self.store.validate(spec, data, creating=False, current=current, in_collection=in_collection)
+        if values.get("Email") and (current["Email"] or "").lower() != values["Email"].lower():
+            self._check_duplicates(spec, record_id, values)
         at = now_ms()
         record = dict(current)
         changed = [name for name, value in values.items() if current.get(name) != value]
@@ -135,6 +152,16 @@ class Transaction:
         self.store.deleted_log.append((spec.name, record_id, at))
         self._change("DELETE", spec, record_id, (), (), at)
 
+    def _check_duplicates(self, spec: ObjectSpec, record_id: str | None, values: dict[str, Any]) -> None:
+        """The org's Contact duplicate rule (exact Email match), when one is active."""
+        rule = self.store.duplicate_rule
+        email = values.get("Email")
+        if spec is not CONTACT or not email or rule == "off" or (rule == "alert" and self.allow_duplicates):
+            return
+        matches = [other for other in self.store.lookup("Contact", "Email", email) if other != record_id]
+        if matches:
+            raise duplicates_detected(matches)
+
     # -- journal -------------------------------------------------------------------
 
     def _write(self, spec: ObjectSpec, record_id: str, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
@@ -160,6 +187,48 @@ class Transaction:
         self.rolled_back = True
 
 
+_DUPLICATE_MESSAGE = "You're creating a duplicate record. We recommend you use an existing record instead."
+
+
+def duplicates_detected(match_ids: list[str]) -> RecordError:
+    """The Standard Contact Duplicate Rule's refusal, with the real captures' ``duplicateResut`` (sic) key."""
+    records = [
+        {
+            "additionalInformation": [],
+            "fieldDiffs": [],
+            "matchConfidence": 100.0,
+            "record": {
+                "attributes": {"type": "Contact", "url": f"/services/data/v59.0/sobjects/Contact/{match_id}"},
+                "Id": match_id,
+            },
+        }
+        for match_id in match_ids
+    ]
+    result = {
+        "allowSave": False,
+        "duplicateRule": "Standard_Contact_Duplicate_Rule",
+        "duplicateRuleEntityType": "Contact",
+        "errorMessage": _DUPLICATE_MESSAGE,
+        "matchResults": [
+            {
+                "entityType": "Contact",
+                "errors": [],
+                "matchEngine": "ExactMatchEngine",
+                "matchRecords": records,
+                "rule": "Standard_Contact_Match_Rule_v1_1",
+                "size": len(records),
+                "success": True,
+            }
+        ],
+    }
+    return RecordError(
+        "DUPLICATES_DETECTED",
+        _DUPLICATE_MESSAGE,
+        detail={"duplicateResut": result},
+        collection_message="Use one of these records?",
+    )
+
+
 def _derive(spec: ObjectSpec, record: dict[str, Any]) -> None:
     if spec is CONTACT:
         record["Name"] = " ".join(part for part in (record.get("FirstName"), record.get("LastName")) if part)
@@ -177,6 +246,7 @@ class OrgStore:
             (sobject, name): {} for sobject, names in INDEXED.items() for name in names
         }
         self.deleted_log: list[tuple[str, str, datetime]] = []
+        self.duplicate_rule = "off"  # off | block | alert (see the app's duplicate_rule config)
         self._numbers: dict[str, int] = {}
 
     def new_id(self, prefix: str) -> str:

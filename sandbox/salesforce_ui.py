@@ -44,6 +44,7 @@ def edit(store: OrgStore, payload: Mapping[str, Any], *, user_id: str) -> dict[s
     raw_id = payload.get("id")
     try:
         with store.transaction(user_id=user_id, origin=UI_ORIGIN) as tx:
+            tx.allow_duplicates = True  # an alerting rule only warns a person, who may save anyway
             company_keys = [key for key in ("Account.Name", "company") if key in fields]
             if company_keys and spec.name == "Contact":
                 company = fields.pop(company_keys[0])

@@ -229,3 +229,40 @@ def test_describe_lists_fields_and_the_external_id(harness):
     assert fields["Email"]["length"] == 80
     assert fields["AccountId"]["referenceTo"] == ["Account"]
     assert {"Account", "Contact"} <= {item["name"] for item in harness.sf.describe()["sobjects"]}
+
+
+def test_duplicate_rule_blocks_same_email_like_the_crm(harness):
+    existing = harness.sf.Contact.create({"LastName": "First", "Email": "dup@example.com"})["id"]
+    assert harness.sf.Contact.create({"LastName": "Allowed", "Email": "DUP@example.com"})["success"]  # rule off
+    harness.control.config(duplicate_rule="block")
+    with pytest.raises(SalesforceMalformedRequest) as excinfo:
+        harness.sf.Contact.create({"LastName": "Second", "Email": "Dup@Example.com"})
+    error = _error(excinfo)
+    assert error["errorCode"] == "DUPLICATES_DETECTED"
+    matches = error["duplicateResut"]["matchResults"][0]["matchRecords"]
+    assert matches[0]["record"]["Id"] == existing
+    assert error["duplicateResut"]["duplicateRule"] == "Standard_Contact_Duplicate_Rule"
+
+    other = harness.sf.Contact.create({"LastName": "Other", "Email": "other@example.com"})["id"]
+    with pytest.raises(SalesforceMalformedRequest):
+        harness.sf.Contact.update(other, {"Email": "dup@example.com"})
+    results = harness.sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={"records": [{"attributes": {"type": "Contact"}, "LastName": "C", "Email": "dup@example.com"}]},
+    )
+    assert results[0]["errors"] == [
+        {"statusCode": "DUPLICATES_DETECTED", "message": "Use one of these records?", "fields": []}
+    ]
+
+
+def test_alerting_duplicate_rule_is_bypassed_with_allow_save(harness):
+    harness.control.config(duplicate_rule="alert")
+    harness.sf.Contact.create({"LastName": "First", "Email": "alert@example.com"})
+    with pytest.raises(SalesforceMalformedRequest):
+        harness.sf.Contact.create({"LastName": "Second", "Email": "alert@example.com"})
+    created = harness.sf.Contact.create(
+        {"LastName": "Second", "Email": "alert@example.com"},
+        headers={"Sforce-Duplicate-Rule-Header": "allowSave=true"},
+    )
+    assert created["success"] is True
