@@ -35,7 +35,8 @@ class SalesforceProvider(Provider):
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
-        return bool(config.get("access_token") or (config.get("client_id") and config.get("client_secret")))
+        grant = config.get("client_id") and (config.get("client_secret") or config.get("refresh_token"))
+        return bool(config.get("access_token") or grant)
 
     def __init__(
         self,

@@ -145,7 +145,12 @@ def test_record_url_falls_back_to_a_my_domain_login_url(sf_config, org):
 
 @pytest.mark.parametrize(
     ("overrides", "connected"),
-    [({}, True), ({"client_id": "", "client_secret": ""}, False), ({"client_id": "", "access_token": "t"}, True)],
+    [
+        ({}, True),
+        ({"client_id": "", "client_secret": ""}, False),
+        ({"client_id": "", "access_token": "t", "instance_url": "https://acme.my.salesforce.com"}, True),
+        ({"client_secret": "", "refresh_token": "5Aep"}, True),
+    ],
 )
 def test_registry_connects_salesforce_from_settings(settings, sf_config, overrides, connected):
     settings.SALESFORCE = {**sf_config, **overrides}
