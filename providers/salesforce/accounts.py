@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -35,30 +36,37 @@ def _redis() -> redis.Redis:
 
 
 class LRU:
-    """A small thread-safe least-recently-used map."""
+    """A small thread-safe least-recently-used map whose entries expire after `ttl` seconds
+    (Accounts get renamed and deleted in the CRM; a stale entry must not live forever)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, ttl: float) -> None:
         self.size = size
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self.ttl = ttl
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[1] <= time.monotonic():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[0]
 
     def put(self, key: str, value: str) -> None:
         with self._lock:
-            self._items[key] = value
+            self._items[key] = (value, time.monotonic() + self.ttl)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
     def pop(self, key: str) -> str | None:
         with self._lock:
-            return self._items.pop(key, None)
+            item = self._items.pop(key, None)
+            return item[0] if item else None
 
 
 def chunk_for_in(values: Iterable[str], *, max_items: int = COLLECTION_SIZE, max_chars: int = MAX_IN_CHARS):
@@ -79,10 +87,10 @@ def chunk_for_in(values: Iterable[str], *, max_items: int = COLLECTION_SIZE, max
 class AccountDirectory:
     """Account ids by name and names by id, backed by the org."""
 
-    def __init__(self, client: SalesforceClient, *, size: int = 4096) -> None:
+    def __init__(self, client: SalesforceClient, *, size: int = 4096, ttl: float = 3600.0) -> None:
         self.client = client
-        self._ids = LRU(size)  # name → id
-        self._names = LRU(size)  # id[:15] → name
+        self._ids = LRU(size, ttl)  # name → id
+        self._names = LRU(size, ttl)  # id[:15] → name
 
     def remember(self, account_id: str, name: str) -> None:
         self._ids.put(name, account_id)

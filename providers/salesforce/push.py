@@ -87,6 +87,9 @@ class ContactPush:
 
     # --- helpers ---------------------------------------------------------------------------
     def _set(self, entry: _Entry, operation: str, external_id: str | None, error: ProviderError | None = None) -> None:
+        if error is not None and error.code == "INVALID_CROSS_REFERENCE_KEY" and entry.account_id:
+            # The cached Account was deleted in the CRM: the retry resolves the company afresh.
+            self.accounts.forget_id(entry.account_id)
         self.results[entry.index] = PushResult(entry.item.key, external_id, error, operation)
 
     def _fail_call(self, entries: Iterable[_Entry], error: ProviderError, operation: str) -> None:

@@ -27,8 +27,8 @@ class Org:
     def accounts(self) -> list[dict[str, Any]]:
         return [r for r in self.control.records() if r["attributes"]["type"] == "Account" and not r["IsDeleted"]]
 
-    def edit_account(self, account_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        body = {"sobject": "Account", "id": account_id, "fields": fields}
+    def edit_account(self, account_id: str, fields: dict[str, Any], *, delete: bool = False) -> dict[str, Any]:
+        body = {"sobject": "Account", "id": account_id, "fields": fields, "delete": delete}
         response = requests.post(f"{self.url}/_sandbox/edit", json=body, timeout=5)
         response.raise_for_status()
         return response.json()

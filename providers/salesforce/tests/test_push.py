@@ -106,6 +106,21 @@ def test_company_is_created_once_and_cached(provider, org):
     assert org.count(QUERY) == 5
 
 
+def test_account_deleted_in_salesforce_is_resolved_again_on_retry(provider, org):
+    provider.push([PushItem(key="a", values=contact_values(1, company="Soylent"))])
+    (account,) = org.accounts()
+    org.edit_account(account["Id"], {}, delete=True)  # deletes its contacts too, as in the CRM
+    item = PushItem(key="b", values=contact_values(2, company="Soylent"))
+    (failed,) = provider.push([item])
+    assert isinstance(failed.error, Transient)
+    assert failed.error.code == "INVALID_CROSS_REFERENCE_KEY"
+    (retried,) = provider.push([item])
+    assert retried.ok
+    (new_account,) = org.accounts()
+    assert new_account["Id"] != account["Id"]
+    assert org.contacts()[0]["AccountId"] == new_account["Id"]
+
+
 def test_clearing_the_company_unlinks_the_account(provider, org):
     (result,) = provider.push([PushItem(key="a", values=contact_values(4, company="Globex"))])
     provider.push([PushItem(key="a", values={"company": ""}, external_id=result.external_id)])
