@@ -324,3 +324,49 @@ def test_python_m_sandbox_serves_until_terminated():
     assert config["latency_ms"] == 1
     assert listed.status_code == 200
     assert process.returncode == 0
+
+
+# -- serving ---------------------------------------------------------------------
+
+
+def test_server_keeps_connections_alive_and_skips_unread_bodies():
+    import http.client
+
+    from sandbox.server import serve
+
+    with serve(Demo()) as running:
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+        answers = []
+        # The 404 and 405 leave their bodies unread; the next request must still parse.
+        for method, path, body in [
+            ("POST", "/nowhere", b'{"big": "' + b"x" * 5000 + b'"}'),
+            ("PUT", "/things/1", b"ignored"),
+            ("GET", "/things/7", None),
+            ("POST", "/things", b'{"a": 1}'),
+        ]:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answers.append((response.status, response.read(), response.getheader("Connection")))
+            local_port = connection.sock.getsockname()[1]
+            if method == "POST" and path == "/nowhere":
+                first_port = local_port
+        connection.close()
+
+    assert [status for status, _, _ in answers] == [404, 405, 200, 201]
+    assert answers[2][1] == b'{"id":"7"}'
+    assert answers[3][1] == b'{"a":1}'
+    assert local_port == first_port  # one TCP connection served all four
+    assert {header for _, _, header in answers} == {None}
+
+
+def test_stopping_a_sandbox_drops_its_keep_alive_connections():
+    from sandbox.server import serve
+
+    running = serve(Demo())
+    session = requests.Session()
+    assert session.get(f"{running.url}/things/1", timeout=5).status_code == 200
+
+    running.stop()
+
+    with pytest.raises(requests.ConnectionError):
+        session.get(f"{running.url}/things/1", timeout=5)
