@@ -56,7 +56,7 @@ def contact_update(
     *, contact_id: UUID, data: Mapping[str, str], partial: bool, expected_version: int | None = None
 ) -> Contact:
     """Replace (PUT) or patch (PATCH) a contact; a change bumps its version and syncs it."""
-    contact = Contact.objects.select_for_update().filter(pk=contact_id, deleted_at__isnull=True).first()
+    contact = Contact.objects.select_for_update(no_key=True).filter(pk=contact_id, deleted_at__isnull=True).first()
     if contact is None:
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     _check_version(contact, expected_version)
@@ -86,7 +86,7 @@ def contact_update(
 @transaction.atomic
 def contact_delete(*, contact_id: UUID, expected_version: int | None = None) -> None:
     """Soft-delete: the tombstone stays until every CRM has deleted its copy."""
-    contact = Contact.objects.select_for_update().filter(pk=contact_id, deleted_at__isnull=True).first()
+    contact = Contact.objects.select_for_update(no_key=True).filter(pk=contact_id, deleted_at__isnull=True).first()
     if contact is None:
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     _check_version(contact, expected_version)

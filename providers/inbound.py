@@ -54,28 +54,27 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     if change.from_integration:
         return ECHO  # our own write coming back: no version bump, no outbound call
     _lock_record(provider, change.external_id)
-    link = (
-        ProviderLink.objects.select_for_update()
-        .select_related("contact")
-        .filter(provider=provider, external_id=change.external_id)
-        .first()
-    )
+    # Lock order everywhere: the contact, then its links (the API and the forwarder agree).
+    known = ProviderLink.objects.filter(provider=provider, external_id=change.external_id)
+    contact_id = known.values_list("contact_id", flat=True).first()
+    contact = _lock_contact(contact_id) if contact_id else None
+    link = known.select_for_update().first() if contact else None
     if change.deleted:
-        return _apply_delete(provider=provider, link=link, change=change)
+        return _apply_delete(provider=provider, link=link, contact=contact, change=change)
     values = {f: v[: MAX_LENGTHS[f]] for f, v in change.values.items() if f in SYNCED_FIELDS and v is not None}
-    contact = link.contact if link else None
     created = False
-    if contact is None:
+    if link is None:
         email = values.get("email", "")
         if not email.strip():
             return UNCHANGED  # nothing to identify the person by
-        contact = contact_by_email(email=email)
-        if contact is None:
+        existing = contact_by_email(email=email)
+        if existing is None:
             contact, created = _create(values=values, change=change), True
+        else:
+            contact = _lock_contact(existing.pk)
         link = _link(provider=provider, contact=contact, external_id=change.external_id)
         if link is None:
             return CONFLICT
-    contact = Contact.objects.select_for_update().get(pk=contact.pk)
     if contact.is_deleted:
         return STALE  # a change older than (or racing with) the deletion
     when = change.occurred_at or timezone.now()
@@ -109,6 +108,12 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     if applied or created:
         links_mark_pending(contact=contact, exclude=[provider])
     return CREATED if created else (APPLIED if applied else UNCHANGED)
+
+
+def _lock_contact(contact_id) -> Contact:
+    # NO KEY UPDATE: rows inserted elsewhere that reference the contact (sync attempts, dead
+    # letters) only need KEY SHARE, so they never wait on us, nor we on them.
+    return Contact.objects.select_for_update(no_key=True).get(pk=contact_id)
 
 
 def _create(*, values: dict[str, str], change: InboundChange) -> Contact:
@@ -148,15 +153,16 @@ def _settle_link(*, link: ProviderLink, contact: Contact) -> None:
     link.save()
 
 
-def _apply_delete(*, provider: str, link: ProviderLink | None, change: InboundChange) -> str:
-    if link is None or link.contact.is_deleted:
+def _apply_delete(
+    *, provider: str, link: ProviderLink | None, contact: Contact | None, change: InboundChange
+) -> str:
+    if link is None or contact is None or contact.is_deleted:
         return UNCHANGED
     if settings.SYNC_DELETES != "propagate":
         # Keep the contact; forget the CRM record so the next change creates it there again.
         link.external_id, link.field_hashes, link.status = None, {}, LinkStatus.DELETED
         link.save()
         return DELETED
-    contact = Contact.objects.select_for_update().get(pk=link.contact_id)
     contact.deleted_at = change.occurred_at or timezone.now()
     contact.version += 1
     contact.save(update_fields=["deleted_at", "version", "updated_at"])
