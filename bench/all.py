@@ -1,0 +1,124 @@
+"""Every benchmark in bench/, one after the other: `make bench` (``.venv/bin/python -m bench.all``).
+
+Each module runs as its own process (its output streams through); every JSON line it prints is
+appended to var/bench/results.jsonl as ``{"module", "at", "machine", "result"}``; a summary table
+ends the run. ``--quick`` runs smaller sizes (a smoke run of the whole set in a few minutes).
+Missed targets do not fail the run (benchmarks are not tests); a module that crashes does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.stack import LOG_DIR, PYTHON, REPO, machine
+
+# Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
+MODULES = ("sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput")
+QUICK_ARGS = {
+    "sandbox_bench": ["--seconds", "1"],
+    "webhook_ingest": ["--deliveries", "60", "--redeliveries", "10"],
+    "sync_latency": ["--contacts", "30"],
+    "propagation": ["--edits", "15"],
+    "sync_throughput": ["--contacts", "1000"],
+}
+
+
+def available() -> list[str]:
+    return [name for name in MODULES if (REPO / "bench" / f"{name}.py").exists()]
+
+
+def run_module(name: str, extra: list[str]) -> tuple[int, float, list[dict[str, Any]]]:
+    """Run bench.<name>, echoing its output; exit code, seconds, JSON objects it printed."""
+    began = time.monotonic()
+    process = subprocess.Popen(
+        [PYTHON, "-m", f"bench.{name}", *extra], cwd=REPO, stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    results = []
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            stripped = line.strip()
+            if stripped.startswith("{"):
+                try:
+                    parsed = json.loads(stripped)
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, dict):
+                    results.append(parsed)
+                    line = f"{stripped[:200]}{' …' if len(stripped) > 200 else ''}\n"  # the file has it all
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.wait(timeout=60)  # the module got the Ctrl-C too and tears its stack down
+        raise
+    return code, time.monotonic() - began, results
+
+
+def headline(name: str, result: dict[str, Any]) -> str:
+    """The figures that matter for each bench, as one short string."""
+
+    def get(*path: str) -> Any:
+        value: Any = result
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    if name == "sync_throughput":
+        return (
+            f"end-to-end {get('end_to_end_s')} s (<=20), HubSpot {get('hubspot', 'requests_per_contact')} req/contact "
+            f"(<=0.011), API {get('api', 'writes_per_s')} writes/s, lost {get('hubspot', 'lost')}/"
+            f"{get('salesforce', 'lost')}, dup {get('hubspot', 'duplicated')}/{get('salesforce', 'duplicated')}"
+        )
+    if name == "sync_latency":
+        both = get("visible_in_both") or {}
+        return f"write->both CRMs p50 {both.get('p50_ms')} ms (<=250), p99 {both.get('p99_ms')} ms"
+    if name == "propagation":
+        parts = []
+        for key, label in (("hubspot_to_salesforce", "HS->SF"), ("salesforce_to_hubspot", "SF->HS")):
+            parts.append(f"{label} p50 {get(key, 'p50_ms')} / p99 {get(key, 'p99_ms')} ms")
+        return ", ".join(parts) + " (p50 <=1000)"
+    if name == "sandbox_bench":
+        rows = [row for rows in (result.get("results") or {}).values() for row in rows]
+        return ", ".join(f"{row['workload']} {row['records_per_s']} rec/s" for row in rows[:3])
+    numbers = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return ", ".join(f"{k} {v}" for k, v in list(numbers.items())[:5]) or json.dumps(result)[:150]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=MODULES, help="run only these")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of every bench")
+    args = parser.parse_args(argv)
+    names = [name for name in available() if not args.only or name in args.only]
+    host = machine()
+    print(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}, load {host['load_1m']}")
+    print(f"benches: {', '.join(names)}\n", flush=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    out = LOG_DIR / "results.jsonl"
+    rows = []
+    for name in names:
+        print(f"=== bench.{name}", flush=True)
+        code, seconds, results = run_module(name, QUICK_ARGS.get(name, []) if args.quick else [])
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        with out.open("a") as sink:
+            for result in results:
+                sink.write(json.dumps({"module": name, "at": at, "machine": host, "result": result}) + "\n")
+        main_result = next((r for r in reversed(results) if r.get("bench") == name), results[-1] if results else {})
+        rows.append((name, code, seconds, headline(name, main_result) if main_result else "no JSON result"))
+        print(flush=True)
+    print(f"{'bench':<17} {'exit':>4} {'secs':>6}  headline")
+    for name, code, seconds, text in rows:
+        print(f"{name:<17} {code:>4} {seconds:>6.0f}  {text}")
+    print(f"\nall JSON results appended to {out.relative_to(REPO)}")
+    return 1 if any(code for _, code, _, _ in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
