@@ -17,12 +17,15 @@ PROVIDER_CLASSES = {
 
 @cache
 def _providers() -> dict[str, "Provider"]:
+    from syncroot.metrics import crm_response_hook
+
     found: dict[str, Provider] = {}
     for name, path in PROVIDER_CLASSES.items():
         provider_class = import_string(path)
         config = getattr(settings, name.upper(), {})
         if provider_class.is_configured(config):
-            found[name] = provider_class(config)
+            # The client reports every call to /metrics through this hook (see syncroot/metrics.py).
+            found[name] = provider_class({**config, "on_response": crm_response_hook(name)})
     return found
 
 

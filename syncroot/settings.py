@@ -1,5 +1,6 @@
 """SyncRoot settings. Every value comes from the environment (see .env.example), read once here."""
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -26,13 +27,17 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "django_prometheus",  # /metrics (syncroot/metrics.py); its DB and cache wrappers are not used
     "contacts",
     "providers",
     "webhooks",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first: times the whole request
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # the admin's CSS and JS under gunicorn, no proxy needed
+    "syncroot.log_context.RequestIdMiddleware",
     "syncroot.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -40,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last: sees the final status
 ]
 
 ROOT_URLCONF = "syncroot.urls"
@@ -83,6 +89,17 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+# --- Static files: WhiteNoise serves them from the app (gunicorn, containers) ------------------
+# Compressed copies are made by collectstatic (the Dockerfile runs it). No manifest storage: it
+# fails every page that links a static file when collectstatic has not run (`make run`, tests).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Files not collected yet are found in the apps themselves, so the admin has its CSS everywhere.
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at")  # WhiteNoise, before collectstatic ran
+# --- end of static files -----------------------------------------------------------------------
 
 # The API rejects bodies above this size with 413 before reading them.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_048_576)
@@ -172,21 +189,32 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | text
+# Every line carries request_id / task_id / task_name / contact_id / provider when known, and
+# never a credential (syncroot/log_context.py). Workers use this config too (syncroot/celery.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "syncroot.log_context.ContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "syncroot.log_context.TextFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Metrics (GET /metrics, Prometheus text; syncroot/metrics.py) -------------------------------
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+# When set, a scrape must send `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# --- end of metrics ----------------------------------------------------------------------------
 
 # --- CRM providers ---------------------------------------------------------------------------
 # A provider without credentials is simply not connected. Production and the local sandboxes

@@ -186,7 +186,7 @@ class HubSpotClient:
         search_rate = with_headroom(str(config.get("search_rate_limit") or "5/second"))
         self.search_limiter = RateLimiter(f"{key}-search", search_rate)
         self.timeout = (float(config.get("connect_timeout", 3.0)), float(config.get("read_timeout", 15.0)))
-        self.on_response = on_response
+        self.on_response = on_response or config.get("on_response")
         if session is None:
             session = requests.Session()
             # Retries are ours to decide (classified errors, shared budget), never urllib3's.

@@ -79,7 +79,7 @@ class SalesforceClient:
         self.limiter = limiter or RateLimiter(
             str(config.get("rate_limit_name") or "salesforce"), str(config.get("rate_limit") or "25/second")
         )
-        self.on_response = on_response
+        self.on_response = on_response or config.get("on_response")
         self.timeout = timeout
         self.api_usage: tuple[int, int] | None = None  # (used, limit) from the last Sforce-Limit-Info
         self._access_token = str(config.get("access_token") or "") if self.instance_url else ""

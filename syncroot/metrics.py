@@ -1,0 +1,289 @@
+"""Prometheus metrics served at GET /metrics.
+
+Three sources end up on one page:
+
+- django-prometheus: the API's own HTTP metrics (`django_http_*`), per process.
+- Gauges computed at scrape time from PostgreSQL, the only state that matters: links per provider
+  and status, dead letters, the age of the oldest change still waiting, inbox events. One grouped
+  query each, so every API process answers the same numbers whichever one Prometheus reaches.
+- CRM call counters. Calls happen in the Celery workers: other processes, often other containers,
+  than the API that serves this page. Each call therefore adds to a Redis hash (HINCRBY, one
+  pipelined round trip) and a scrape reads the hashes back. prometheus_client's multiprocess mode
+  was the alternative; it needs one directory shared by every process, which containers and pods
+  do not have. The counters live as long as Redis keeps them; Prometheus' rate() absorbs a reset.
+
+`/metrics` is on while METRICS_ENABLED; with METRICS_TOKEN set it wants `Authorization: Bearer
+<token>`. A scrape while the database is down answers 503 JSON, never a half page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+import prometheus_client
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Min
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from prometheus_client import multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from syncroot.errors import error_body
+
+logger = logging.getLogger(__name__)
+
+LINK_STATUSES = ("pending", "synced", "failed", "parked", "deleted")
+DEAD_LETTER_STATUSES = ("parked", "retried", "discarded")
+EVENT_STATUSES = ("received", "processed", "ignored", "failed")
+# The vocabulary of SyncAttempt.outcome, so counters and the audit trail speak alike.
+OUTCOMES = {"ratelimited": "rate_limited", "authexpired": "auth", "providererror": "error"}
+REDIS_BACKOFF_SECONDS = 10.0  # after a Redis failure, stop counting for a while instead of stalling calls
+SCRAPE_STATEMENT_TIMEOUT_MS = 5000
+
+
+# --- CRM call counters (written by whichever process makes the call) -------------------------
+
+
+def _key(name: str) -> str:
+    # The cache prefix keeps deployments sharing a Redis, and test runs, apart.
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'syncroot')}:metrics:{name}"
+
+
+@cache
+def _redis(url: str) -> redis.Redis:
+    # Short timeouts: a metric is never worth slowing a CRM call down.
+    return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+_redis_down_until = 0.0
+
+
+def _outcome_name(outcome: str) -> str:
+    outcome = outcome.lower()
+    return OUTCOMES.get(outcome, outcome)
+
+
+def crm_call_record(*, provider: str, operation: str, outcome: str, status: int | None, seconds: float) -> None:
+    """Count one CRM call in Redis. Never raises: a metric must not break a sync."""
+    global _redis_down_until
+    if time.monotonic() < _redis_down_until:
+        return
+    outcome = _outcome_name(outcome)
+    field = f"{provider}|{operation}|{outcome}"
+    try:
+        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(_key("crm_requests"), field, 1)
+        pipe.hincrbyfloat(_key("crm_request_seconds"), f"{provider}|{operation}", max(seconds, 0.0))
+        if outcome == "rate_limited" or status == 429:
+            pipe.hincrby(_key("crm_rate_limited"), provider, 1)
+        pipe.execute()
+    except redis.RedisError as exc:
+        _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+        logger.warning("CRM call not counted: Redis unavailable", extra={"provider": provider, "error": str(exc)})
+
+
+def crm_response_hook(provider: str) -> Callable[..., None]:
+    """The `on_response` hook for `provider`'s client (the registry hands it over in the config).
+
+    HubSpot's client calls it with (operation, outcome, status, seconds); Salesforce's with one
+    CallOutcome whose path is already free of record ids.
+    """
+
+    def hook(*call: Any) -> None:
+        if len(call) == 1:
+            outcome = call[0]
+            error = outcome.error
+            if error is not None:
+                result = type(error).__name__
+            elif outcome.status is None or outcome.status >= 400:
+                result = "error"
+            else:
+                result = "ok"
+            operation = f"{outcome.method} {outcome.path}"
+            crm_call_record(
+                provider=provider, operation=operation, outcome=result, status=outcome.status, seconds=outcome.seconds
+            )
+        else:
+            operation, result, status, seconds = call
+            crm_call_record(provider=provider, operation=operation, outcome=result, status=status, seconds=seconds)
+
+    return hook
+
+
+# --- the collector (runs in the API process at scrape time) ----------------------------------
+
+
+def _families() -> dict[str, Metric]:
+    return {
+        "links": GaugeMetricFamily(
+            "syncroot_links", "Contacts' sync state per CRM, by status.", labels=["provider", "status"]
+        ),
+        "dead_letters": GaugeMetricFamily(
+            "syncroot_dead_letters", "Dead letters per CRM, by status.", labels=["provider", "status"]
+        ),
+        "lag": GaugeMetricFamily(
+            "syncroot_sync_lag_seconds",
+            "Age of the oldest change still waiting for a CRM (pending or failed); 0 when none.",
+            labels=["provider"],
+        ),
+        "events": GaugeMetricFamily(
+            "syncroot_webhook_events", "Inbox events per CRM, by status.", labels=["provider", "status"]
+        ),
+        "requests": CounterMetricFamily(
+            "syncroot_crm_requests",
+            "HTTP calls made to each CRM by every process, by operation and outcome.",
+            labels=["provider", "operation", "outcome"],
+        ),
+        "seconds": CounterMetricFamily(
+            "syncroot_crm_request_seconds",
+            "Seconds spent in CRM calls, by operation (divide by the request count for the mean).",
+            labels=["provider", "operation"],
+        ),
+        "rate_limited": CounterMetricFamily(
+            "syncroot_crm_rate_limited", "CRM answers that said slow down (429 or equivalent).", labels=["provider"]
+        ),
+        "redis_up": GaugeMetricFamily(
+            "syncroot_metrics_redis_up", "1 when the CRM call counters could be read from Redis."
+        ),
+    }
+
+
+def _grouped(queryset: Any, *fields: str) -> dict[tuple[str, ...], int]:
+    rows = queryset.order_by().values(*fields).annotate(n=Count("pk"))
+    return {tuple(row[f] for f in fields): row["n"] for row in rows}
+
+
+class SyncRootCollector:
+    """Yields SyncRoot's gauges and counters; registered once with prometheus_client."""
+
+    def describe(self) -> Iterable[Metric]:
+        # Declared so registering does not run the queries (auto_describe would call collect()).
+        return list(_families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        families = _families()
+        self._database(families)
+        self._counters(families)
+        return iter(families.values())
+
+    def _database(self, families: dict[str, Metric]) -> None:
+        from providers.models import DeadLetter, LinkStatus, ProviderLink
+        from providers.registry import PROVIDER_CLASSES
+        from webhooks.models import WebhookEvent
+
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:  # a scrape must not hold a connection for long
+                    cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
+            links = _grouped(ProviderLink.objects.all(), "provider", "status")
+            dead = _grouped(DeadLetter.objects.all(), "provider", "status")
+            events = _grouped(WebhookEvent.objects.all(), "provider", "status")
+            oldest = dict(
+                ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
+                .order_by()
+                .values("provider")
+                .annotate(oldest=Min("pending_since"))
+                .values_list("provider", "oldest")
+            )
+        # Every known CRM gets every status, zeros included: a series that vanishes cannot alert.
+        providers = sorted(
+            set(PROVIDER_CLASSES) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
+        )
+        now = timezone.now()
+        for provider in providers:
+            for status in LINK_STATUSES:
+                families["links"].add_metric([provider, status], links.get((provider, status), 0))
+            for status in DEAD_LETTER_STATUSES:
+                families["dead_letters"].add_metric([provider, status], dead.get((provider, status), 0))
+            for status in EVENT_STATUSES:
+                families["events"].add_metric([provider, status], events.get((provider, status), 0))
+            since = oldest.get(provider)
+            lag = max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0
+            families["lag"].add_metric([provider], lag)
+
+    def _counters(self, families: dict[str, Metric]) -> None:
+        try:
+            pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+            for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
+                pipe.hgetall(_key(name))
+            requests, seconds, rate_limited = pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("CRM call counters unavailable: Redis error", extra={"error": str(exc)})
+            families["redis_up"].add_metric([], 0)
+            return
+        families["redis_up"].add_metric([], 1)
+        for field, value in sorted(requests.items()):
+            families["requests"].add_metric(field.decode().split("|", 2), float(value))
+        for field, value in sorted(seconds.items()):
+            families["seconds"].add_metric(field.decode().split("|", 1), float(value))
+        for field, value in sorted(rate_limited.items()):
+            families["rate_limited"].add_metric([field.decode()], float(value))
+
+
+COLLECTOR = SyncRootCollector()
+try:
+    prometheus_client.REGISTRY.register(COLLECTOR)
+except ValueError:  # already registered (the module was imported twice, e.g. under the autoreloader)
+    pass
+
+
+def _registry() -> prometheus_client.CollectorRegistry:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # gunicorn with prometheus_client's multiprocess mode: merge every worker's HTTP metrics.
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(SyncRootCollector())
+        return registry
+    return prometheus_client.REGISTRY
+
+
+# --- the view ----------------------------------------------------------------------------------
+
+
+def _authorized(request: HttpRequest, token: str) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: Prometheus text format."""
+    if not settings.METRICS_ENABLED:
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse(error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
+    token = settings.METRICS_TOKEN
+    if token and not _authorized(request, token):
+        response = JsonResponse(
+            error_body("unauthenticated", "Metrics need Authorization: Bearer <METRICS_TOKEN>."), status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    # Content negotiation as prometheus_client's own exporter does it (OpenMetrics when asked).
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    try:
+        page = encoder(_registry())
+    except DatabaseError as exc:
+        logger.warning("metrics unavailable: database error", extra={"error": str(exc)})
+        return _unavailable("The database is unavailable; retry shortly.", "database")
+    except Exception:  # a broken collector must not take the endpoint (or the process) down
+        logger.exception("metrics collection failed")
+        return _unavailable("Metrics could not be collected; see the server log.", "metrics")
+    return HttpResponse(page, content_type=content_type)
+
+
+def _unavailable(message: str, service: str) -> JsonResponse:
+    response = JsonResponse(error_body("service_unavailable", message, {"service": service}), status=503)
+    response["Retry-After"] = "5"
+    return response
