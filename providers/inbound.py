@@ -146,7 +146,7 @@ def _settle_link(*, link: ProviderLink, contact: Contact) -> None:
     """The source CRM is in sync unless it lacks fields SyncRoot holds."""
     if changed_values(contact=contact, link=link):
         link.status, link.pending_since = LinkStatus.PENDING, timezone.now()
-        transaction.on_commit(lambda: enqueue_forward(providers=[link.provider]))
+        transaction.on_commit(lambda: enqueue_forward(providers=[link.provider]), robust=True)
     elif link.status in (LinkStatus.PENDING, LinkStatus.SYNCED):
         # synced_at stays the time of our last write: the ledger rule above compares against it.
         link.status, link.synced_version = LinkStatus.SYNCED, contact.version

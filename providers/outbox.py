@@ -106,7 +106,7 @@ def dead_letter_retry(*, dead_letter_id: int) -> bool:
     ProviderLink.objects.filter(pk=letter.link_id, status=LinkStatus.PARKED).update(
         status=LinkStatus.PENDING, attempts=0, next_attempt_at=None, pending_since=timezone.now()
     )
-    transaction.on_commit(lambda: enqueue_drain(providers=[letter.provider]))
+    transaction.on_commit(lambda: enqueue_drain(providers=[letter.provider]), robust=True)
     return True
 
 

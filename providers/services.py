@@ -31,7 +31,7 @@ def links_mark_pending(*, contact: Contact, exclude: Iterable[str] = ()) -> list
         unique_fields=("contact", "provider"),
         update_fields=("status", "pending_since"),
     )
-    transaction.on_commit(lambda: enqueue_forward(providers=providers))
+    transaction.on_commit(lambda: enqueue_forward(providers=providers), robust=True)
     return providers
 
 

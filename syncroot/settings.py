@@ -179,11 +179,11 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_provider": {"queue": queues.DLQ},
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
-    # webhooks.tasks.process_event and providers.tasks.reconcile_provider go to the queue their
+    # webhooks.tasks.process_events and providers.tasks.reconcile_provider go to the queue their
     # provider names (webhooks.salesforce / webhooks.hubspot), chosen when they are sent.
 }
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=True)
-CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_SEND_SENT_EVENT = False  # a publish per task would slow the API and webhook acks
 CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Logging ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The inbox: store verified CRM events once, process each through the shared apply path."""
 
+import json
 import logging
 from datetime import timedelta
 
@@ -23,7 +24,7 @@ def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:
         return []
     with transaction.atomic():
         rows = WebhookEvent.objects.bulk_create(
-            [WebhookEvent(provider=provider, event_id=e.event_id[:128], payload=e.payload) for e in events],
+            [WebhookEvent(provider=provider, event_id=e.event_id[:128], payload=_storable(e.payload)) for e in events],
             ignore_conflicts=True,
         )
         # ignore_conflicts leaves pk unset, so read back which of these ids are still unprocessed.
@@ -32,21 +33,41 @@ def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:
                 provider=provider, event_id__in=[r.event_id for r in rows], status=EventStatus.RECEIVED, attempts=0
             ).values_list("pk", flat=True)
         )
-        transaction.on_commit(lambda: inbox_enqueue(provider=provider, event_ids=fresh))
+        transaction.on_commit(lambda: inbox_enqueue(provider=provider, event_ids=fresh), robust=True)
     return fresh
 
 
-def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
-    from providers.outbox import BROKER_ERRORS
-    from webhooks.tasks import process_event
+def _storable(payload: dict) -> dict:
+    """PostgreSQL's JSON cannot hold NUL characters; one in a CRM value must not lose the delivery."""
+    raw = json.dumps(payload)
+    return json.loads(raw.replace("\\u0000", "")) if "\\u0000" in raw else payload
 
-    queue = get_provider(provider).webhook_queue
+
+def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
+    """One task per delivery: publishing a message per event would cost the CRM's ack ~1 ms each."""
+    from providers.outbox import BROKER_ERRORS
+    from webhooks.tasks import process_events
+
+    if not event_ids:
+        return
+    try:
+        process_events.apply_async(args=[event_ids], queue=get_provider(provider).webhook_queue)
+    except BROKER_ERRORS as exc:  # stored already: the sweeper enqueues them later
+        logger.warning("inbox enqueue failed", extra={"provider": provider, "error": str(exc)})
+
+
+def events_process(*, event_ids: list[int]) -> None:
+    """Apply each event; a CRM that cannot be read just now fails the task after the others ran."""
+    unavailable: ProviderError | None = None
     for event_id in event_ids:
         try:
-            process_event.apply_async(args=[event_id], queue=queue)
-        except BROKER_ERRORS as exc:  # stored already: the sweeper enqueues it later
-            logger.warning("inbox enqueue failed", extra={"provider": provider, "error": str(exc)})
-            return
+            event_process(event_id=event_id)
+        except ProviderError as exc:
+            unavailable = exc
+        except Exception:  # recorded on the event as failed; the others still go through
+            logger.exception("inbox event failed", extra={"event_pk": event_id})
+    if unavailable is not None:
+        raise unavailable
 
 
 def event_process(*, event_id: int) -> str | None:
@@ -112,7 +133,7 @@ def event_reprocess(*, event_id: int) -> None:
     """Admin action: run an event through the apply path again."""
     WebhookEvent.objects.filter(pk=event_id).update(status=EventStatus.RECEIVED, error="", attempts=0)
     event = WebhookEvent.objects.get(pk=event_id)
-    transaction.on_commit(lambda: inbox_enqueue(provider=event.provider, event_ids=[event.pk]))
+    transaction.on_commit(lambda: inbox_enqueue(provider=event.provider, event_ids=[event.pk]), robust=True)
 
 
 def inbox_sweep() -> int:
@@ -124,5 +145,6 @@ def inbox_sweep() -> int:
     )[:5000]:
         by_provider.setdefault(provider, []).append(pk)
     for provider, ids in by_provider.items():
-        inbox_enqueue(provider=provider, event_ids=ids)
+        for start in range(0, len(ids), 100):
+            inbox_enqueue(provider=provider, event_ids=ids[start : start + 100])
     return sum(map(len, by_provider.values()))

@@ -1,4 +1,4 @@
-"""Webhook handler task: one per event, on the provider's own queue (webhooks.<provider>)."""
+"""Webhook handler task: one per delivery, on the provider's own queue (webhooks.<provider>)."""
 
 from celery import shared_task
 
@@ -7,12 +7,13 @@ from webhooks import services
 
 
 @shared_task(
-    name="webhooks.tasks.process_event",
+    name="webhooks.tasks.process_events",
     acks_late=True,
     autoretry_for=(Transient,),
     retry_backoff=True,
     retry_backoff_max=300,
     max_retries=8,
 )
-def process_event(event_id: int) -> None:
-    services.event_process(event_id=event_id)
+def process_events(event_ids: list[int]) -> None:
+    """Apply a delivery's events in order. A retry skips those already applied."""
+    services.events_process(event_ids=event_ids)

@@ -130,9 +130,11 @@ def test_deletion_in_salesforce_deletes_in_syncroot_and_hubspot(stack):
     stack.wait_until(lambda: stack.api.get(f"/contacts/{body['id']}").status_code == 404)
     stack.wait_until(lambda: any(r["id"] == hs_id for r in stack.hubspot_records(archived=True)))
     assert hs_contact(stack, hs_id, archived=True).archived is True
-    assert set(ProviderLink.objects.filter(contact_id=body["id"]).values_list("status", flat=True)) == {
-        LinkStatus.DELETED
-    }
+    # The archive call returns before the forwarder commits the link's new status.
+    stack.wait_until(
+        lambda: set(ProviderLink.objects.filter(contact_id=body["id"]).values_list("status", flat=True))
+        == {LinkStatus.DELETED}
+    )
 
 
 def test_delete_in_a_crm_can_be_ignored(stack, settings):
