@@ -3,9 +3,11 @@
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -130,3 +132,10 @@ def contact_create_idempotent(
             details={"idempotency_key": key},
         )
     return record.response_status, record.response_body, record.contact
+
+
+def idempotency_keys_expire() -> int:
+    """Forget Idempotency-Keys older than IDEMPOTENCY_KEY_TTL_HOURS (beat, hourly). Returns how many."""
+    cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -179,6 +179,7 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_provider": {"queue": queues.DLQ},
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
+    "contacts.tasks.expire_idempotency_keys": {"queue": queues.FORWARDER},
     # webhooks.tasks.process_events and providers.tasks.reconcile_provider go to the queue their
     # provider names (webhooks.salesforce / webhooks.hubspot), chosen when they are sent.
 }
@@ -269,6 +270,13 @@ CELERY_BEAT_SCHEDULE["reconcile"] = {
     "task": "providers.tasks.reconcile_all",
     "schedule": RECONCILE_INTERVAL_SECONDS,
     "options": {"expires": RECONCILE_INTERVAL_SECONDS},
+}
+# Idempotency-Key replays are kept this long, then forgotten (beat, hourly).
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["expire-idempotency-keys"] = {
+    "task": "contacts.tasks.expire_idempotency_keys",
+    "schedule": 3600,
+    "options": {"expires": 3600},
 }
 # A contact deleted in one CRM: soft-delete it here and archive it in the others, or keep it.
 SYNC_DELETES = env.str("SYNC_DELETES", default="propagate")  # propagate | ignore

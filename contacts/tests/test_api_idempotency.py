@@ -153,3 +153,23 @@ def test_concurrent_creates_of_one_email_without_a_key_make_one_contact_and_a_40
     conflict = next(r for r in responses if r.status_code == 409)
     assert conflict.json()["code"] == "conflict"
     assert conflict.json()["details"]["existing_id"] == str(Contact.objects.get().pk)
+
+
+def test_old_idempotency_keys_are_forgotten(api_client, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from contacts.models import IdempotencyKey
+    from contacts.services import idempotency_keys_expire
+
+    settings.IDEMPOTENCY_KEY_TTL_HOURS = 24
+    for key in ("old", "new"):
+        response = api_client.post(
+            "/contacts", {"email": f"{key}@example.com"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+        )
+        assert response.status_code == 201
+    IdempotencyKey.objects.filter(key="old").update(created_at=timezone.now() - timedelta(hours=25))
+
+    assert idempotency_keys_expire() == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
