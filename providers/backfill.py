@@ -1,0 +1,289 @@
+"""Backfill: push every SyncRoot contact to the CRMs, and what both directions share (the report,
+checkpoints, in-process draining). CRM → SyncRoot imports live in `providers.backfill_import`.
+
+Pushes only mark links pending and leave the writing to the forwarder (or drain in-process),
+so matching by email happens in each provider's push exactly as for live changes.
+The position is stored after every chunk in a `SyncCursor` row named `backfill:<source>`, so an
+interrupted run resumes where it stopped; a finished run deletes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from contacts.models import Contact
+from providers.base import ProviderError
+from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
+from providers.outbox import enqueue_drain, schedule_retry
+from providers.registry import connected_providers
+from providers.sync import drain, due_links
+
+logger = logging.getLogger(__name__)
+
+SYNCROOT = "syncroot"
+COLUMNS = ("created", "matched", "updated", "skipped", "failed")
+MAX_ERRORS_KEPT = 1000  # enough to act on; a run failing more than this has one systemic cause
+
+
+class Progress(Protocol):
+    """What the service reports while it works (the command renders it as a progress bar)."""
+
+    def start(self, *, label: str, total: int | None) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Silent:
+    def start(self, *, label: str, total: int | None) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Tally:
+    created: int = 0
+    matched: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    queued: int = 0  # handed to the forwarder; how it went is known once the workers ran
+
+
+@dataclass
+class RecordError:
+    record: str
+    target: str
+    message: str
+
+
+@dataclass
+class BackfillReport:
+    source: str
+    targets: list[str]
+    dry_run: bool
+    rows: dict[str, Tally] = field(default_factory=dict)
+    errors: list[RecordError] = field(default_factory=list)
+    resumed_from: str = ""  # the checkpoint this run started from
+    finished: bool = False  # False: stopped early (limit, error, interrupt); the checkpoint is kept
+    stopped: str = ""  # why it stopped early, for people
+    stop_reason: str = ""  # limit | interrupted | error
+    forwarded: dict[str, dict[str, int]] = field(default_factory=dict)  # in-process drains per CRM
+    waiting_for_workers: list[str] = field(default_factory=list)  # CRMs with links left to the forwarder
+    elapsed: float = 0.0
+
+    def row(self, target: str) -> Tally:
+        return self.rows.setdefault(target, Tally())
+
+    def fail(self, *, record: str, target: str, message: str) -> None:
+        self.row(target).failed += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(RecordError(record=record, target=target, message=message))
+
+    def stop(self, *, reason: str, text: str) -> None:
+        self.stop_reason, self.stopped = reason, text
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+def checkpoint_key(*, source: str, targets: Iterable[str] = ()) -> str:
+    key = f"backfill:{source}"
+    return f"{key}:{'+'.join(sorted(targets))}" if targets else key
+
+
+def checkpoint_get(*, key: str) -> SyncCursor | None:
+    return SyncCursor.objects.filter(provider=key).first()
+
+
+def checkpoint_save(*, key: str, modstamp: datetime | None, last_id: str) -> None:
+    SyncCursor.objects.update_or_create(provider=key, defaults={"modstamp": modstamp, "last_id": last_id})
+
+
+def checkpoint_clear(*, key: str) -> None:
+    SyncCursor.objects.filter(provider=key).delete()
+
+
+# --- SyncRoot → CRMs ---------------------------------------------------------------------------
+def backfill_from_syncroot(
+    *,
+    targets: list[str] | None = None,
+    dry_run: bool = False,
+    restart: bool = False,
+    limit: int | None = None,
+    push_now: bool = False,
+    chunk_size: int = 500,
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """Queue every live contact for every target CRM whose link is not synced at the contact's version.
+
+    Without `push_now` one forwarder task per CRM is enqueued at the end; with it, each chunk is
+    drained here and counted by what the CRM did (create, match by email, update).
+    """
+    progress = progress or Silent()
+    names = list(targets or connected_providers())
+    key = checkpoint_key(source=SYNCROOT, targets=targets or ())
+    report = BackfillReport(source=SYNCROOT, targets=names, dry_run=dry_run)
+    for name in names:
+        report.row(name)
+    cursor = None if restart else checkpoint_get(key=key)
+    last_id = cursor.last_id if cursor else ""
+    report.resumed_from = last_id
+    started, done = time.monotonic(), 0
+    # Pushes are counted by the attempts the forwarder records from here on.
+    since = (SyncAttempt.objects.aggregate(last=Max("pk"))["last"] or 0) if push_now else None
+    contacts = Contact.objects.filter(deleted_at__isnull=True).order_by("pk")
+    remaining = contacts.filter(pk__gt=last_id) if last_id else contacts
+    total = remaining.count()
+    progress.start(label=f"syncroot → {', '.join(names)}", total=min(total, limit) if limit else total)
+    try:
+        while True:
+            size = min(chunk_size, limit - done) if limit else chunk_size
+            chunk = list((contacts.filter(pk__gt=last_id) if last_id else contacts)[:size])
+            if not chunk:
+                report.finished = True
+                break
+            _push_chunk(chunk, names, report=report, dry_run=dry_run, since=since)
+            last_id, done = str(chunk[-1].pk), done + len(chunk)
+            if not dry_run:
+                checkpoint_save(key=key, modstamp=None, last_id=last_id)
+            progress.advance(len(chunk))
+            if limit and done >= limit:
+                report.stop(reason="limit", text=f"stopped after {limit} contacts (--limit)")
+                break
+    except ProviderError as exc:
+        report.stop(reason="error", text=f"push failed: {exc}")
+    except KeyboardInterrupt:
+        report.stop(reason="interrupted", text="interrupted")
+    finally:
+        progress.close()
+    if not dry_run:
+        if report.finished:
+            checkpoint_clear(key=key)
+        queued = [name for name in names if report.rows[name].queued]
+        if queued:
+            report.waiting_for_workers = queued
+            # One forwarder task per CRM, not one per contact: it drains batch after batch.
+            transaction.on_commit(lambda: enqueue_drain(providers=queued))
+    report.elapsed = time.monotonic() - started
+    logger.info(
+        "backfill from syncroot",
+        extra={"targets": names, "dry_run": dry_run, "finished": report.finished,
+               "counts": {name: asdict(tally) for name, tally in report.rows.items()}},
+    )  # fmt: skip
+    return report
+
+
+def _in_sync(link: ProviderLink | None, contact: Contact) -> bool:
+    return bool(
+        link is not None
+        and link.external_id
+        and link.status == LinkStatus.SYNCED
+        and link.synced_version == contact.version
+    )
+
+
+def _push_chunk(
+    chunk: list[Contact], names: list[str], *, report: BackfillReport, dry_run: bool, since: int | None
+) -> None:
+    """Mark the chunk's out-of-sync links pending; with `since` (push now) send and count them."""
+    links = {
+        (link.contact_id, link.provider): link
+        for link in ProviderLink.objects.filter(contact__in=chunk, provider__in=names)
+    }
+    for name in names:
+        row = report.row(name)
+        due = [c for c in chunk if not _in_sync(links.get((c.pk, name)), c)]
+        if not dry_run and due:
+            now = timezone.now()
+            ProviderLink.objects.bulk_create(
+                [ProviderLink(contact=c, provider=name, status=LinkStatus.PENDING, pending_since=now) for c in due],
+                update_conflicts=True,
+                unique_fields=("contact", "provider"),
+                # A backfill is an explicit "send it now": a retry waiting out its backoff goes too.
+                update_fields=("status", "pending_since", "next_attempt_at"),
+            )
+        if since is None or dry_run:
+            row.skipped += len(chunk) - len(due)
+            row.queued += len(due)
+            continue
+        marked = ProviderLink.objects.filter(contact__in=chunk, provider=name)
+        _drain_until_sent(name, marked.filter(contact__in=due).values_list("pk", flat=True))
+        _count_pushed(name, marked, since=since, report=report)
+
+
+def _drain_until_sent(name: str, link_ids) -> None:
+    """Drain batches until none of these links is due any more (a backed-off retry is not due)."""
+    ids = list(link_ids)
+    while ids and due_links(provider=name).filter(pk__in=ids).exists():
+        drained = drain(provider_name=name, linger=False)
+        if drained.retry_in is not None:
+            schedule_retry(provider=name, delay=drained.retry_in)
+        if drained.claimed == 0:
+            break
+
+
+def _count_pushed(name: str, links, *, since: int, report: BackfillReport) -> None:
+    """Count each link by what its CRM did during this run (a drain sends the oldest pending links
+    first, so a contact may have gone out while an earlier chunk was being pushed)."""
+    row = report.row(name)
+    operations = dict(
+        SyncAttempt.objects.filter(pk__gt=since, link__in=links, outcome="ok")
+        .order_by("pk")
+        .values_list("link_id", "operation")
+    )
+    for link in links.select_related("contact"):
+        if link.status == LinkStatus.PENDING:  # claimed by a worker meanwhile: it is on its way
+            row.queued += 1
+        elif link.status == LinkStatus.SYNCED:
+            operation = operations.get(link.pk)
+            if operation == "create":
+                row.created += 1
+            elif operation == "match":
+                row.matched += 1
+            elif operation == "update":
+                row.updated += 1
+            else:  # already in sync, or the CRM already held every value: nothing was sent
+                row.skipped += 1
+        else:
+            message = f"{link.status}: {link.last_error_code} {link.last_error}".strip()
+            if link.status == LinkStatus.FAILED:
+                message += " (retried by the forwarder workers)"
+            report.fail(record=link.contact.email, target=name, message=message)
+
+
+def drain_all(names: list[str], *, progress: Progress) -> dict[str, dict[str, int]]:
+    """Push what the import queued for the CRMs, here and now, batch after batch."""
+    forwarded: dict[str, dict[str, int]] = {}
+    for name in names:
+        totals = {"synced": 0, "failed": 0, "parked": 0}
+        progress.start(label=f"pushing to {name}", total=due_links(provider=name).count())
+        while True:
+            drained = drain(provider_name=name, linger=False)
+            if drained.claimed == 0:
+                break
+            totals["synced"] += drained.synced
+            totals["failed"] += drained.failed
+            totals["parked"] += drained.parked
+            progress.advance(drained.claimed)
+            if drained.retry_in is not None:
+                schedule_retry(provider=name, delay=drained.retry_in)
+        progress.close()
+        forwarded[name] = totals
+    return forwarded
