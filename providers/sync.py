@@ -80,6 +80,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
         if not links:
             return report
         versions = {link.pk: link.contact.version for link in links}
+        synced: list[ProviderLink] = []
         items: list[PushItem] = []
         for link in links:
             contact = link.contact
@@ -87,11 +88,15 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 if link.external_id:
                     items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True))
                 else:  # never reached this CRM: nothing to delete there
-                    _mark_synced(link, PushResult(key=link.pk, operation="delete"), {}, versions[link.pk], report)
+                    synced.append(
+                        _mark_synced(link, PushResult(key=link.pk, operation="delete"), {}, versions[link.pk])
+                    )
                 continue
             values = changed_values(contact=contact, link=link)
             if link.external_id and not values:
-                _mark_synced(link, PushResult(key=link.pk, external_id=link.external_id), {}, versions[link.pk], report)
+                synced.append(
+                    _mark_synced(link, PushResult(key=link.pk, external_id=link.external_id), {}, versions[link.pk])
+                )
                 continue
             items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
         if items:
@@ -104,7 +109,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
             for result in results:
                 link = by_pk[result.key]
                 if result.ok:
-                    _mark_synced(link, result, dict(sent[result.key].values), versions[link.pk], report)
+                    synced.append(_mark_synced(link, result, dict(sent[result.key].values), versions[link.pk]))
                 else:
                     _mark_failed(link, result, versions[link.pk], report)
             SyncAttempt.objects.bulk_create(
@@ -121,6 +126,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 )  # fmt: skip
                 for result in results
             )
+        _save_synced(synced, versions, report)
     logger.info(
         "drained batch",
         extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
@@ -139,8 +145,15 @@ def _outcome(error: ProviderError | None) -> str:
     return "transient" if error.retryable else "permanent"
 
 
-def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int, report: DrainReport) -> None:
-    had_error = bool(link.last_error_code)
+SYNCED_FIELDS_SAVED = (
+    "status", "external_id", "field_hashes", "synced_version", "synced_at", "attempts", "last_error",
+    "last_error_code", "next_attempt_at", "pending_since", "updated_at",
+)  # fmt: skip
+
+
+def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int) -> ProviderLink:
+    """Record a success on the link in memory; `_save_synced` writes a batch of them at once."""
+    link.had_error = bool(link.last_error_code)
     link.status = LinkStatus.DELETED if link.contact.is_deleted else LinkStatus.SYNCED
     if result.external_id:
         link.external_id = result.external_id
@@ -148,28 +161,43 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         link.field_hashes = {}
     link.field_hashes.update({field: value_hash(value) for field, value in sent.items()})
     link.synced_version = version
-    link.synced_at = timezone.now()
+    link.synced_at = link.updated_at = timezone.now()
     link.attempts = 0
     link.last_error = link.last_error_code = ""
     link.next_attempt_at = link.pending_since = None
+    return link
+
+
+def _save_synced(links: list[ProviderLink], versions: dict[int, int], report: DrainReport) -> None:
+    """One UPDATE for the whole batch; row by row only when a CRM record is already linked elsewhere."""
+    if not links:
+        return
     try:
         with transaction.atomic():
-            link.save()
+            ProviderLink.objects.bulk_update(links, SYNCED_FIELDS_SAVED)
+        saved = links
     except IntegrityError:
-        # Another contact is already linked to this CRM record: the operator decides.
-        holder = ProviderLink.objects.filter(provider=link.provider, external_id=link.external_id).first()
-        link.refresh_from_db()
-        conflict = (
-            f"CRM record {result.external_id} is already linked to contact {holder.contact_id if holder else '?'}"
-        )
-        _park(link, code="LINKED_TO_OTHER_CONTACT", message=conflict, version=version)
-        report.parked += 1
-        return
-    if had_error:  # what was parked for this link has now gone through
-        DeadLetter.objects.filter(link=link, status=DeadLetterStatus.PARKED).update(
+        saved = []
+        for link in links:
+            try:
+                with transaction.atomic():
+                    link.save(update_fields=SYNCED_FIELDS_SAVED)
+                saved.append(link)
+            except IntegrityError:
+                # Another contact is already linked to this CRM record: the operator decides.
+                external_id = link.external_id
+                holder = ProviderLink.objects.filter(provider=link.provider, external_id=external_id).first()
+                link.refresh_from_db()
+                owner = holder.contact_id if holder else "?"
+                message = f"CRM record {external_id} is already linked to contact {owner}"
+                _park(link, code="LINKED_TO_OTHER_CONTACT", message=message, version=versions[link.pk])
+                report.parked += 1
+    resolved = [link.pk for link in saved if link.had_error]
+    if resolved:  # what was parked for these links has now gone through
+        DeadLetter.objects.filter(link_id__in=resolved, status=DeadLetterStatus.PARKED).update(
             status=DeadLetterStatus.RETRIED, resolved_at=timezone.now()
         )
-    report.synced += 1
+    report.synced += len(saved)
 
 
 def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: DrainReport) -> None:
