@@ -9,6 +9,7 @@ interrupted run resumes where it stopped; a finished run deletes it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -24,13 +25,14 @@ from contacts.models import Contact
 from providers.base import ProviderError
 from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
 from providers.outbox import enqueue_drain, schedule_retry
-from providers.registry import connected_providers
+from providers.registry import connected_providers, get_provider
 from providers.sync import drain, due_links
 
 logger = logging.getLogger(__name__)
 
 SYNCROOT = "syncroot"
 COLUMNS = ("created", "matched", "updated", "skipped", "failed")
+KEY_LENGTH = SyncCursor._meta.get_field("provider").max_length
 MAX_ERRORS_KEPT = 1000  # enough to act on; a run failing more than this has one systemic cause
 
 
@@ -104,8 +106,14 @@ class BackfillReport:
 
 # --- checkpoints -------------------------------------------------------------------------------
 def checkpoint_key(*, source: str, targets: Iterable[str] = ()) -> str:
+    """`backfill:<source>`, plus the targets of a push to only some CRMs (each has its own position)."""
     key = f"backfill:{source}"
-    return f"{key}:{'+'.join(sorted(targets))}" if targets else key
+    if not targets:
+        return key
+    named = f"{key}:{'+'.join(sorted(targets))}"
+    if len(named) <= KEY_LENGTH:
+        return named
+    return f"{key}:{hashlib.sha256(named.encode()).hexdigest()[: KEY_LENGTH - len(key) - 1]}"
 
 
 def checkpoint_get(*, key: str) -> SyncCursor | None:
@@ -137,8 +145,12 @@ def backfill_from_syncroot(
     drained here and counted by what the CRM did (create, match by email, update).
     """
     progress = progress or Silent()
-    names = list(targets or connected_providers())
-    key = checkpoint_key(source=SYNCROOT, targets=targets or ())
+    connected = connected_providers()
+    for name in targets or ():
+        get_provider(name)  # LookupError for a CRM that is not connected
+    names = [name for name in connected if name in set(targets)] if targets else connected
+    # Every connected CRM named one by one is the same run as naming none.
+    key = checkpoint_key(source=SYNCROOT, targets=names if set(names) != set(connected) else ())
     report = BackfillReport(source=SYNCROOT, targets=names, dry_run=dry_run)
     for name in names:
         report.row(name)
@@ -165,7 +177,7 @@ def backfill_from_syncroot(
                 checkpoint_save(key=key, modstamp=None, last_id=last_id)
             progress.advance(len(chunk))
             if limit and done >= limit:
-                report.stop(reason="limit", text=f"stopped after {limit} contacts (--limit)")
+                report.stop(reason="limit", text=f"stopped at --limit {limit}")
                 break
     except ProviderError as exc:
         report.stop(reason="error", text=f"push failed: {exc}")

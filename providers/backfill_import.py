@@ -77,7 +77,7 @@ def backfill_from_crm(
             report.finished = True
         else:
             run.flush()
-            report.stop(reason="limit", text=f"stopped after {limit} records (--limit)")
+            report.stop(reason="limit", text=f"stopped at --limit {limit}")
     except ProviderError as exc:
         run.flush()  # what was read is handled, so the checkpoint can move past it
         report.stop(reason="error", text=f"{provider_name} failed while reading: {exc}")
@@ -261,8 +261,8 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
 def _conflict_message(provider_name: str, change: InboundChange) -> str:
     email = change.values.get("email", "")
     return (
-        f"conflict: the SyncRoot contact with email {email!r} is already linked to another {provider_name} "
-        "record, or the new email belongs to another contact (two CRM records share one email)"
+        f"conflict: email {email!r} already belongs to another {provider_name} record or another contact; "
+        f"merge the duplicates in {provider_name}, then run the backfill again"
     )
 
 

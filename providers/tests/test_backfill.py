@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
 from providers import registry
+from providers.backfill import checkpoint_key
 from providers.hubspot.provider import HubSpotProvider
 from providers.models import LinkStatus, ProviderLink, SyncCursor
 from sandbox.testing import SandboxControl, running_sandbox
@@ -296,6 +297,24 @@ def test_push_from_syncroot_without_push_now_queues_for_the_workers_and_resumes(
     assert not ProviderLink.objects.filter(provider="salesforce").exists()
     assert crms.hubspot_emails() == []  # nothing sent from here: the workers do it
     assert {link.contact_id for link in pending} == {c.pk for c in contacts}
+
+
+def test_naming_every_crm_is_the_same_run_as_naming_none(crms):
+    ContactFactory(email="ada@example.com")
+
+    output = backfill("--from", "syncroot", "--to", "salesforce", "--to", "hubspot", "--limit", "1")
+
+    assert row(output, "hubspot")["queued"] == 1
+    assert SyncCursor.objects.get().provider == "backfill:syncroot"
+
+
+def test_checkpoint_keys_fit_their_column():
+    assert checkpoint_key(source="hubspot") == "backfill:hubspot"
+    assert checkpoint_key(source="syncroot", targets=["hubspot"]) == "backfill:syncroot:hubspot"
+    long = checkpoint_key(source="syncroot", targets=["salesforce", "hubspot", "pipedrive"])
+    assert len(long) == 32
+    assert long.startswith("backfill:syncroot:")
+    assert long == checkpoint_key(source="syncroot", targets=["pipedrive", "hubspot", "salesforce"])
 
 
 def test_json_output_and_argument_errors(crms):
