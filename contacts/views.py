@@ -25,9 +25,14 @@ class ErrorSerializer(serializers.Serializer):
     details = serializers.JSONField()
 
 
+# Every status the API can answer with, on every operation (all share the error body): the
+# framework's own refusals (405, 406, 413, 415, 503) are as much part of the contract as ours.
 ERRORS = {code: OpenApiResponse(response=ErrorSerializer, description=text) for code, text in {
-    400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 409: "Duplicate email",
-    412: "Stale If-Match", 422: "Idempotency-Key reused with another body", 429: "Throttled",
+    400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 405: "Method not allowed",
+    406: "Only application/json can be returned", 409: "Duplicate email", 412: "Stale If-Match",
+    413: "Request body too large", 415: "Body is not application/json",
+    422: "Idempotency-Key reused with another body", 429: "Throttled (see Retry-After)",
+    503: "Database or broker unavailable (see Retry-After)",
 }.items()}  # fmt: skip
 IF_MATCH = OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description='ETag, e.g. "3"')
 
@@ -83,7 +88,7 @@ class ContactListView(APIView):
     @extend_schema(
         request=ContactInputSerializer,
         responses={201: ContactSerializer, **ERRORS},
-        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+        parameters=[OpenApiParameter("Idempotency-Key", {"type": "string", "maxLength": 255}, OpenApiParameter.HEADER)],
     )
     def post(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key", "").strip()
