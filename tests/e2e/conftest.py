@@ -1,8 +1,10 @@
 """The real stack for end-to-end tests: PostgreSQL, Redis, a Celery worker consuming every queue,
 the API behind a live server, and both CRM sandboxes delivering webhooks to it."""
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +109,33 @@ def worker():
     )  # fmt: skip
 
 
+@contextmanager
+def beat(interval: float = 1.0) -> Iterator[None]:
+    """What Celery beat does in production, on a short period: the outbox sweeper."""
+    from django.db import connection
+
+    from providers import outbox
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            outbox.sweep()
+        connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 @pytest.fixture
-def stack(bare_stack: Stack) -> Iterator[Stack]:
-    with worker():
+def stack(bare_stack: Stack, settings) -> Iterator[Stack]:
+    settings.OUTBOX_SWEEP_AFTER_SECONDS = 3
+    with worker(), beat():
         yield bare_stack
 
 

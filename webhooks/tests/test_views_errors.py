@@ -175,7 +175,7 @@ def test_broker_down_still_acks_what_postgresql_stored(client, broker_down, capl
     assert any("inbox enqueue failed" in record.getMessage() for record in caplog.records)
 
 
-def test_a_broker_error_escaping_after_commit_is_503_and_the_redelivery_is_acked(client, monkeypatch, transactional_db):
+def test_an_error_after_commit_still_acks_what_was_stored(client, monkeypatch, transactional_db, caplog):
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     def refuse(*, provider, event_ids):
@@ -187,9 +187,10 @@ def test_a_broker_error_escaping_after_commit_is_503_and_the_redelivery_is_acked
 
     response = client.post(PATH, data=body, content_type="application/json", headers=headers)
 
-    assert_json_error(response, 503, "service_unavailable")
-    assert response.json()["details"] == {"service": "redis"}
-    assert WebhookEvent.objects.count() == 2  # committed before the enqueue failed: nothing lost
+    # Stored before the enqueue failed: the CRM may stop redelivering, the sweeper enqueues them.
+    assert response.status_code == 200
+    assert WebhookEvent.objects.filter(status="received").count() == 2
+    assert any("on_commit" in record.getMessage() for record in caplog.records)  # logged, not lost
 
     monkeypatch.setattr(webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: None)
     again = client.post(PATH, data=body, content_type="application/json", headers=headers)
