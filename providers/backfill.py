@@ -245,8 +245,8 @@ def _drain_until_sent(name: str, link_ids) -> None:
     ids = list(link_ids)
     while ids and due_links(provider=name).filter(pk__in=ids).exists():
         drained = drain(provider_name=name, linger=False)
-        if drained.retry_in is not None:
-            schedule_retry(provider=name, delay=drained.retry_in)
+        if drained.failed:
+            schedule_retry(provider=name)
         if drained.claimed == 0:
             break
 
@@ -294,8 +294,8 @@ def drain_all(names: list[str], *, progress: Progress) -> dict[str, dict[str, in
             totals["failed"] += drained.failed
             totals["parked"] += drained.parked
             progress.advance(drained.claimed)
-            if drained.retry_in is not None:
-                schedule_retry(provider=name, delay=drained.retry_in)
+            if drained.failed:
+                schedule_retry(provider=name)
         progress.close()
         forwarded[name] = totals
     return forwarded

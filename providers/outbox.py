@@ -1,11 +1,13 @@
 """Scheduling around the forwarder: enqueue on commit, retries, the sweeper, operator actions."""
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Min
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
@@ -50,12 +52,31 @@ def cache_delete_quietly(key: str) -> None:
         pass
 
 
-def schedule_retry(*, provider: str, delay: float) -> None:
+def schedule_retry(*, provider: str) -> None:
+    """Make sure a retry task wakes up when the provider's soonest failed link is due.
+
+    Each failed link has its own jittered next attempt; one task at the soonest is enough,
+    because that task drains whatever is due and schedules the next one the same way.
+    """
     from providers.tasks import retry_provider
 
+    soonest = (
+        ProviderLink.objects.filter(provider=provider, status=LinkStatus.FAILED)
+        .aggregate(soonest=Min("next_attempt_at"))
+        .get("soonest")
+    )
+    if soonest is None:
+        return
+    now = time.time()
+    due_at = soonest.timestamp()
+    key = f"outbox:retry-at:{provider}"
     try:
+        already = cache.get(key)
+        if already is not None and now < already <= due_at + 0.05:
+            return  # a task already wakes up in time
+        cache.set(key, due_at, timeout=int(max(due_at - now, 0)) + 60)
         # Countdowns stay below the broker's visibility timeout (the backoff cap is half of it).
-        retry_provider.apply_async(args=[provider], countdown=delay)
+        retry_provider.apply_async(args=[provider], countdown=max(due_at - now, 0.05))
     except BROKER_ERRORS as exc:
         logger.warning(
             "retry scheduling failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
@@ -63,16 +84,15 @@ def schedule_retry(*, provider: str, delay: float) -> None:
 
 
 def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
-    """Drain batch after batch while they come back full; returns links claimed."""
+    """Drain batch after batch until nothing is due; returns links claimed."""
     cache_delete_quietly(_scheduled_key(provider_name))
     total = 0
     for _ in range(max_batches):
         report = drain(provider_name=provider_name)
         total += report.claimed
-        if report.retry_in is not None:
-            schedule_retry(provider=provider_name, delay=report.retry_in)
         if report.claimed == 0:
             break
+    schedule_retry(provider=provider_name)
     return total
 
 

@@ -33,7 +33,6 @@ class DrainReport:
     synced: int = 0
     failed: int = 0
     parked: int = 0
-    retry_in: float | None = None  # the soonest retry this batch scheduled
 
 
 def due_links(*, provider: str):
@@ -214,7 +213,6 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
         link.last_error, link.last_error_code = error.message[:2000], error.code[:64]
         link.save()
         report.failed += 1
-        report.retry_in = 0.05 if report.retry_in is None else min(report.retry_in, 0.05)
         return
     counts = not isinstance(error, RateLimited)  # a busy CRM is not this record's fault
     attempts = link.attempts + (1 if counts else 0)
@@ -233,7 +231,6 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
     link.next_attempt_at = timezone.now() + timedelta(seconds=delay)
     link.save()
     report.failed += 1
-    report.retry_in = delay if report.retry_in is None else min(report.retry_in, delay)
 
 
 def _park(link: ProviderLink, *, code: str, message: str, version: int) -> None:
