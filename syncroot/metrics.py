@@ -49,6 +49,7 @@ EVENT_STATUSES = ("received", "processed", "ignored", "failed")
 OUTCOMES = {"ratelimited": "rate_limited", "authexpired": "auth", "providererror": "error"}
 REDIS_BACKOFF_SECONDS = 10.0  # after a Redis failure, stop counting for a while instead of stalling calls
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
 
 
 # --- CRM call counters (written by whichever process makes the call) -------------------------
@@ -86,6 +87,10 @@ def crm_call_record(*, provider: str, operation: str, outcome: str, status: int 
         pipe.hincrbyfloat(_key("crm_request_seconds"), f"{provider}|{operation}", max(seconds, 0.0))
         if outcome == "rate_limited" or status == 429:
             pipe.hincrby(_key("crm_rate_limited"), provider, 1)
+        for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
+            # Forgotten only after a quiet week (Prometheus reads that as a counter reset), so the
+            # hashes of a deployment or test run that is gone do not stay in Redis for ever.
+            pipe.expire(_key(name), COUNTER_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError as exc:
         _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS

@@ -186,7 +186,7 @@ def hubspot_connected(settings):
         registry.reset()
 
 
-def test_hubspot_calls_from_the_registry_client_are_counted(client, hubspot_connected):
+def test_hubspot_calls_from_the_registry_client_are_counted(client, settings, hubspot_connected):
     hubspot = registry.get_provider("hubspot").client
     before = scrape(client)
 
@@ -207,6 +207,8 @@ def test_hubspot_calls_from_the_registry_client_are_counted(client, hubspot_conn
     assert moved("syncroot_crm_requests_total", provider="hubspot", operation="get", outcome="rate_limited") == 1
     assert moved("syncroot_crm_rate_limited_total", provider="hubspot") == 1
     assert moved("syncroot_crm_request_seconds_total", provider="hubspot", operation="create") > 0
+    # Kept while calls keep coming, forgotten after a quiet week.
+    assert 0 < metrics._redis(settings.REDIS_URL).ttl(metrics._key("crm_requests")) <= metrics.COUNTER_TTL_SECONDS
 
 
 def test_salesforce_calls_are_counted_by_route_without_record_ids(client, settings):
