@@ -52,6 +52,8 @@ class SyncEntrySerializer(serializers.Serializer):
 
 
 class ContactSerializer(serializers.ModelSerializer):
+    """A contact with its sync state. Context `links`: the contact's links when already known."""
+
     sync = serializers.SerializerMethodField()
 
     class Meta:
@@ -63,4 +65,4 @@ class ContactSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
     def get_sync(self, contact: Contact) -> dict[str, dict]:
-        return contact_sync_status(contact=contact)
+        return contact_sync_status(contact=contact, links=self.context.get("links"))

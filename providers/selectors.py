@@ -1,18 +1,24 @@
 """Reads of sync state."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from contacts.models import Contact
-from providers.models import LinkStatus
+from providers.models import LinkStatus, ProviderLink
 from providers.registry import connected_providers
 
 
-def contact_sync_status(*, contact: Contact) -> dict[str, dict[str, Any]]:
-    """One entry per connected CRM; a CRM without a link yet is simply pending."""
-    links = {link.provider: link for link in contact.links.all()}  # prefetched by the API's querysets
+def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | None = None) -> dict[str, dict[str, Any]]:
+    """One entry per connected CRM; a CRM without a link yet is simply pending.
+
+    `links`: the contact's links when the caller already knows them (none read back); by default
+    they are read (prefetched by the API's querysets).
+    """
+    known = contact.links.all() if links is None else links
+    by_provider = {link.provider: link for link in known}
     status: dict[str, dict[str, Any]] = {}
     for provider in connected_providers():
-        link = links.get(provider)
+        link = by_provider.get(provider)
         if link is None:
             status[provider] = {
                 "status": LinkStatus.PENDING, "external_id": None, "synced_version": 0, "synced_at": None,
