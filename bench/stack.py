@@ -128,6 +128,10 @@ class Stack:
     salesforce_config: dict[str, Any] = field(default_factory=dict)
     database: str = "syncroot_bench"
     redis_db: int = 14
+    # A private PostgreSQL cluster or redis-server (the fault suite stops and restarts its own);
+    # the defaults are the machine's shared servers, of which only database/redis_db are touched.
+    pg_port: int = 5432
+    redis_port: int = 6379
     ready_timeout: float = 60.0
     log_dir: Path = LOG_DIR
     quiet: bool = False
@@ -142,6 +146,7 @@ class Stack:
         self._lock: IO[str] | None = None
         self._hostname = socket.gethostname()
         self._celery = None
+        self.process_env: dict[str, str] = {}  # what every SyncRoot process was started with
 
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> Stack:
@@ -175,6 +180,7 @@ class Stack:
         self.hubspot = SandboxControl(self.hubspot_url, _plain_session())
         self.salesforce = SandboxControl(self.salesforce_url, _plain_session())
         env = self.syncroot_env(api_port=api_port)
+        self.process_env = env
         self._say("migrating a fresh database")
         self._manage(env, "migrate", "--no-input", "-v0")
         self.token = self._manage(env, "create_api_token", "bench").strip().splitlines()[-1]
@@ -295,6 +301,10 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     # --- helpers for benches -----------------------------------------------------------------------
+    def manage(self, *args: str) -> str:
+        """Run `manage.py <args>` with the stack's settings; its stdout (raises on failure)."""
+        return self._manage(self.process_env, *args)
+
     def new_session(self, pool: int = 16) -> requests.Session:
         """A pooled session carrying the API token (one per client thread)."""
         session = _plain_session(pool)
@@ -303,7 +313,7 @@ class Stack:
 
     def db(self) -> Any:
         """An autocommit psycopg2 connection to the bench database (close it when done)."""
-        connection = psycopg2.connect(dbname=self.database, host="127.0.0.1", connect_timeout=5)
+        connection = psycopg2.connect(dbname=self.database, host="127.0.0.1", port=self.pg_port, connect_timeout=5)
         connection.autocommit = True
         return connection
 
@@ -319,7 +329,7 @@ class Stack:
     def syncroot_env(self, *, api_port: int) -> dict[str, str]:
         """The environment of every SyncRoot process: the names bin/run sets for `make run`."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-        redis_url = f"redis://127.0.0.1:6379/{self.redis_db}"
+        redis_url = f"redis://127.0.0.1:{self.redis_port}/{self.redis_db}"
         api_url = f"http://127.0.0.1:{api_port}"
         return {
             **base,
@@ -329,7 +339,7 @@ class Stack:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",
             "GUNICORN_LOG_LEVEL": "warning",
-            "DATABASE_URL": f"postgres://127.0.0.1:5432/{self.database}",
+            "DATABASE_URL": f"postgres://127.0.0.1:{self.pg_port}/{self.database}",
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
             "PUBLIC_BASE_URL": api_url,
@@ -375,7 +385,7 @@ class Stack:
             if self._celery is None:
                 from celery import Celery
 
-                self._celery = Celery("bench", broker=f"redis://127.0.0.1:6379/{self.redis_db}")
+                self._celery = Celery("bench", broker=f"redis://127.0.0.1:{self.redis_port}/{self.redis_db}")
             replies = self._celery.control.ping(destination=[f"{name}@{self._hostname}"], timeout=0.5)
             return bool(replies)
 
@@ -390,7 +400,7 @@ class Stack:
         return done.stdout
 
     def _fresh_database(self) -> None:
-        connection = psycopg2.connect(dbname="postgres", host="127.0.0.1", connect_timeout=5)
+        connection = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=self.pg_port, connect_timeout=5)
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
@@ -401,7 +411,7 @@ class Stack:
             connection.close()
 
     def _fresh_redis(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=6379, db=self.redis_db, socket_connect_timeout=2)
+        client = redis.Redis(host="127.0.0.1", port=self.redis_port, db=self.redis_db, socket_connect_timeout=2)
         try:
             client.flushdb()
         finally:
