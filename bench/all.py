@@ -19,13 +19,17 @@ from typing import Any
 from bench.stack import LOG_DIR, PYTHON, REPO, machine
 
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
-MODULES = ("sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput")
+MODULES = (
+    "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
+)  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
     "webhook_ingest": ["--deliveries", "60", "--redeliveries", "10"],
     "sync_latency": ["--contacts", "30"],
     "propagation": ["--edits", "15"],
     "sync_throughput": ["--contacts", "1000"],
+    "api_write": ["--rounds", "2", "--seconds", "3", "--warmup", "1"],
+    "worker_rss": ["--events", "20000", "--every", "5000"],
 }
 
 

@@ -1,0 +1,39 @@
+"""The least a contact write must do: one transaction inserting the contact and its links, then
+the same after-commit enqueue as the product. No authentication, throttling, validation,
+duplicate check or response body beyond the id: what `POST /contacts` costs above this is the
+price of those."""
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contacts.models import SYNCED_FIELDS, Contact
+from providers.models import LinkStatus, ProviderLink
+from providers.registry import connected_providers
+from providers.services import enqueue_forward
+
+
+class MinimalContactCreate(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    def post(self, request: Request) -> Response:
+        data = request.data
+        values = {field: str(data.get(field, "")) for field in SYNCED_FIELDS}
+        providers = connected_providers()
+        now = timezone.now()
+        stamp = now.isoformat()
+        with transaction.atomic():
+            # The same row as the product writes (field_times included), so the inserts cost the same.
+            contact = Contact.objects.create(**values, field_times={f: stamp for f in SYNCED_FIELDS})
+            ProviderLink.objects.bulk_create(
+                [
+                    ProviderLink(contact=contact, provider=name, status=LinkStatus.PENDING, pending_since=now)
+                    for name in providers
+                ]
+            )
+            transaction.on_commit(lambda: enqueue_forward(providers=providers), robust=True)
+        return Response({"id": str(contact.pk)}, status=201)
