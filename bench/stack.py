@@ -86,11 +86,15 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "cores": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
         "load_1m": round(os.getloadavg()[0], 2),
+        "revision": revision or None,  # the working tree may hold uncommitted changes on top
     }
 
 
