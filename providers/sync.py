@@ -214,7 +214,10 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
         link.save()
         report.failed += 1
         return
-    counts = not isinstance(error, RateLimited)  # a busy CRM is not this record's fault
+    # A busy CRM is not this record's fault: a 429, or a 503 naming when to come back (Salesforce
+    # has no 429; its throttling answer is 503 SERVER_UNAVAILABLE with Retry-After).
+    overloaded = error.status == 503 and getattr(error, "retry_after", None) is not None
+    counts = not (isinstance(error, RateLimited) or overloaded)
     attempts = link.attempts + (1 if counts else 0)
     if not error.retryable or isinstance(error, AuthExpired) or attempts >= settings.SYNC_MAX_ATTEMPTS:
         link.attempts = attempts
