@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 from bench import faults_api, faults_hostile, faults_inbound, faults_outbound, faults_recovery
 from bench.faults_common import Context, Outcome
-from bench.faults_infra import private_servers
+from bench.faults_infra import FAULTS_DIR, private_servers
+from bench.faults_state import writes
 from bench.stack import Stack, machine
 
 SCENARIOS: list[tuple[str, Callable[[Context], Outcome]]] = [
@@ -80,6 +81,7 @@ def selected(only: str | None) -> list[tuple[int, str, Callable[[Context], Outco
 def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], Outcome]) -> Outcome:
     print(f"[faults] {number:>2} {name} …", file=sys.stderr, flush=True)
     began = time.monotonic()
+    writes_before = _writes(ctx)
     try:
         outcome = scenario(ctx)
     except Exception as exc:  # a crashed scenario fails; the others still run
@@ -87,6 +89,8 @@ def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], 
         outcome.failures.append(f"crashed: {exc.__class__.__name__}: {exc}"[:500])
         outcome.details["traceback"] = traceback.format_exc()[-3000:]
         for server in (ctx.redis, ctx.postgres):  # a scenario that died mid-fault leaves them down
+            if server is None:
+                continue
             try:
                 server.start()
             except Exception as again:
@@ -96,7 +100,15 @@ def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], 
                 ctx.stack.start(process)
     outcome.details["number"] = number
     outcome.details["scenario_seconds"] = round(time.monotonic() - began, 1)
+    outcome.details["crm_writes"] = _writes(ctx) - writes_before  # all of them, needed or not
     return outcome
+
+
+def _writes(ctx: Context) -> int:
+    try:
+        return writes(ctx.stack)
+    except Exception:  # a sandbox that died is reported by the scenario
+        return 0
 
 
 def print_table(outcomes: list[Outcome], seconds: float) -> None:
@@ -122,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for number, name, run in selected(None):
-            print(f"{number:>2} {name}: {(run.__doc__ or '').strip().splitlines()[0]}")
+            summary = " ".join((run.__doc__ or "").split()).split(". ")[0]
+            print(f"{number:>2} {name}: {summary}")
         return 0
     chosen = selected(args.only)
     began = time.monotonic()
     outcomes: list[Outcome] = []
     with private_servers() as (postgres, redis_server):
-        stack = Stack(gunicorn_workers=3, beat=True, env=dict(FAULT_ENV), pg_port=postgres.port,
-                      redis_port=redis_server.port, redis_db=0)  # fmt: skip
+        stack = Stack(gunicorn_workers=3, beat=True, env=dict(FAULT_ENV), redis_port=redis_server.port, redis_db=0,
+                      pg_port=postgres.port if postgres else 5432, log_dir=FAULTS_DIR)  # fmt: skip
         with stack:
             ctx = Context(stack=stack, postgres=postgres, redis=redis_server, contacts=args.contacts)
             for number, name, scenario in chosen:

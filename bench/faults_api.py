@@ -17,10 +17,12 @@ from bench.faults_common import (
     Expected,
     Outcome,
     create_contacts,
-    finish,
     json_error,
     make_tokens,
     new_prefix,
+)
+from bench.faults_state import (
+    finish,
 )
 from bench.stack import _plain_session
 

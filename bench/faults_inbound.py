@@ -15,9 +15,11 @@ from bench.faults_common import (
     Expected,
     Outcome,
     create_contacts,
-    finish,
     new_prefix,
     patch_contacts,
+)
+from bench.faults_state import (
+    finish,
     query,
     snapshot,
     wait_idle,

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ import redis
 
 from bench.stack import LOG_DIR, free_port
 
+# Logs, lock and diagnostics of the suite's stack: apart from the benchmarks' (var/bench), so a
+# fault run neither waits for a benchmark nor mixes its logs with one (their servers differ too).
+FAULTS_DIR = LOG_DIR / "faults"
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
@@ -46,10 +50,11 @@ class PrivateRedis:
     def __init__(self) -> None:
         self.port = free_port()
         self.process: subprocess.Popen | None = None
-        self.log = open(LOG_DIR / "faults-redis.log", "ab")
+        self.log = open(FAULTS_DIR / "redis.log", "ab")
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen server thaws; a running one ignores it
             return
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
@@ -69,6 +74,11 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(timeout=15)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel and then hang, as with a stuck server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
 
     def close(self) -> None:
         self.stop()
@@ -91,7 +101,7 @@ class PrivatePostgres:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory: fast, gone at reboot
         self.dir = Path(tempfile.mkdtemp(prefix="syncroot-faults-pg-", dir=base))
         self.data = self.dir / "data"
-        self.logfile = LOG_DIR / "faults-postgres.log"
+        self.logfile = FAULTS_DIR / "postgres.log"
         self._as: list[str] = []
         if os.geteuid() == 0:
             self._as = ["runuser", "-u", "postgres", "--"]
@@ -124,6 +134,9 @@ class PrivatePostgres:
             raise RuntimeError(f"{program} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
     def start(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.ready():
+                return
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60", "start")
         _wait(self.ready, timeout=30, what="PostgreSQL")
 
@@ -144,14 +157,22 @@ class PrivatePostgres:
 
 @contextlib.contextmanager
 def private_servers():
-    """(PrivatePostgres, PrivateRedis), started, for the block; torn down and deleted after."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    """(PrivatePostgres or None, PrivateRedis), started, for the block; torn down and deleted after.
+
+    None when no PostgreSQL server binaries are installed: the suite then runs on the shared
+    server and cannot restart it (the postgres_restart scenario fails, saying why).
+    """
+    FAULTS_DIR.mkdir(parents=True, exist_ok=True)
     redis_server = PrivateRedis()
     postgres = None
     try:
         redis_server.start()
-        postgres = PrivatePostgres()
-        postgres.start()
+        try:
+            postgres = PrivatePostgres()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"[faults] no private PostgreSQL ({exc}); using the shared server", file=sys.stderr)
+        if postgres is not None:
+            postgres.start()
         yield postgres, redis_server
     finally:
         if postgres is not None:

@@ -21,9 +21,11 @@ from bench.faults_common import (
     Outcome,
     contact_body,
     create_contacts,
-    finish,
     make_tokens,
     new_prefix,
+)
+from bench.faults_state import (
+    finish,
     query,
     wait_idle,
 )
@@ -68,6 +70,11 @@ def crash_after_commit(ctx: Context) -> Outcome:
     """
     stack, outcome, prefix = ctx.stack, Outcome("crash_after_commit"), new_prefix("crash")
     answers, expected = Answers(), Expected()
+    outcome.details["how"] = (
+        "a: a process writes contacts through contact_create with the after-commit enqueue silenced, then is "
+        "SIGKILLed; b: POSTs commit while redis-server is frozen (SIGSTOP) and block in their after-commit "
+        "enqueue, where gunicorn is SIGKILLed; Redis comes back empty. Only the outbox sweeper can deliver them."
+    )
     bodies = [contact_body(f"{prefix}-{i}@faults.example.com", i) for i in range(ctx.contacts)]
     began = time.monotonic()
     for body in _crash_in_process(ctx, bodies):
@@ -93,7 +100,7 @@ def _crash_in_gunicorn(ctx: Context, outcome: Outcome, answers: Answers, expecte
     count = 12  # twice what 3 gunicorn workers x 2 threads take at once
     bodies = [contact_body(f"{prefix}-api-{i}@faults.example.com", i) for i in range(count)]
     tokens = make_tokens(stack, count)
-    ctx.redis.stop(signal.SIGSTOP)  # frozen: connections hang instead of failing fast
+    ctx.redis.freeze()  # connections hang instead of failing fast
 
     def post(index: int) -> int | None:
         session = _plain_session(1)
