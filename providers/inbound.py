@@ -44,6 +44,12 @@ def _field_time(contact: Contact, field: str) -> datetime | None:
     return parse_datetime(raw) if raw else None
 
 
+def _written_since(link: ProviderLink, field: str, source_time: datetime) -> bool:
+    """Did we write this field to the CRM after the change happened? Then the change is stale."""
+    raw = link.field_written_at.get(field)
+    return bool(raw) and source_time <= parse_datetime(raw)
+
+
 def is_linked(*, provider: str, external_id: str) -> bool:
     return ProviderLink.objects.filter(provider=provider, external_id=external_id).exists()
 
@@ -79,10 +85,11 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
         return STALE  # a change older than (or racing with) the deletion
     when = change.occurred_at or timezone.now()
     applied: list[str] = []
+    stale = set() if created else {f for f in values if _written_since(link, f, change.field_times.get(f, when))}
     if not created:
         for field, value in values.items():
-            if _same(getattr(contact, field), value, field):
-                continue
+            if field in stale or _same(getattr(contact, field), value, field):
+                continue  # stale: we wrote this field to the CRM after the change happened
             if link.field_hashes.get(field) == value_hash(value):
                 continue  # the CRM still holds what we last wrote or read: nothing new
             source_time = change.field_times.get(field, when)
@@ -99,11 +106,9 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
             return CONFLICT
         contact.version += 1
         contact.save()
-    # The CRM holds these values unless we wrote to it after the change happened (then it holds
-    # what we wrote, and the ledger already says so): remember them, so they are neither echoed
-    # back nor sent again. When in doubt the ledger stays, which costs a redundant write at worst.
-    if created or not (link.synced_at and change.occurred_at and change.occurred_at <= link.synced_at):
-        link.field_hashes.update({field: value_hash(value) for field, value in values.items()})
+    # The CRM holds these values, except fields we wrote after the change happened (the ledger
+    # already has those): remember them, so they are neither echoed back nor sent again.
+    link.field_hashes.update({field: value_hash(value) for field, value in values.items() if field not in stale})
     _settle_link(link=link, contact=contact)
     if applied or created:
         links_mark_pending(contact=contact, exclude=[provider])
@@ -153,14 +158,13 @@ def _settle_link(*, link: ProviderLink, contact: Contact) -> None:
     link.save()
 
 
-def _apply_delete(
-    *, provider: str, link: ProviderLink | None, contact: Contact | None, change: InboundChange
-) -> str:
+def _apply_delete(*, provider: str, link: ProviderLink | None, contact: Contact | None, change: InboundChange) -> str:
     if link is None or contact is None or contact.is_deleted:
         return UNCHANGED
     if settings.SYNC_DELETES != "propagate":
         # Keep the contact; forget the CRM record so the next change creates it there again.
-        link.external_id, link.field_hashes, link.status = None, {}, LinkStatus.DELETED
+        link.external_id, link.field_hashes, link.field_written_at = None, {}, {}
+        link.status = LinkStatus.DELETED
         link.save()
         return DELETED
     contact.deleted_at = change.occurred_at or timezone.now()

@@ -22,6 +22,9 @@ class ProviderLink(models.Model):
     # Value hash per field of what we last wrote to (or read from) the CRM: an inbound value equal
     # to it is our own echo.
     field_hashes = models.JSONField(default=dict, blank=True)
+    # When we last wrote each field to the CRM (ISO-8601): a CRM change older than that describes a
+    # state the CRM no longer holds, whatever the rest of the record says.
+    field_written_at = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     last_error_code = models.CharField(max_length=64, blank=True, default="")

@@ -61,14 +61,14 @@ def _linked(contact, provider: str, external_id: str, synced_at) -> ProviderLink
     )  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="an Outbound Message's unchanged fields overwrite a newer edit made elsewhere")
 def test_a_salesforce_message_does_not_revert_a_newer_hubspot_edit_it_merely_carries():
     """Faults scenario webhooks_duplicated_reordered. A person edits first_name in HubSpot (t1),
     another edits last_name of the same contact in Salesforce (t2 > t1). SyncRoot applies the
     HubSpot change and writes it to Salesforce (t3) before it handles the Salesforce Outbound
     Message of t2, which carries the whole record, first_name still the old value. Every field
     of that message is taken as changed at t2, newer than t1, so the old first name wins in all
-    three systems: the HubSpot edit is silently lost."""
+    three systems: the HubSpot edit was silently lost. The link now records when each field was
+    last written to the CRM, and a change older than that write is stale for that field."""
     start = timezone.now() - timedelta(minutes=1)
     contact = ContactFactory(first_name="Ada", last_name="Lovelace", field_times={f: start.isoformat()
                              for f in SYNCED_FIELDS})  # fmt: skip
@@ -82,6 +82,7 @@ def test_a_salesforce_message_does_not_revert_a_newer_hubspot_edit_it_merely_car
     # The forwarder writes Augusta to Salesforce at t3 (what _mark_synced records).
     salesforce.refresh_from_db()
     salesforce.field_hashes["first_name"] = value_hash("Augusta")
+    salesforce.field_written_at["first_name"] = (start + timedelta(seconds=12)).isoformat()
     salesforce.synced_at = start + timedelta(seconds=12)
     salesforce.status = LinkStatus.SYNCED
     salesforce.save()
