@@ -108,7 +108,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             code = "malformed_json"
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
+        if getattr(exc, "wait", None) is not None:  # 0 too: a window about to reset still says "1"
             headers["Retry-After"] = str(int(exc.wait) + 1)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(code, message or detail), status=exc.status_code, headers=headers)
