@@ -93,7 +93,7 @@ def counted(write: Writer, path: str, requests: int) -> dict[str, Any]:
     }
 
 
-def cpu_ms(write: Writer, path: str, requests: int, repeats: int = 3) -> float:
+def cpu_ms(write: Writer, path: str, requests: int, repeats: int = 5) -> float:
     """CPU ms per request of this process (best of `repeats`: least disturbed by the machine)."""
     best = float("inf")
     for _ in range(repeats):
