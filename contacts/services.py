@@ -38,15 +38,14 @@ def _check_version(contact: Contact, expected_version: int | None) -> None:
 def contact_create(*, data: Mapping[str, str]) -> Contact:
     """Create a contact and mark it pending in every connected CRM."""
     values = {field: data.get(field, "") for field in SYNCED_FIELDS}
-    if conflict := _duplicate(values["email"]):
-        raise conflict
     now = timezone.now().isoformat()
     try:
         with transaction.atomic():
             contact = Contact.objects.create(**values, field_times={f: now for f in SYNCED_FIELDS})
             links_mark_pending(contact=contact)
     except IntegrityError:
-        # A concurrent request took the email between our check and our insert.
+        # The unique index on the lower-cased email is the check (no SELECT before every insert,
+        # and no race between a check and the insert); the 409 names the contact holding it.
         if conflict := _duplicate(values["email"]):
             raise conflict from None
         raise
