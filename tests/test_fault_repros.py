@@ -108,3 +108,68 @@ def test_every_throttled_answer_says_when_to_retry(wait):
 
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
+
+
+def _synced_contact(**values):
+    start = timezone.now() - timedelta(minutes=1)
+    contact = ContactFactory(**values, field_times={f: start.isoformat() for f in SYNCED_FIELDS})
+    hubspot = _linked(contact, "hubspot", "101", start)
+    salesforce = _linked(contact, "salesforce", "003000000000001AAA", start)
+    return contact, hubspot, salesforce, start
+
+
+def _hubspot_change(field: str, value: str, at) -> str:
+    return change_apply(provider="hubspot", change=InboundChange(
+        external_id="101", values={field: value}, field_times={field: at}, occurred_at=at,
+    ))  # fmt: skip
+
+
+def _written(link: ProviderLink, field: str, value: str, at) -> None:
+    """What the forwarder records after writing `value` to the link's CRM at `at`."""
+    link.refresh_from_db()
+    link.field_hashes[field] = value_hash(value)
+    link.field_written_at[field] = at.isoformat()
+    link.synced_at, link.status = at, LinkStatus.SYNCED
+    link.save()
+
+
+@pytest.mark.xfail(strict=True, reason="an older, reordered event rewrites the echo ledger and SyncRoot writes back")
+def test_an_older_event_delivered_late_does_not_send_the_change_back_to_its_own_crm():
+    """Faults scenario webhooks_duplicated_reordered (webhook_reorder): a person sets last_name to
+    A then B in HubSpot; the events arrive B, A. A is older than B and is not applied, but the
+    link's ledger is rewritten to A's hash, so the HubSpot link turns pending and SyncRoot writes
+    B back to HubSpot. With webhooks lagging, that write lands after the person's next edit C and
+    overwrites it in HubSpot; C's event, older than that write, is then discarded as stale: C is
+    lost in all three systems."""
+    contact, hubspot, _, start = _synced_contact(last_name="Lovelace")
+    t1 = start + timedelta(seconds=10)
+
+    assert _hubspot_change("last_name", "B", t1 + timedelta(milliseconds=10)) == "applied"
+    _hubspot_change("last_name", "A", t1)
+
+    hubspot.refresh_from_db()
+    assert hubspot.field_hashes["last_name"] == value_hash("B")  # what HubSpot holds
+    assert hubspot.status == LinkStatus.SYNCED  # nothing to send back to where the change came from
+
+
+@pytest.mark.xfail(strict=True, reason="a person's edit overwritten by our write of an older value is discarded")
+def test_a_newer_edit_overwritten_by_our_write_of_an_older_one_still_wins():
+    """Faults scenario webhooks_duplicated_reordered: a person sets job_title X in HubSpot (t1),
+    another sets Title Y in Salesforce (t2 > t1). SyncRoot writes X to Salesforce (t3 > t2) before
+    it handles Salesforce's message of t2, so Salesforce now holds the older X. The message of t2
+    is newer than X's change and must win (Y everywhere, written back to Salesforce); it is taken
+    as stale because it is older than our write, and Y is lost."""
+    contact, _, salesforce, start = _synced_contact(job_title="Engineer")
+    t1, t2, t3 = (start + timedelta(seconds=s) for s in (10, 11, 12))
+
+    _hubspot_change("job_title", "X", t1)
+    _written(salesforce, "job_title", "X", t3)
+    record = {f: getattr(contact, f) for f in SYNCED_FIELDS} | {"job_title": "Y"}
+    change_apply(provider="salesforce", change=InboundChange(
+        external_id="003000000000001AAA", values=record, field_times=dict.fromkeys(record, t2), occurred_at=t2,
+    ))  # fmt: skip
+
+    contact.refresh_from_db()
+    salesforce.refresh_from_db()
+    assert contact.job_title == "Y"
+    assert salesforce.status == LinkStatus.PENDING  # Y goes back to Salesforce
