@@ -24,6 +24,7 @@ own checks held (see bench/faults_common.py for the definitions). Exit code 1 if
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -82,6 +83,7 @@ def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], 
     print(f"[faults] {number:>2} {name} …", file=sys.stderr, flush=True)
     began = time.monotonic()
     writes_before = _writes(ctx)
+    log_offset = _log_size()
     try:
         outcome = scenario(ctx)
     except Exception as exc:  # a crashed scenario fails; the others still run
@@ -101,7 +103,37 @@ def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], 
     outcome.details["number"] = number
     outcome.details["scenario_seconds"] = round(time.monotonic() - began, 1)
     outcome.details["crm_writes"] = _writes(ctx) - writes_before  # all of them, needed or not
+    errors = _server_errors_logged(log_offset)
+    if errors:  # e.g. a 500 answered to a CRM's webhook delivery, which no client of ours saw
+        outcome.five_xx += len(errors)
+        outcome.details["server_errors_logged"] = errors[:5]
     return outcome
+
+
+WEB_LOG = FAULTS_DIR / "web.log"
+
+
+def _log_size() -> int:
+    return WEB_LOG.stat().st_size if WEB_LOG.exists() else 0
+
+
+def _server_errors_logged(offset: int) -> list[str]:
+    """5xx answers other than 503 (and gunicorn worker timeouts) the API logged since `offset`."""
+    if not WEB_LOG.exists():
+        return []
+    with open(WEB_LOG, "rb") as log:
+        log.seek(offset)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    found = []
+    for line in lines:
+        if "WORKER TIMEOUT" in line:
+            found.append(line[:200])
+        elif line.startswith("{") and '"status_code": 5' in line:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("status_code", 0) >= 500 and entry.get("status_code") != 503:
+                    found.append(f"{entry.get('status_code')} {entry.get('message', '')[:150]}")
+    return found
 
 
 def _writes(ctx: Context) -> int:
@@ -131,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=200, help="load of each scenario (default 200)")
     parser.add_argument("--only", help="comma-separated scenario numbers or names")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any SyncRoot setting")
     args = parser.parse_args(argv)
     if args.list:
         for number, name, run in selected(None):
@@ -141,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     outcomes: list[Outcome] = []
     with private_servers() as (postgres, redis_server):
-        stack = Stack(gunicorn_workers=3, beat=True, env=dict(FAULT_ENV), redis_port=redis_server.port, redis_db=0,
+        env = {**FAULT_ENV, **dict(item.split("=", 1) for item in args.set)}
+        stack = Stack(gunicorn_workers=3, beat=True, env=env, redis_port=redis_server.port, redis_db=0,
                       pg_port=postgres.port if postgres else 5432, log_dir=FAULTS_DIR)  # fmt: skip
         with stack:
             ctx = Context(stack=stack, postgres=postgres, redis=redis_server, contacts=args.contacts)
