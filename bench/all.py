@@ -88,6 +88,11 @@ def headline(name: str, result: dict[str, Any]) -> str:
         for key, label in (("hubspot_to_salesforce", "HS->SF"), ("salesforce_to_hubspot", "SF->HS")):
             parts.append(f"{label} p50 {get(key, 'p50_ms')} / p99 {get(key, 'p99_ms')} ms")
         return ", ".join(parts) + " (p50 <=1000)"
+    if name == "webhook_ingest":
+        return (
+            f"ack p50 {get('ingest', 'p50_ms')} / p99 {get('ingest', 'p99_ms')} ms, "
+            f"{get('ingest', 'events_per_s')} events/s, inbox ok {get('inbox', 'ok')}"
+        )
     if name == "sandbox_bench":
         rows = [row for rows in (result.get("results") or {}).values() for row in rows]
         return ", ".join(f"{row['workload']} {row['records_per_s']} rec/s" for row in rows[:3])

@@ -123,6 +123,14 @@ def batch_sizes(stack: Stack) -> dict[str, dict[str, Any]]:
     return out
 
 
+def db_commits(stack: Stack) -> int:
+    """Transactions committed in the bench database so far (autocommit SELECTs count too; writes fsync)."""
+    with contextlib.closing(stack.db()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15 reports stats lazily
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {"API_THROTTLE_RATE": args.api_throttle, **dict(item.split("=", 1) for item in args.set)}
     if args.linger_ms is not None:
@@ -144,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_id = uuid.uuid4().hex[:8]
         cpu_before, db_cpu_before = stack.cpu_seconds(), cpu_by_command("postgres", "redis-server")
         busy_before, bench_before = machine_busy_seconds(), _own_cpu()
+        commits_before = db_commits(stack)
         load = write_contacts(stack, run=run_id, count=args.contacts, clients=args.clients)
         started = load["started"]
         timeline: list[dict[str, Any]] = []
@@ -175,6 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         statuses: Counter = sum(load["statuses"], Counter())
         api_seconds = marks.get("api", elapsed)
         hs_stats, sf_stats = stack.hubspot.stats(), stack.salesforce.stats()
+        commits = db_commits(stack) - commits_before  # before the checks below add their own
         checks = {"hubspot": {}, "salesforce": {}} if args.api_only else integrity(stack)
         created = statuses.get(201, 0)
         result = {
@@ -224,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "busy_s": round(busy, 2), "capacity_s": round(elapsed * (machine()["cores"] or 1), 2),
             "others_s": round(max(0.0, busy - ours), 2),
         }  # fmt: skip
+        result["db_transactions"] = {"total": commits, "per_contact": round(commits / created, 2) if created else None}
         result["met"] = {
             "end_to_end": bool(result["end_to_end_s"] and result["end_to_end_s"] <= TARGET_SECONDS),
             "hubspot_requests_per_contact": result["hubspot"]["requests_per_contact"] <= TARGET_HUBSPOT_PER_CONTACT,
@@ -276,6 +287,8 @@ def print_table(result: dict[str, Any]) -> None:
     per = result["cpu_ms_per_contact"]
     print(f"cpu ms/contact    SyncRoot processes {per.get('syncroot')} (web {per.get('web')}, forwarder "
           f"{per.get('forwarder')}, webhooks {per.get('webhooks')})")  # fmt: skip
+    tx = result["db_transactions"]
+    print(f"db transactions   {tx['total']} ({tx['per_contact']} per contact; read-only ones count too)")
     mc = result["machine_cpu"]
     print(f"machine cpu       busy {mc['busy_s']} of {mc['capacity_s']} core-s; other processes {mc['others_s']}")
     for name, crm in (("hubspot", hs), ("salesforce", sf)):
