@@ -44,10 +44,51 @@ def _field_time(contact: Contact, field: str) -> datetime | None:
     return parse_datetime(raw) if raw else None
 
 
-def _written_since(link: ProviderLink, field: str, source_time: datetime) -> bool:
-    """Did we write this field to the CRM after the change happened? Then the change is stale."""
-    raw = link.field_written_at.get(field)
-    return bool(raw) and source_time <= parse_datetime(raw)
+def _parse(raw: str | None) -> datetime | None:
+    return parse_datetime(raw) if raw else None
+
+
+def _apply_fields(
+    contact: Contact, link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime
+) -> list[str]:
+    """Field by field: keep the echo ledger true to what the CRM holds, apply what is newer.
+
+    The ledger (per field: the value hash the CRM holds, the hash before our last write to it,
+    when we wrote it, and the source time of the last value we saw from it) tells three cases
+    apart that a change carrying the whole record (an Outbound Message) cannot:
+    - a value from before our last write that equals what the CRM held then or holds now: a
+      snapshot of an older state, not a change (it must not revert what we wrote);
+    - a value older than what the ledger already knows: it must not rewrite the ledger;
+    - anything else is a change a person made; it wins if it happened after the value SyncRoot
+      holds, and goes back to this CRM too when the CRM holds something else by now.
+    """
+    applied: list[str] = []
+    for field, value in values.items():
+        digest, source_time = value_hash(value), field_times.get(field, when)
+        held = link.field_hashes.get(field)
+        written = _parse(link.field_written_at.get(field))
+        before_our_write = written is not None and source_time <= written
+        if before_our_write and digest in (held, link.field_prior_hashes.get(field)):
+            continue  # a snapshot of what the CRM held before our write, or of our write itself
+        seen = _parse(link.field_seen_at.get(field))
+        if not before_our_write and (seen is None or source_time > seen):
+            link.field_hashes[field], link.field_seen_at[field] = digest, source_time.isoformat()
+        if digest == held or _same(getattr(contact, field), value, field):
+            continue  # nothing new for SyncRoot
+        known = _field_time(contact, field)
+        if known is not None and source_time <= known:
+            continue  # an older change never overwrites a newer value
+        setattr(contact, field, value)
+        contact.field_times[field] = source_time.isoformat()
+        applied.append(field)
+    return applied
+
+
+def _record(link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime) -> None:
+    """A contact created from this CRM's record: the CRM holds exactly these values."""
+    for field, value in values.items():
+        link.field_hashes[field] = value_hash(value)
+        link.field_seen_at[field] = field_times.get(field, when).isoformat()
 
 
 def is_linked(*, provider: str, external_id: str) -> bool:
@@ -84,21 +125,9 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     if contact.is_deleted:
         return STALE  # a change older than (or racing with) the deletion
     when = change.occurred_at or timezone.now()
-    applied: list[str] = []
-    stale = set() if created else {f for f in values if _written_since(link, f, change.field_times.get(f, when))}
-    if not created:
-        for field, value in values.items():
-            if field in stale or _same(getattr(contact, field), value, field):
-                continue  # stale: we wrote this field to the CRM after the change happened
-            if link.field_hashes.get(field) == value_hash(value):
-                continue  # the CRM still holds what we last wrote or read: nothing new
-            source_time = change.field_times.get(field, when)
-            known = _field_time(contact, field)
-            if known is not None and source_time <= known:
-                continue  # an older change never overwrites a newer value
-            setattr(contact, field, value)
-            contact.field_times[field] = source_time.isoformat()
-            applied.append(field)
+    applied = [] if created else _apply_fields(contact, link, values, change.field_times, when)
+    if created:
+        _record(link, values, change.field_times, when)
     if applied:
         if "email" in applied and (other := contact_by_email(email=contact.email)) and other.pk != contact.pk:
             logger.warning("inbound email clashes", extra={"provider": provider, "contact_id": str(contact.pk)})
@@ -106,9 +135,6 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
             return CONFLICT
         contact.version += 1
         contact.save()
-    # The CRM holds these values, except fields we wrote after the change happened (the ledger
-    # already has those): remember them, so they are neither echoed back nor sent again.
-    link.field_hashes.update({field: value_hash(value) for field, value in values.items() if field not in stale})
     _settle_link(link=link, contact=contact)
     if applied or created:
         links_mark_pending(contact=contact, exclude=[provider])
@@ -163,8 +189,8 @@ def _apply_delete(*, provider: str, link: ProviderLink | None, contact: Contact 
         return UNCHANGED
     if settings.SYNC_DELETES != "propagate":
         # Keep the contact; forget the CRM record so the next change creates it there again.
-        link.external_id, link.field_hashes, link.field_written_at = None, {}, {}
-        link.status = LinkStatus.DELETED
+        link.external_id, link.status = None, LinkStatus.DELETED
+        link.field_hashes, link.field_prior_hashes, link.field_written_at, link.field_seen_at = {}, {}, {}, {}
         link.save()
         return DELETED
     contact.deleted_at = change.occurred_at or timezone.now()

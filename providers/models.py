@@ -22,9 +22,12 @@ class ProviderLink(models.Model):
     # Value hash per field of what we last wrote to (or read from) the CRM: an inbound value equal
     # to it is our own echo.
     field_hashes = models.JSONField(default=dict, blank=True)
-    # When we last wrote each field to the CRM (ISO-8601): a CRM change older than that describes a
-    # state the CRM no longer holds, whatever the rest of the record says.
+    # The rest of the per-field ledger (see providers.inbound._apply_fields): the hash the CRM held
+    # before our last write of the field, when we wrote it, and the source time of the last value
+    # we saw from the CRM (ISO-8601). Together they tell a change from a stale snapshot.
+    field_prior_hashes = models.JSONField(default=dict, blank=True)
     field_written_at = models.JSONField(default=dict, blank=True)
+    field_seen_at = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     last_error_code = models.CharField(max_length=64, blank=True, default="")

@@ -145,7 +145,8 @@ def _outcome(error: ProviderError | None) -> str:
 
 
 SYNCED_FIELDS_SAVED = (
-    "status", "external_id", "field_hashes", "field_written_at", "synced_version", "synced_at", "attempts",
+    "status", "external_id", "field_hashes", "field_prior_hashes", "field_written_at", "synced_version", "synced_at",
+    "attempts",
     "last_error", "last_error_code", "next_attempt_at", "pending_since", "updated_at",
 )  # fmt: skip
 
@@ -157,10 +158,12 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
     if result.external_id:
         link.external_id = result.external_id
     if result.operation in ("create", "match"):
-        link.field_hashes, link.field_written_at = {}, {}
+        link.field_hashes, link.field_prior_hashes, link.field_written_at = {}, {}, {}
     now = timezone.now()
-    link.field_hashes.update({field: value_hash(value) for field, value in sent.items()})
-    link.field_written_at.update(dict.fromkeys(sent, now.isoformat()))
+    for field, value in sent.items():
+        link.field_prior_hashes[field] = link.field_hashes.get(field, "")
+        link.field_hashes[field] = value_hash(value)
+        link.field_written_at[field] = now.isoformat()
     link.synced_version = version
     link.synced_at = link.updated_at = now
     link.attempts = 0
@@ -209,7 +212,7 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
     if error.status == 404 and link.external_id and not link.contact.is_deleted and not result.external_id:
         # The CRM record is gone (deleted there, webhook lost): send the whole contact again,
         # matched by email or created, rather than parking a change nobody can deliver.
-        link.external_id, link.field_hashes, link.field_written_at = None, {}, {}
+        link.external_id, link.field_hashes, link.field_prior_hashes, link.field_written_at = None, {}, {}, {}
         link.attempts += 1
         link.status, link.next_attempt_at = LinkStatus.PENDING, None
         link.last_error, link.last_error_code = error.message[:2000], error.code[:64]

@@ -69,9 +69,10 @@ def test_twenty_percent_server_errors_converge_with_bounded_attempts(stack, fast
     assert worst <= settings.SYNC_MAX_ATTEMPTS
 
 
-def test_rate_limit_storm_honours_retry_after(stack, fast_retries):
+def test_rate_limit_storm_honours_retry_after(stack, fast_retries, settings):
+    settings.SYNC_BATCH_LINGER_MS = 0  # one request per change, so the storm surely hits some
     stack.hubspot_ctl.config(rate_limit_storm=0.3)
-    create_contacts(stack, 20, "storm", pause=0.02)
+    create_contacts(stack, 20, "storm", pause=0.05)
 
     stack.wait_until(lambda: all_synced(20), timeout=60)
 
