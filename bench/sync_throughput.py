@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["db_transactions"] = {"total": commits, "per_contact": round(commits / created, 2) if created else None}
         result["met"] = {
             "end_to_end": bool(result["end_to_end_s"] and result["end_to_end_s"] <= TARGET_SECONDS),
-            "hubspot_requests_per_contact": result["hubspot"]["requests_per_contact"] <= TARGET_HUBSPOT_PER_CONTACT,
+            "hubspot_requests_per_contact": (result["hubspot"]["requests_per_contact"] or 1)
+            <= TARGET_HUBSPOT_PER_CONTACT,
         }
         return result
 
