@@ -256,7 +256,7 @@ SYNC_BACKOFF_CAP_SECONDS = min(
     env.float("SYNC_BACKOFF_CAP_SECONDS", default=900.0), CELERY_BROKER_VISIBILITY_TIMEOUT / 2
 )
 # Under load the forwarder waits up to this long for a batch to fill; an idle change goes at once.
-SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=300)
+SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
