@@ -6,15 +6,17 @@ a linked contact is updated by its stored external id, an unlinked one is matche
 the CRM before anything is created.
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg2.extras import execute_values
 
 from contacts.models import Contact
 from providers.backoff import retry_delay
@@ -172,13 +174,35 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
     return link
 
 
+def _update_synced(links: list[ProviderLink]) -> None:
+    """One UPDATE … FROM (VALUES …) for the batch: Django's bulk_update builds a CASE per column
+    and row, which cost more CPU than the CRM call (about 1.3 ms per link)."""
+    rows = [
+        (link.pk, link.status, link.external_id, json.dumps(link.field_hashes), json.dumps(link.field_prior_hashes),
+         json.dumps(link.field_written_at), link.synced_version, link.synced_at)
+        for link in links
+    ]  # fmt: skip
+    query = f"""
+        UPDATE {ProviderLink._meta.db_table} AS link SET
+            status = v.status, external_id = v.external_id, field_hashes = v.field_hashes::jsonb,
+            field_prior_hashes = v.field_prior_hashes::jsonb, field_written_at = v.field_written_at::jsonb,
+            synced_version = v.synced_version, synced_at = v.synced_at, updated_at = v.synced_at, attempts = 0,
+            last_error = '', last_error_code = '', next_attempt_at = NULL, pending_since = NULL
+        FROM (VALUES %s) AS v (id, status, external_id, field_hashes, field_prior_hashes, field_written_at,
+                               synced_version, synced_at)
+        WHERE link.id = v.id
+    """  # the table name is ours; every value is a parameter
+    with connection.cursor() as cursor, connection.wrap_database_errors:  # IntegrityError as Django's
+        execute_values(cursor.cursor, query, rows, page_size=len(rows))
+
+
 def _save_synced(links: list[ProviderLink], versions: dict[int, int], report: DrainReport) -> None:
     """One UPDATE for the whole batch; row by row only when a CRM record is already linked elsewhere."""
     if not links:
         return
     try:
         with transaction.atomic():
-            ProviderLink.objects.bulk_update(links, SYNCED_FIELDS_SAVED)
+            _update_synced(links)
         saved = links
     except IntegrityError:
         saved = []

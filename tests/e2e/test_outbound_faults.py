@@ -54,6 +54,7 @@ def fast_retries(settings):
 
 
 def test_twenty_percent_server_errors_converge_with_bounded_attempts(stack, fast_retries, settings):
+    settings.SYNC_BATCH_LINGER_MS = 0  # small batches: many requests for the faults to hit
     stack.hubspot_ctl.config(error_rate=0.2)
     stack.salesforce_ctl.config(error_rate=0.2)
     create_contacts(stack, 40, "err", pause=0.01)
