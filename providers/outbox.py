@@ -2,11 +2,13 @@
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -14,7 +16,7 @@ from redis.exceptions import RedisError
 
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
 from providers.registry import connected_providers
-from providers.sync import drain
+from providers.sync import drain, due_links
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +85,40 @@ def schedule_retry(*, provider: str) -> None:
         )
 
 
+@contextmanager
+def _drain_lock(provider: str) -> Iterator[bool]:
+    """One drain per CRM at a time, across processes: two would split the pending links between
+    them and send two half-full batches where one full batch was possible."""
+    key = f"syncroot:drain:{provider}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
+
 def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
-    """Drain batch after batch until nothing is due; returns links claimed."""
+    """Drain batch after batch until nothing is due; returns links claimed.
+
+    When another process is draining this CRM, return at once: it looks for due links once more
+    after letting go of the lock, so nothing committed meanwhile is left behind.
+    """
     cache_delete_quietly(_scheduled_key(provider_name))
     total = 0
-    for _ in range(max_batches):
-        report = drain(provider_name=provider_name)
-        total += report.claimed
-        if report.claimed == 0:
+    while True:
+        with _drain_lock(provider_name) as held:
+            if not held:
+                return total
+            for _ in range(max_batches):
+                report = drain(provider_name=provider_name)
+                total += report.claimed
+                if report.claimed == 0:
+                    break
+        if not due_links(provider=provider_name).exists():
             break
     schedule_retry(provider=provider_name)
     return total
