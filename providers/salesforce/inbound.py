@@ -58,6 +58,13 @@ def outbound_change(
     if payload.get("sobject_type") not in ("Contact", ""):
         return None
     sobject = dict(payload.get("sobject") or {})
+    if same_user(sobject.get("LastModifiedById"), integration_user_id):
+        # Our own write coming back is dropped unread: resolving its Account name would cost an
+        # API call for nothing.
+        return InboundChange(
+            external_id=str(sobject.get("Id") or ""), from_integration=True,
+            occurred_at=parse_datetime(sobject.get("SystemModstamp")),
+        )  # fmt: skip
     for name in selected_fields:
         sobject.setdefault(name, None)
     change = record_change(sobject, integration_user_id=integration_user_id, account_name=account_name)

@@ -35,9 +35,21 @@ def event_payloads(name):
     return [e.payload for e in parse_delivery(body=body, headers=headers, query={}, config=CONFIG)]
 
 
+def test_our_own_write_coming_back_is_an_echo_read_no_further():
+    looked_up = []
+    echo = outbound_change(
+        outbound_payloads()[0], integration_user_id=INTEGRATION_USER, account_name=lambda a: looked_up.append(a) or ""
+    )
+    assert echo.from_integration is True  # LastModifiedById is our integration user
+    assert echo.external_id == "0035g00000AbCdEAAV"
+    assert echo.values == {}
+    assert looked_up == []  # no Account lookup (an API call) for a change that is dropped
+
+
 def test_outbound_notification_becomes_a_complete_change():
     first, second = (
-        outbound_change(p, integration_user_id=INTEGRATION_USER, account_name=account_name) for p in outbound_payloads()
+        outbound_change(p, integration_user_id="0050000000000XYZAAA", account_name=account_name)
+        for p in outbound_payloads()
     )
     assert first.external_id == "0035g00000AbCdEAAV"
     assert first.values == {
@@ -51,7 +63,7 @@ def test_outbound_notification_becomes_a_complete_change():
     assert first.occurred_at == NOON
     assert set(first.field_times.values()) == {NOON}
     assert set(first.field_times) == set(first.values)
-    assert first.from_integration is True  # LastModifiedById is our integration user
+    assert first.from_integration is False
     assert first.deleted is False
     assert first.complete is True
     # A person's edit, placeholder last name and no Account.
