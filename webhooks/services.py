@@ -6,12 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
 from providers.base import InboundChange, ProviderError
 from providers.base import WebhookEvent as ParsedEvent
-from providers.inbound import change_apply, is_linked
+from providers.inbound import ECHO, change_apply, is_linked
 from providers.registry import get_provider
 from webhooks.models import EventStatus, WebhookEvent
 
@@ -58,6 +59,7 @@ def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
 
 def events_process(*, event_ids: list[int]) -> None:
     """Apply each event; a CRM that cannot be read just now fails the task after the others ran."""
+    event_ids = _drop_echoes(event_ids)
     unavailable: ProviderError | None = None
     for event_id in event_ids:
         try:
@@ -68,6 +70,29 @@ def events_process(*, event_ids: list[int]) -> None:
             logger.exception("inbox event failed", extra={"event_pk": event_id})
     if unavailable is not None:
         raise unavailable
+
+
+def _drop_echoes(event_ids: list[int]) -> list[int]:
+    """Record the events that only echo our own writes in one UPDATE; returns the others.
+
+    Every contact we write comes back as several events (HubSpot: a creation and a property change
+    per field), so handling them one transaction each cost more than the writes themselves.
+    """
+    echoes, rest = [], []
+    for pk, provider, payload in WebhookEvent.objects.filter(pk__in=event_ids, status=EventStatus.RECEIVED).values_list(
+        "pk", "provider", "payload"
+    ):
+        try:
+            echo = bool((change := get_provider(provider).webhook_change(payload)) and change.from_integration)
+        except Exception:  # event_process records what is wrong with it
+            echo = False
+        (echoes if echo else rest).append(pk)
+    if echoes:
+        WebhookEvent.objects.filter(pk__in=echoes, status=EventStatus.RECEIVED).update(
+            status=EventStatus.IGNORED, outcome=ECHO, attempts=F("attempts") + 1, processed_at=timezone.now()
+        )
+    others = set(rest)
+    return [pk for pk in event_ids if pk in others]
 
 
 def event_process(*, event_id: int) -> str | None:
