@@ -34,7 +34,7 @@ from collections.abc import Callable
 from bench import faults_api, faults_hostile, faults_inbound, faults_outbound, faults_recovery
 from bench.faults_common import Context, Outcome
 from bench.faults_infra import FAULTS_DIR, private_servers
-from bench.faults_state import writes
+from bench.faults_state import RESTARTED, writes
 from bench.stack import Stack, machine
 
 SCENARIOS: list[tuple[str, Callable[[Context], Outcome]]] = [
@@ -103,6 +103,9 @@ def run_one(ctx: Context, number: int, name: str, scenario: Callable[[Context], 
     outcome.details["number"] = number
     outcome.details["scenario_seconds"] = round(time.monotonic() - began, 1)
     outcome.details["crm_writes"] = _writes(ctx) - writes_before  # all of them, needed or not
+    if RESTARTED:  # not a failure in itself (deployments restart them too), but always reported
+        outcome.details["processes_restarted"] = list(RESTARTED)
+        RESTARTED.clear()
     errors = _server_errors_logged(log_offset)
     if errors:  # e.g. a 500 answered to a CRM's webhook delivery, which no client of ours saw
         outcome.five_xx += len(errors)
@@ -150,7 +153,8 @@ def print_table(outcomes: list[Outcome], seconds: float) -> None:
     print("-" * len(header))
     for o in outcomes:
         converge = "-" if o.seconds_to_converge is None else f"{o.seconds_to_converge:.1f}"
-        note = "; ".join(o.failures)[:90]
+        restarted = [entry.split(":", 1)[0] for entry in o.details.get("processes_restarted", [])]
+        note = "; ".join(o.failures + ([f"restarted after dying: {', '.join(restarted)}"] if restarted else []))[:90]
         print(f"{o.details['number']:>2} {o.scenario:<31} {'PASS' if o.passed else 'FAIL':<6} {o.lost:>4} "
               f"{o.duplicated:>4} {o.five_xx:>4} {o.extra_crm_calls:>5} {o.loops:>5} {converge:>10} "
               f"{o.details['scenario_seconds']:>6}  {note}")  # fmt: skip

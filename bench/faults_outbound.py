@@ -19,7 +19,6 @@ from bench.faults_common import (
     new_prefix,
 )
 from bench.faults_state import (
-    dead_processes,
     finish,
     query,
 )
@@ -110,10 +109,7 @@ def redis_outage(ctx: Context, *, outage_s: float = 30.0) -> Outcome:
         readyz_during_outage=dict(Counter(readyz)),
     )
     outcome.check(accepted_during > 0, "no write was accepted while Redis was down")
-    result = finish(outcome, stack, expected, answers, since=up_at, prefix=prefix)
-    if dead := dead_processes(stack):
-        result.failures.append(f"processes died: {dead}")
-    return result
+    return finish(outcome, stack, expected, answers, since=up_at, prefix=prefix)
 
 
 def postgres_restart(ctx: Context, *, down_s: float = 5.0) -> Outcome:
@@ -161,10 +157,7 @@ def postgres_restart(ctx: Context, *, down_s: float = 5.0) -> Outcome:
     )
     outcome.check(during[503] > 0 or probes["503"] > 0, "the API never answered 503 while PostgreSQL was down")
     outcome.check(not any(k != "503" for k in probes), f"while down the API answered {dict(probes)}")
-    result = finish(outcome, stack, expected, answers, since=up_at, prefix=prefix)
-    if dead := dead_processes(stack):
-        result.failures.append(f"processes died: {dead}")
-    return result
+    return finish(outcome, stack, expected, answers, since=up_at, prefix=prefix)
 
 
 def _attempt_counts(ctx: Context, prefix: str) -> dict:

@@ -143,6 +143,7 @@ def flush_webhooks(stack: Stack, timeout: float = 10.0) -> bool:
 def wait_idle(stack: Stack, deadline: float) -> bool:
     """Until no link waits to be sent and the inbox is drained (parked links are final)."""
     while time.monotonic() < deadline:
+        supervise(stack)
         active, _, inbox = link_backlog(stack)
         if not active and not inbox:
             return True
@@ -285,3 +286,19 @@ def redundant_sends(stack: Stack, prefix: str) -> int:
 
 def dead_processes(stack: Stack) -> list[str]:
     return [name for name, proc in stack.processes.items() if not proc.alive]
+
+
+RESTARTED: list[str] = []  # processes the supervisor restarted (and why), read and cleared per scenario
+
+
+def supervise(stack: Stack) -> None:
+    """Restart a process that exited on its own, as the deployments' supervisors do (compose
+    `restart: unless-stopped`, Kubernetes), and remember why it died for the report."""
+    for name in dead_processes(stack):
+        why = next(
+            (line[:300] for line in reversed(stack.log_tail(name, 400).splitlines())
+             if '"CRITICAL"' in line or "Unrecoverable" in line or "Error" in line[:40]),
+            "no reason logged",
+        )  # fmt: skip
+        RESTARTED.append(f"{name}: {why}")
+        stack.start(name)
