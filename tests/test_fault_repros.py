@@ -173,3 +173,30 @@ def test_a_newer_edit_overwritten_by_our_write_of_an_older_one_still_wins():
     salesforce.refresh_from_db()
     assert contact.job_title == "Y"
     assert salesforce.status == LinkStatus.PENDING  # Y goes back to Salesforce
+
+
+@pytest.mark.xfail(strict=True, reason="the ledger remembers one write; a snapshot of an older one reverts")
+def test_a_snapshot_of_an_earlier_write_of_ours_does_not_revert_a_later_edit():
+    """Faults scenario webhooks_duplicated_reordered, with the per-field ledger: a person sets
+    last_name B in HubSpot (t1), later C1 then C2 (t2 < t2b). SyncRoot writes B to Salesforce at
+    t3, then C1 at t4 and C2 at t5. A snapshot of Salesforce taken between t3 and t4 (the
+    reconciler's read, or a late Outbound Message) holds B: our own write. B is neither what
+    Salesforce holds (C2) nor what it held before our last write (C1), so it is taken for a
+    person's change at t3' > t2b and reverts C2 in all three systems (seen live: the reconciler
+    read Salesforce between two of our writes)."""
+    contact, _, salesforce, start = _synced_contact(last_name="Lovelace")
+    t1, t2, t2b, t3, t3b, t4, t5 = (start + timedelta(seconds=s) for s in (10, 11, 11.01, 12, 12.5, 13, 14))
+
+    _hubspot_change("last_name", "B", t1)
+    _written(salesforce, "last_name", "B", t3)
+    _hubspot_change("last_name", "C1", t2)
+    _hubspot_change("last_name", "C2", t2b)
+    _written(salesforce, "last_name", "C1", t4)
+    _written(salesforce, "last_name", "C2", t5)
+    record = {f: getattr(contact, f) for f in SYNCED_FIELDS} | {"last_name": "B"}
+    change_apply(provider="salesforce", change=InboundChange(
+        external_id="003000000000001AAA", values=record, field_times=dict.fromkeys(record, t3b), occurred_at=t3b,
+    ))  # fmt: skip
+
+    contact.refresh_from_db()
+    assert contact.last_name == "C2"
