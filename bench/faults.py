@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import faults_api, faults_hostile, faults_inbound, faults_outbound, faults_recovery
+from bench import faults_api, faults_bodies, faults_hostile, faults_inbound, faults_outbound, faults_recovery
 from bench.faults_common import Context, Outcome
 from bench.faults_infra import FAULTS_DIR, private_servers
 from bench.faults_state import RESTARTED, writes
@@ -48,7 +48,7 @@ SCENARIOS: list[tuple[str, Callable[[Context], Outcome]]] = [
     ("webhooks_duplicated_reordered", faults_inbound.edits_with_flaky_webhooks),
     ("echo_of_own_writes", faults_inbound.echoes_of_own_writes),
     ("forged_replayed_stale_webhooks", faults_hostile.forged_webhooks),
-    ("oversized_malformed_xxe_bodies", faults_hostile.bad_bodies),
+    ("oversized_malformed_xxe_bodies", faults_bodies.bad_bodies),
     ("injection_unicode_max_length", faults_hostile.injection_round_trip),
     ("concurrent_if_match", faults_api.concurrent_if_match),
     ("api_abuse", faults_api.api_abuse),
