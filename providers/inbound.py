@@ -17,7 +17,7 @@ from contacts.selectors import contact_by_email
 from providers.base import InboundChange, value_hash
 from providers.models import LinkStatus, ProviderLink
 from providers.services import enqueue_forward, links_mark_pending
-from providers.sync import changed_values
+from providers.sync import changed_values, prior_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _apply_fields(
 ) -> list[str]:
     """Field by field: keep the echo ledger true to what the CRM holds, apply what is newer.
 
-    The ledger (per field: the value hash the CRM holds, the hash before our last write to it,
+    The ledger (per field: the value hash the CRM holds, the hashes it held before our recent writes,
     when we wrote it, and the source time of the last value we saw from it) tells three cases
     apart that a change carrying the whole record (an Outbound Message) cannot:
     - a value from before our last write that equals what the CRM held then or holds now: a
@@ -68,7 +68,7 @@ def _apply_fields(
         held = link.field_hashes.get(field)
         written = _parse(link.field_written_at.get(field))
         before_our_write = written is not None and source_time <= written
-        if before_our_write and digest in (held, link.field_prior_hashes.get(field)):
+        if before_our_write and (digest == held or digest in prior_hashes(link, field)):
             continue  # a snapshot of what the CRM held before our write, or of our write itself
         seen = _parse(link.field_seen_at.get(field))
         if not before_our_write and (seen is None or source_time > seen):

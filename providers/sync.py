@@ -153,6 +153,15 @@ SYNCED_FIELDS_SAVED = (
 )  # fmt: skip
 
 
+PRIOR_HASHES_KEPT = 8
+
+
+def prior_hashes(link: ProviderLink, field: str) -> list[str]:
+    """Hashes the CRM held before our recent writes of this field, newest first."""
+    kept = link.field_prior_hashes.get(field) or []
+    return [kept] if isinstance(kept, str) else list(kept)
+
+
 def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int) -> ProviderLink:
     """Record a success on the link in memory; `_save_synced` writes a batch of them at once."""
     link.had_error = bool(link.last_error_code)
@@ -163,7 +172,10 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         link.field_hashes, link.field_prior_hashes, link.field_written_at = {}, {}, {}
     now = timezone.now()
     for field, value in sent.items():
-        link.field_prior_hashes[field] = link.field_hashes.get(field, "")
+        # What the CRM held before this write and during our recent writes: a late snapshot of any
+        # of those states is not a person's change (see providers.inbound._apply_fields).
+        held_before = [link.field_hashes.get(field, ""), *prior_hashes(link, field)]
+        link.field_prior_hashes[field] = list(dict.fromkeys(held_before))[:PRIOR_HASHES_KEPT]
         link.field_hashes[field] = value_hash(value)
         link.field_written_at[field] = now.isoformat()
     link.synced_version = version
