@@ -3,6 +3,7 @@
 Each test pins one behaviour at the level of the service that owns it, without the whole stack.
 """
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,11 +13,14 @@ from rest_framework.exceptions import Throttled
 
 from contacts.models import SYNCED_FIELDS
 from contacts.tests.factories import ContactFactory
-from providers.base import InboundChange, PushResult, value_hash
+from providers.base import InboundChange, PushResult, Transient, value_hash
 from providers.inbound import change_apply
 from providers.models import LinkStatus, ProviderLink
+from providers.ratelimit import RateLimiter
+from providers.salesforce.client import SalesforceClient
 from providers.salesforce.errors import error_from_response
 from providers.sync import DrainReport, _mark_failed, prior_hashes
+from sandbox.testing import running_sandbox
 from syncroot.errors import exception_handler
 
 pytestmark = pytest.mark.django_db
@@ -199,3 +203,21 @@ def test_a_snapshot_of_an_earlier_write_of_ours_does_not_revert_a_later_edit():
 
     contact.refresh_from_db()
     assert contact.last_name == "C2"
+
+
+def test_an_overloaded_salesforce_login_keeps_its_retry_after(settings):
+    """Faults scenario crm_429_storm: a worker process's first Salesforce call logs in, and the
+    token endpoint answered the storm's 503 with Retry-After: 1; the error raised without it, so
+    the change was retried within 0.2 s (and the try counted towards parking)."""
+    limiter = RateLimiter(f"salesforce-repro-{uuid.uuid4().hex}", "10000/second")
+    with running_sandbox("salesforce", seed=3, rate_limit_storm=1.0) as org:
+        config = {**settings.SALESFORCE, "login_url": org.url, "instance_url": "", "access_token": "",
+                  "client_id": "sandbox-client", "client_secret": "sandbox-secret", "username": "", "password": "",
+                  "refresh_token": ""}  # fmt: skip
+        try:
+            with pytest.raises(Transient) as raised:
+                SalesforceClient(config, limiter=limiter).login()
+        finally:
+            limiter.reset()
+
+    assert (raised.value.status, raised.value.code, raised.value.retry_after) == (503, "SERVER_UNAVAILABLE", 1.0)

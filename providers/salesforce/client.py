@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 
 from providers.base import AuthExpired, ProviderError, Transient
 from providers.ratelimit import RateLimiter
-from providers.salesforce.errors import error_from_response, first_error, parse_body, transient
+from providers.salesforce.errors import error_from_response, first_error, parse_body, retry_after_seconds, transient
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,11 @@ class SalesforceClient:
         if response.status_code != 200 or not isinstance(body, Mapping) or not body.get("access_token"):
             code, message, _ = first_error(body)
             status = response.status_code
-            if status >= 500:
-                raise transient(message or f"HTTP {status}", code=code or f"HTTP_{status}", status=status)
+            if status >= 500:  # an overloaded org names when to come back, as on any other call
+                raise transient(
+                    message or f"HTTP {status}", code=code or f"HTTP_{status}", status=status,
+                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                )  # fmt: skip
             # The org refused our credentials: retrying will not help until an operator fixes them.
             raise AuthExpired(message or "token request refused", code=code or "LOGIN_FAILED", status=status)
         self._access_token = str(body["access_token"])
