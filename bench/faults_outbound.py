@@ -195,7 +195,8 @@ def crm_server_errors(ctx: Context) -> Outcome:
         crm.config(error_rate=0.2)
     try:
         began = time.monotonic()
-        create_contacts(stack, answers, expected, prefix=prefix, count=ctx.contacts, clients=6, pause=0.02)
+        # A trickle, not a burst: small batches, so many calls meet the 20 % (a burst is 4 calls).
+        create_contacts(stack, answers, expected, prefix=prefix, count=ctx.contacts, clients=2, pause=0.05)
         result = finish(outcome, stack, expected, answers, since=began, prefix=prefix)
         faults = {name: crm.stats()["faults"]["errors"] for name, crm in _crms(ctx)}
     finally:
@@ -225,18 +226,35 @@ def crm_rate_limit_storm(ctx: Context) -> Outcome:
         for crm in (stack.hubspot, stack.salesforce):
             crm.config(rate_limit_storm=0.0)
     # Every refused attempt's next attempt for the same link came at least Retry-After (1 s) later.
-    ((early, refused),) = query(
+    rows = query(
         stack,
-        "SELECT count(*) FILTER (WHERE nxt < a.created_at + interval '950 milliseconds'), count(*) FROM ("
+        "SELECT a.provider, a.error_code, extract(epoch FROM nxt - a.created_at), a.message, a.batch_size,"
+        " a.link_id FROM ("
         " SELECT a.*, (SELECT min(b.created_at) FROM providers_syncattempt b WHERE b.link_id = a.link_id"
         " AND b.created_at > a.created_at) AS nxt FROM providers_syncattempt a JOIN contacts_contact c"
         " ON c.id = a.contact_id WHERE c.email LIKE %s AND a.outcome IN ('rate_limited', 'transient')) a",
         [prefix + "-%"],
     )
+    refused = len(rows)
+    early_rows = [(p, code, round(float(gap), 3)) for p, code, gap, *_ in rows if gap is not None and gap < 0.95]
+    early = len(early_rows)
+    if early:  # what each early retry followed, for the report
+        links = [row[5] for row in rows if row[2] is not None and row[2] < 0.95][:3]
+        result.details["early_retry_histories"] = [
+            [(str(at)[11:23], op, out, code, msg[:80], size) for at, op, out, code, msg, size in query(
+                stack,
+                "SELECT created_at, operation, outcome, error_code, message, batch_size FROM providers_syncattempt"
+                " WHERE link_id = %s ORDER BY created_at",
+                [link],
+            )]
+            for link in links
+        ]  # fmt: skip
     result.details.update(
         storms_injected=storms,
         refused_attempts=refused,
         retried_before_retry_after=early,
+        early_retries=Counter((p, code) for p, code, _ in early_rows).most_common(4),
+        early_retry_gaps_s=sorted(gap for _, _, gap in early_rows)[:5],
         attempts=_attempt_counts(ctx, prefix),
     )
     result.check(refused > 0, "no write was refused by the storm")
