@@ -132,8 +132,10 @@ def test_deletion_in_salesforce_deletes_in_syncroot_and_hubspot(stack):
     assert hs_contact(stack, hs_id, archived=True).archived is True
     # The archive call returns before the forwarder commits the link's new status.
     stack.wait_until(
-        lambda: set(ProviderLink.objects.filter(contact_id=body["id"]).values_list("status", flat=True))
-        == {LinkStatus.DELETED}
+        lambda: (
+            set(ProviderLink.objects.filter(contact_id=body["id"]).values_list("status", flat=True))
+            == {LinkStatus.DELETED}
+        )
     )
 
 
