@@ -40,6 +40,26 @@ class ContactInputSerializer(StrictSerializer):
     job_title = serializers.CharField(max_length=MAX_LENGTHS["job_title"], allow_blank=True, required=False)
 
 
+BATCH_MAX_CONTACTS = 1000
+
+
+class ContactBatchInputSerializer(StrictSerializer):
+    contacts = ContactInputSerializer(many=True, allow_empty=False, max_length=BATCH_MAX_CONTACTS)
+
+    def validate_contacts(self, items: list[dict]) -> list[dict]:
+        """Emails must be distinct within a batch (compared like the unique index: lower-cased)."""
+        first: dict[str, int] = {}
+        errors: dict[int, dict] = {}  # keyed by position, like the item serializer's own errors
+        for index, item in enumerate(items):
+            email = item["email"].strip().lower()
+            if email in first:
+                errors[index] = {"email": [f"Same email as contacts[{first[email]}]."]}
+            first.setdefault(email, index)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return items
+
+
 class SyncEntrySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["pending", "synced", "failed", "parked", "deleted"])
     external_id = serializers.CharField(allow_null=True)

@@ -2,18 +2,19 @@
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
-from contacts.selectors import contact_by_email
-from providers.services import links_mark_pending
+from contacts.selectors import contact_by_email, normalise_email
+from providers.services import links_mark_pending, links_mark_pending_many
 from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
 
 
@@ -50,6 +51,52 @@ def contact_create(*, data: Mapping[str, str]) -> Contact:
             raise conflict from None
         raise
     return contact
+
+
+def _duplicates_of(emails: Sequence[str]) -> Conflict | None:
+    """A 409 naming every email of a batch that a live contact already holds (by position)."""
+    wanted = [normalise_email(email) for email in emails]
+    held = dict(
+        Contact.objects.alias(email_ci=Lower("email"))
+        .filter(email_ci__in=set(wanted), deleted_at__isnull=True)
+        .annotate(key=Lower("email"))
+        .values_list("key", "pk")
+    )
+    conflicts = [
+        {"index": index, "email": emails[index], "existing_id": str(held[email])}
+        for index, email in enumerate(wanted)
+        if email in held
+    ]
+    if not conflicts:
+        return None
+    return Conflict(
+        f"{len(conflicts)} of these emails already belong to contacts; nothing was created.",
+        details={"field": "email", "conflicts": conflicts},
+    )
+
+
+def contact_create_many(*, items: Sequence[Mapping[str, str]]) -> list[Contact]:
+    """Create many contacts at once, all or none: one INSERT for the contacts, one for their links.
+
+    The emails must be distinct (the caller validates that); one already held by a live contact
+    refuses the whole batch with a 409 naming each such email.
+    """
+    now = timezone.now().isoformat()
+    contacts = [
+        Contact(
+            **{field: item.get(field, "") for field in SYNCED_FIELDS}, field_times=dict.fromkeys(SYNCED_FIELDS, now)
+        )
+        for item in items
+    ]
+    try:
+        with transaction.atomic():
+            Contact.objects.bulk_create(contacts)
+            links_mark_pending_many(contacts=contacts)
+    except IntegrityError:
+        if conflict := _duplicates_of([contact.email for contact in contacts]):
+            raise conflict from None
+        raise
+    return contacts
 
 
 @transaction.atomic

@@ -12,7 +12,12 @@ from rest_framework.views import APIView
 
 from contacts import selectors, services
 from contacts.models import Contact
-from contacts.serializers import ContactInputSerializer, ContactSerializer
+from contacts.serializers import (
+    BATCH_MAX_CONTACTS,
+    ContactBatchInputSerializer,
+    ContactInputSerializer,
+    ContactSerializer,
+)
 from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
 
@@ -52,6 +57,16 @@ def expected_version(request: Request) -> int | None:
     return int(value)
 
 
+IDEMPOTENCY_KEY = OpenApiParameter("Idempotency-Key", {"type": "string", "maxLength": 255}, OpenApiParameter.HEADER)
+
+
+def idempotency_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 255:
+        raise ApplicationError("Idempotency-Key must be at most 255 characters.")
+    return key
+
+
 def contact_response(contact: Contact, *, status_code: int = status.HTTP_200_OK) -> Response:
     return Response(ContactSerializer(contact).data, status=status_code, headers={"ETag": etag(contact)})
 
@@ -88,12 +103,10 @@ class ContactListView(APIView):
     @extend_schema(
         request=ContactInputSerializer,
         responses={201: ContactSerializer, **ERRORS},
-        parameters=[OpenApiParameter("Idempotency-Key", {"type": "string", "maxLength": 255}, OpenApiParameter.HEADER)],
+        parameters=[IDEMPOTENCY_KEY],
     )
     def post(self, request: Request) -> Response:
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 255:
-            raise ApplicationError("Idempotency-Key must be at most 255 characters.")
+        key = idempotency_key(request)
 
         def create() -> tuple[int, dict, Contact]:
             serializer = ContactInputSerializer(data=request.data)
@@ -113,6 +126,38 @@ class ContactListView(APIView):
         # an If-Match built from it must not skip a change made since.
         headers = {"Location": reverse("contact-detail", args=[body["id"]]), "ETag": f'"{body["version"]}"'}
         return Response(body, status=code, headers=headers)
+
+
+class ContactBatchSerializer(serializers.Serializer):
+    contacts = ContactSerializer(many=True)
+
+
+class ContactBatchView(APIView):
+    @extend_schema(
+        request=ContactBatchInputSerializer,
+        responses={201: ContactBatchSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_KEY],
+        description=f"Create up to {BATCH_MAX_CONTACTS} contacts, all or none, in the order given. "
+        "Emails must be distinct and not held by a live contact (409 names each one held). "
+        "The CRMs receive them in batches.",
+    )
+    def post(self, request: Request) -> Response:
+        key = idempotency_key(request)
+
+        def create() -> tuple[int, dict, None]:
+            serializer = ContactBatchInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            contacts = services.contact_create_many(items=serializer.validated_data["contacts"])
+            body = {"contacts": ContactSerializer(contacts, many=True, context={"links": ()}).data}
+            return status.HTTP_201_CREATED, body, None
+
+        if key:
+            code, body, _ = services.contact_create_idempotent(
+                token=request.auth, key=key, payload=request.data, create=create
+            )
+        else:
+            code, body, _ = create()
+        return Response(body, status=code)
 
 
 class ContactDetailView(APIView):

@@ -18,13 +18,20 @@ def links_mark_pending(*, contact: Contact, exclude: Iterable[str] = ()) -> list
 
     Returns the providers marked. The forwarder is enqueued once the transaction commits.
     """
-    providers = [name for name in connected_providers() if name not in set(exclude)]
-    if not providers:
+    return links_mark_pending_many(contacts=[contact], exclude=exclude)
+
+
+def links_mark_pending_many(*, contacts: list[Contact], exclude: Iterable[str] = ()) -> list[str]:
+    """`links_mark_pending` for many contacts: one INSERT … ON CONFLICT, one enqueue after commit."""
+    excluded = set(exclude)
+    providers = [name for name in connected_providers() if name not in excluded]
+    if not providers or not contacts:
         return []
     now = timezone.now()
     ProviderLink.objects.bulk_create(
         [
             ProviderLink(contact=contact, provider=name, status=LinkStatus.PENDING, pending_since=now)
+            for contact in contacts
             for name in providers
         ],
         update_conflicts=True,
