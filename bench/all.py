@@ -77,7 +77,8 @@ def headline(name: str, result: dict[str, Any]) -> str:
     if name == "sync_throughput":
         return (
             f"end-to-end {get('end_to_end_s')} s (<=20), HubSpot {get('hubspot', 'requests_per_contact')} req/contact "
-            f"(<=0.011), API {get('api', 'writes_per_s')} writes/s, lost {get('hubspot', 'lost')}/"
+            f"(<=0.011), API {get('api', 'writes_per_s')} contacts/s "
+            f"({get('config', 'contacts_per_request')} per request), lost {get('hubspot', 'lost')}/"
             f"{get('salesforce', 'lost')}, dup {get('hubspot', 'duplicated')}/{get('salesforce', 'duplicated')}"
         )
     if name == "sync_latency":

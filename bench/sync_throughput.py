@@ -1,13 +1,15 @@
 """Outbound sync throughput: N contacts through the API until every one is in both CRM sandboxes.
 
-Run: ``.venv/bin/python -m bench.sync_throughput [--contacts 10000] [--clients 8]``.
+Run: ``.venv/bin/python -m bench.sync_throughput [--contacts 10000] [--batch 100] [--clients 4]``.
 
 The real stack runs as processes (bench/stack.py); the HubSpot sandbox enforces HubSpot's real
 limit (100 requests per rolling 10 s) and SyncRoot's limiter is configured the same way. Client
-threads POST /contacts (one pooled session each); the clock runs from the first POST until the
-database says every link is synced AND both sandboxes hold N contacts. Reported: end-to-end
-seconds, CRM requests per contact (control plane not counted), 429s, lost and duplicated
-records, API write throughput and latency, forwarder batch sizes, a timeline, CPU per process.
+threads (one pooled session each) POST /contacts/batch with `--batch` contacts each, the way a
+client app imports many contacts, or POST /contacts one by one with `--batch 1`; the clock runs
+from the first POST until the database says every link is synced AND both sandboxes hold N
+contacts. Reported: end-to-end seconds, CRM requests per contact (control plane not counted),
+429s, lost and duplicated records, API write throughput and latency, forwarder batch sizes, a
+timeline, CPU per process.
 Targets (10,000 contacts): <= 20 s end to end, <= 0.011 HubSpot requests per contact.
 """
 
@@ -321,7 +323,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=10_000)
-    parser.add_argument("--clients", type=int, default=8, help="client threads (default 8)")
+    parser.add_argument("--clients", type=int, default=4, help="client threads (default 4)")
     parser.add_argument(
         "--batch",
         type=int,

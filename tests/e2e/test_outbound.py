@@ -137,3 +137,35 @@ def test_crm_validation_error_is_parked_then_fixed_and_retried_from_admin(stack,
     assert {r["properties"]["email"] for r in stack.hubspot_records()} == {"ops@example.com"}
     assert set(DeadLetter.objects.filter(contact_id=contact_id).values_list("status", flat=True)) == {"retried"}
     assert SyncAttempt.objects.filter(contact_id=contact_id, outcome="permanent").count() == 2
+
+
+def test_a_batch_of_contacts_reaches_both_crms_in_batches(stack):
+    stack.hubspot_ctl.config(webhooks_enabled=False)
+    stack.salesforce_ctl.config(webhooks_enabled=False)
+    hs_existing = stack.hubspot_ctl.edit(None, {"email": "p7@example.com", "firstname": "Old"})["id"]
+    before = {"hubspot": stack.hubspot_ctl.stats()["requests_total"], "salesforce": _sf_requests(stack)}
+    people = [{"email": f"p{i}@example.com", "first_name": f"Ünï{i}", "last_name": f"Batch{i}"} for i in range(250)]
+
+    created = stack.api.post("/contacts/batch", {"contacts": people}, format="json")
+
+    assert created.status_code == 201, created.content[:500]
+    ids = [c["id"] for c in created.json()["contacts"]]
+    stack.wait_until(
+        lambda: ProviderLink.objects.filter(contact_id__in=ids, status=LinkStatus.SYNCED).count() == 500, timeout=60
+    )
+    hubspot = {r["properties"]["email"]: r for r in stack.hubspot_records()}
+    salesforce = {r["Email"]: r for r in stack.salesforce_contacts()}
+    assert len(hubspot) == len(stack.hubspot_records()) == 250  # the existing record was matched, not duplicated
+    assert len(salesforce) == len(stack.salesforce_contacts()) == 250
+    assert hubspot["p7@example.com"]["id"] == hs_existing
+    for person in people:
+        assert hubspot[person["email"]]["properties"]["firstname"] == person["first_name"]
+        assert salesforce[person["email"]]["LastName"] == person["last_name"]
+    # Batch endpoints, not one call per contact: 250 contacts in a few HubSpot batches (100 each)
+    # and Salesforce collections (200 each) plus the email lookups before creating.
+    assert stack.hubspot_ctl.stats()["requests_total"] - before["hubspot"] <= 6
+    assert _sf_requests(stack) - before["salesforce"] <= 10
+
+
+def _sf_requests(stack) -> int:
+    return stack.salesforce_ctl.stats()["requests_total"]
