@@ -2,13 +2,12 @@
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
 from providers.registry import connected_providers
 from providers.sync import drain, due_links
+from syncroot.locks import advisory_lock
 
 logger = logging.getLogger(__name__)
 
@@ -85,20 +85,10 @@ def schedule_retry(*, provider: str) -> None:
         )
 
 
-@contextmanager
-def _drain_lock(provider: str) -> Iterator[bool]:
+def _drain_lock(provider: str) -> AbstractContextManager[bool]:
     """One drain per CRM at a time, across processes: two would split the pending links between
     them and send two half-full batches where one full batch was possible."""
-    key = f"syncroot:drain:{provider}"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
-        held = cursor.fetchone()[0]
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+    return advisory_lock(f"syncroot:drain:{provider}")
 
 
 def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:

@@ -13,26 +13,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import cache
-
-import redis
-from django.conf import settings
-from redis.exceptions import LockError, RedisError
 
 from providers.base import Permanent, ProviderError, Transient
 from providers.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from providers.salesforce.errors import details, duplicate_match_id, record_error
 from providers.salesforce.transform import soql_in, soql_quote
+from syncroot.locks import advisory_lock
 
 logger = logging.getLogger(__name__)
 
 # Keeps a SOQL GET URL well below Salesforce's 16 KB URI limit.
 MAX_IN_CHARS = 8000
-
-
-@cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
 
 
 class LRU:
@@ -87,8 +78,11 @@ def chunk_for_in(values: Iterable[str], *, max_items: int = COLLECTION_SIZE, max
 class AccountDirectory:
     """Account ids by name and names by id, backed by the org."""
 
-    def __init__(self, client: SalesforceClient, *, size: int = 4096, ttl: float = 3600.0) -> None:
+    def __init__(
+        self, client: SalesforceClient, *, size: int = 4096, ttl: float = 3600.0, lock_wait: float = 30.0
+    ) -> None:
         self.client = client
+        self.lock_wait = lock_wait  # seconds to wait for another worker creating Accounts
         self._ids = LRU(size, ttl)  # name → id
         self._names = LRU(size, ttl)  # id[:15] → name
 
@@ -134,22 +128,11 @@ class AccountDirectory:
 
     @contextmanager
     def _creation_lock(self) -> Iterator[None]:
-        lock = _redis().lock(f"syncroot:{self.client.limiter.name}:account-create", timeout=60, blocking_timeout=30)
-        try:
-            acquired = lock.acquire()
-        except RedisError as exc:  # better a rare duplicate Account than no sync while Redis hiccups
-            logger.warning("salesforce account lock unavailable", extra={"error": str(exc)})
-            acquired = None
-        if acquired is False:
-            raise Transient("another worker is creating Salesforce Accounts", code="ACCOUNT_LOCK_BUSY")
-        try:
+        """Held in PostgreSQL, so a worker killed while creating Accounts holds up nobody."""
+        with advisory_lock(f"syncroot:{self.client.limiter.name}:account-create", wait=self.lock_wait) as held:
+            if not held:
+                raise Transient("another worker is creating Salesforce Accounts", code="ACCOUNT_LOCK_BUSY")
             yield
-        finally:
-            if acquired:
-                try:
-                    lock.release()
-                except (LockError, RedisError):
-                    logger.warning("salesforce account lock expired before release")
 
     def _find(self, names: list[str]) -> dict[str, str]:
         by_lower: dict[str, list[tuple[str, str]]] = {}

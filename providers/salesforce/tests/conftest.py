@@ -1,11 +1,15 @@
 """A Salesforce sandbox per test, a provider logged in to it over OAuth, and a private limiter."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 import pytest
 import requests
+from django.db import connection
 
 from providers.ratelimit import RateLimiter
 from providers.salesforce.provider import SalesforceProvider
@@ -84,7 +88,7 @@ def sf_config(org, settings):
 
 
 @pytest.fixture
-def provider(sf_config, limiter):
+def provider(sf_config, limiter, db):  # creating Accounts takes a lock in PostgreSQL (syncroot.locks)
     return SalesforceProvider(sf_config, limiter=limiter)
 
 
@@ -99,3 +103,17 @@ def contact_values(n: int, **overrides: str) -> dict[str, str]:
     }
     values.update(overrides)
     return values
+
+
+@contextmanager
+def psycopg_session() -> Iterator[Any]:
+    """A second database session (another worker's), autocommit; closed on exit."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    other = psycopg2.connect(**params)
+    other.autocommit = True
+    try:
+        with other.cursor() as cursor:
+            yield cursor
+    finally:
+        other.close()

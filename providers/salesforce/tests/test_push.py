@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
 from werkzeug.wrappers import Request, Response
 
 from providers.base import Permanent, PushItem, Transient
@@ -12,7 +13,7 @@ from providers.salesforce.provider import SalesforceProvider
 from providers.salesforce.transform import LAST_NAME_PLACEHOLDER
 from sandbox.server import serve
 
-from .conftest import contact_values
+from .conftest import contact_values, psycopg_session
 
 CREATE = "POST /services/data/{version}/sobjects/{sobject}"
 PATCH = "PATCH /services/data/{version}/sobjects/{sobject}/{record_id}"
@@ -165,16 +166,19 @@ def test_linked_record_deleted_in_salesforce_is_not_recreated_from_a_partial_upd
     assert org.contacts() == []
 
 
-def test_concurrent_workers_create_a_new_company_once(sf_config, limiter, org):
-    # Separate providers stand for separate worker processes: no shared in-process cache.
+def test_concurrent_workers_create_a_new_company_once(sf_config, limiter, org, transactional_db):
+    # Separate providers stand for separate worker processes: no shared in-process cache, and each
+    # thread has its own database session for the Account lock.
     workers = [SalesforceProvider(sf_config, limiter=limiter) for _ in range(4)]
+
+    def push(n: int):
+        try:
+            return workers[n].push([PushItem(key=n, values=contact_values(n, company="Massive Dynamic"))])
+        finally:
+            connection.close()
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(
-            pool.map(
-                lambda n: workers[n].push([PushItem(key=n, values=contact_values(n, company="Massive Dynamic"))]),
-                range(4),
-            )
-        )
+        results = list(pool.map(push, range(4)))
     assert all(result.ok for (result,) in results)
     (account,) = org.accounts()
     assert {r["AccountId"] for r in org.contacts()} == {account["Id"]}
@@ -303,3 +307,36 @@ def test_duplicate_rule_links_to_the_matched_record(sf_config, limiter):
         running.stop()
     assert (result.ok, result.operation, result.external_id) == (True, "match", "0035g00000XXXXXAAA")
     assert ("PATCH", "/services/data/v59.0/sobjects/Contact/0035g00000XXXXXAAA") in stub.calls
+
+
+def test_account_creation_waits_for_another_worker_then_finds_its_account(provider, org):
+    """A second worker does not create the company's Account again: it waits for the lock, then finds it."""
+    lock_key = f"syncroot:{provider.client.limiter.name}:account-create"
+    with psycopg_session() as other:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock_key])
+        provider.accounts.lock_wait = 0.2
+        with pytest.raises(Transient) as busy:
+            provider.push([PushItem(key=1, values=contact_values(1, company="Held Ltd"))])
+        assert busy.value.code == "ACCOUNT_LOCK_BUSY"
+        assert org.accounts() == []
+
+        other.execute("SELECT pg_advisory_unlock(hashtext(%s))", [lock_key])
+        results = provider.push([PushItem(key=1, values=contact_values(1, company="Held Ltd"))])
+
+    assert results[0].error is None
+    assert [a["Name"] for a in org.accounts()] == ["Held Ltd"]
+
+
+def test_a_lock_held_by_a_killed_worker_is_free_at_once(provider, org):
+    lock_key = f"syncroot:{provider.client.limiter.name}:account-create"
+    with psycopg_session() as dead:
+        dead.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock_key])
+    # The holder's connection ended (as when its process is killed): PostgreSQL released the lock.
+    provider.accounts.lock_wait = 0.0
+    began = time.monotonic()
+
+    results = provider.push([PushItem(key=1, values=contact_values(1, company="Orphan Inc"))])
+
+    assert results[0].error is None
+    assert time.monotonic() - began < 5
+    assert [a["Name"] for a in org.accounts()] == ["Orphan Inc"]
