@@ -376,8 +376,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "redeliver": redeliver.summary(),
         "stages_ms": stages,
         "inbox": {"rows": rows, "distinct_event_ids": distinct, "expected": expected, "ok": rows == expected},
-        # Includes the stage breakdown's; inbox_store enqueues every still-unprocessed event of a
-        # delivery, so a redelivery enqueues its events again.
+        # One task per delivery that stored events, the stage breakdown's included; a redelivery
+        # stores nothing and enqueues nothing.
         "enqueued": enqueued,
     }
     print_table(result)

@@ -77,7 +77,7 @@ def webhook_receive(request: HttpRequest, provider: str) -> HttpResponse:
         logger.error("webhook not stored: unstorable payload", extra={"provider": provider, "error": str(exc)})
         return _error(400, "unstorable_payload", "The delivery holds data the inbox cannot store.")
     except BROKER_ERRORS as exc:
-        # Raised after commit at the earliest: a redelivery finds the events stored and enqueues them again.
+        # Raised after commit at the earliest: the events are stored, and the sweeper enqueues them.
         logger.warning("webhook enqueue failed", extra={"provider": provider, "error": str(exc)})
         return _unavailable("redis")
     logger.info("webhook stored", extra={"provider": provider, "events": len(events), "new": len(new_ids)})
