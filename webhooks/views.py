@@ -20,7 +20,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from providers.base import Provider, WebhookEvent, WebhookRejected
-from providers.outbox import BROKER_ERRORS
 from providers.registry import get_provider
 from syncroot.errors import error_body
 from webhooks.services import inbox_store
@@ -76,10 +75,6 @@ def webhook_receive(request: HttpRequest, provider: str) -> HttpResponse:
         # for the operator; the CRM's redeliveries will fail the same way.
         logger.error("webhook not stored: unstorable payload", extra={"provider": provider, "error": str(exc)})
         return _error(400, "unstorable_payload", "The delivery holds data the inbox cannot store.")
-    except BROKER_ERRORS as exc:
-        # Raised after commit at the earliest: the events are stored, and the sweeper enqueues them.
-        logger.warning("webhook enqueue failed", extra={"provider": provider, "error": str(exc)})
-        return _unavailable("redis")
     logger.info("webhook stored", extra={"provider": provider, "events": len(events), "new": len(new_ids)})
 
     content_type, ack = _ack(crm, events)
