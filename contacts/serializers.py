@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerExtension
@@ -86,3 +87,28 @@ class ContactSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
     def get_sync(self, contact: Contact) -> dict[str, dict]:
         return contact_sync_status(contact=contact, links=self.context.get("links"))
+
+    def to_representation(self, contact: Contact) -> dict[str, Any]:
+        """The fields above, built directly: DRF's field-by-field path was a tenth of a write's CPU.
+        The declared fields still define the schema; a test holds the two outputs equal."""
+        return {
+            "id": str(contact.id),
+            "email": contact.email,
+            "first_name": contact.first_name,
+            "last_name": contact.last_name,
+            "phone": contact.phone,
+            "company": contact.company,
+            "job_title": contact.job_title,
+            "version": contact.version,
+            "created_at": _iso(contact.created_at),
+            "updated_at": _iso(contact.updated_at),
+            "sync": self.get_sync(contact),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    """DRF's DateTimeField output under USE_TZ and UTC: ISO 8601 with `Z`."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
