@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch",
         type=int,
-        default=1,
-        help="contacts per request: 1 POST /contacts (default), more POST /contacts/batch",
+        default=100,
+        help="contacts per request (default 100: POST /contacts/batch; 1: POST /contacts one by one)",
     )
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     parser.add_argument("--forwarder-concurrency", type=int, default=None, help="FORWARDER_CONCURRENCY")
