@@ -21,12 +21,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from providers.base import Provider, WebhookEvent, WebhookRejected
 from providers.registry import get_provider
+from syncroot.chunked import read_limited
 from syncroot.errors import error_body
 from webhooks.services import inbox_store
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK = 64 * 1024
 _RETRY_AFTER_SECONDS = "5"
 
 
@@ -91,8 +91,9 @@ def called_url(request: HttpRequest) -> str:
 def _read_body(request: HttpRequest, *, limit: int) -> bytes | None:
     """The raw body, or None when it holds more than `limit` bytes. Never reads more than limit + 1.
 
-    A chunked body declares no Content-Length, so Django's own stream reads it as empty; the WSGI
-    server (gunicorn sets wsgi.input_terminated) ends the raw input stream at the last chunk instead.
+    Under the WSGI entry point a chunked body arrives with its length (syncroot.chunked); served
+    without it, a body that declares none is read from the raw stream, which the WSGI server ends
+    at the last chunk (gunicorn sets wsgi.input_terminated).
     """
     declared = request.META.get("CONTENT_LENGTH")
     if declared:
@@ -100,14 +101,7 @@ def _read_body(request: HttpRequest, *, limit: int) -> bytes | None:
             return None
         body = request.read(limit + 1)
     elif request.META.get("wsgi.input_terminated"):
-        stream, parts, size = request.META["wsgi.input"], [], 0
-        while size <= limit:
-            part = stream.read(min(_READ_CHUNK, limit + 1 - size))
-            if not part:
-                break
-            parts.append(part)
-            size += len(part)
-        body = b"".join(parts)
+        return read_limited(request.META["wsgi.input"], limit)
     else:
         body = b""
     return None if len(body) > limit else body
