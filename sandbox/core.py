@@ -99,7 +99,6 @@ class Store:
     def __init__(self, first_seq: int = 1) -> None:
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, Any]] = {}
-        self._first_seq = first_seq
         self._seq = first_seq
 
     def next_seq(self) -> int:
@@ -109,9 +108,10 @@ class Store:
             return seq
 
     def clear(self) -> None:
+        """Forget every record, not the sequence: a CRM never gives a deleted record's id to another
+        (SyncRoot keeps links to ids across a sandbox reset)."""
         with self.lock:
             self.records.clear()
-            self._seq = self._first_seq
 
 
 # --- the app --------------------------------------------------------------------

@@ -9,6 +9,7 @@ Batch endpoints live in :mod:`sandbox.hubspot_batch`, search in
 from __future__ import annotations
 
 import argparse
+import random
 import secrets
 import threading
 import time
@@ -93,7 +94,11 @@ class HubSpotApp(BatchRoutes, SandboxApp):
     }
 
     def __init__(self, *, seed: int | None = None, **config: Any) -> None:
-        self.store = ContactStore()
+        # Ids start at a random point per run, as the Salesforce sandbox picks a random pod: a
+        # restarted sandbox must not hand out ids SyncRoot already links to (real HubSpot never
+        # reuses one). A seed makes them repeatable (1001, 1002, …).
+        first_id = ContactStore.FIRST_ID if seed is not None else random.SystemRandom().randrange(10**6, 10**8) * 100
+        self.store = ContactStore(first_id=first_id)
         self._tokens: dict[str, float] = {}  # OAuth access token → expiry (monotonic)
         self._refresh_tokens: set[str] = set()
         self._tokens_lock = threading.Lock()

@@ -115,8 +115,8 @@ class ContactStore:
 
     FIRST_ID = 1001
 
-    def __init__(self) -> None:
-        self._store = Store(first_seq=self.FIRST_ID)
+    def __init__(self, first_id: int = FIRST_ID) -> None:
+        self._store = Store(first_seq=first_id)
         self.lock = self._store.lock
         self.records: dict[str, Contact] = {}
         self._order: list[int] = []  # every id ever issued, ascending (paging cursor)

@@ -370,3 +370,31 @@ def test_stopping_a_sandbox_drops_its_keep_alive_connections():
 
     with pytest.raises(requests.ConnectionError):
         session.get(f"{running.url}/things/1", timeout=5)
+
+
+# --- Record ids are never reused ------------------------------------------------------------------
+def _hubspot_create(app, email: str) -> str:
+    response = Client(app).post(
+        "/crm/v3/objects/contacts",
+        json={"properties": {"email": email}},
+        headers={"Authorization": "Bearer sandbox-token"},
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+def test_hubspot_ids_start_at_a_random_point_per_run_unless_seeded():
+    seeded = [_hubspot_create(create_app("hubspot", seed=3), "a@example.com") for _ in range(2)]
+    unseeded = [_hubspot_create(create_app("hubspot"), "a@example.com") for _ in range(2)]
+
+    assert seeded == ["1001", "1001"]  # repeatable
+    assert all(value.isdigit() for value in unseeded)
+    assert unseeded[0] != unseeded[1]  # a restarted sandbox does not hand out the same ids
+
+
+def test_a_reset_keeps_counting_ids():
+    app = create_app("hubspot", seed=3)
+    first = _hubspot_create(app, "a@example.com")
+    app.reset_records()
+
+    assert int(_hubspot_create(app, "a@example.com")) > int(first)
