@@ -136,13 +136,16 @@ def backfill_from_syncroot(
     restart: bool = False,
     limit: int | None = None,
     push_now: bool = False,
+    relink: bool = False,
     chunk_size: int = 500,
     progress: Progress | None = None,
 ) -> BackfillReport:
     """Queue every live contact for every target CRM whose link is not synced at the contact's version.
 
     Without `push_now` one forwarder task per CRM is enqueued at the end; with it, each chunk is
-    drained here and counted by what the CRM did (create, match by email, update).
+    drained here and counted by what the CRM did (create, match by email, update). `relink`: the
+    CRM was emptied or replaced (another portal or org, a restarted sandbox), so the record ids
+    held for it mean nothing: forget them and send every contact again, matched by email or created.
     """
     progress = progress or Silent()
     connected = connected_providers()
@@ -171,7 +174,7 @@ def backfill_from_syncroot(
             if not chunk:
                 report.finished = True
                 break
-            _push_chunk(chunk, names, report=report, dry_run=dry_run, since=since)
+            _push_chunk(chunk, names, report=report, dry_run=dry_run, since=since, relink=relink)
             last_id, done = str(chunk[-1].pk), done + len(chunk)
             if not dry_run:
                 checkpoint_save(key=key, modstamp=None, last_id=last_id)
@@ -211,17 +214,31 @@ def _in_sync(link: ProviderLink | None, contact: Contact) -> bool:
     )
 
 
+# What a relink resets: the new links' defaults (no record id, nothing written, no attempts).
+_RELINK_FIELDS = (
+    "external_id", "synced_version", "synced_at", "field_hashes", "field_prior_hashes", "field_written_at",
+    "field_seen_at", "attempts", "last_error", "last_error_code",
+)  # fmt: skip
+
+
 def _push_chunk(
-    chunk: list[Contact], names: list[str], *, report: BackfillReport, dry_run: bool, since: int | None
+    chunk: list[Contact],
+    names: list[str],
+    *,
+    report: BackfillReport,
+    dry_run: bool,
+    since: int | None,
+    relink: bool = False,
 ) -> None:
-    """Mark the chunk's out-of-sync links pending; with `since` (push now) send and count them."""
+    """Mark the chunk's out-of-sync links pending (every link with `relink`); with `since` (push
+    now) send and count them."""
     links = {
         (link.contact_id, link.provider): link
         for link in ProviderLink.objects.filter(contact__in=chunk, provider__in=names)
     }
     for name in names:
         row = report.row(name)
-        due = [c for c in chunk if not _in_sync(links.get((c.pk, name)), c)]
+        due = list(chunk) if relink else [c for c in chunk if not _in_sync(links.get((c.pk, name)), c)]
         if not dry_run and due:
             now = timezone.now()
             ProviderLink.objects.bulk_create(
@@ -229,7 +246,7 @@ def _push_chunk(
                 update_conflicts=True,
                 unique_fields=("contact", "provider"),
                 # A backfill is an explicit "send it now": a retry waiting out its backoff goes too.
-                update_fields=("status", "pending_since", "next_attempt_at"),
+                update_fields=("status", "pending_since", "next_attempt_at", *(_RELINK_FIELDS if relink else ())),
             )
         if since is None or dry_run:
             row.skipped += len(chunk) - len(due)

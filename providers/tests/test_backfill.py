@@ -335,3 +335,35 @@ def test_a_crm_that_is_not_connected_is_refused(settings):
 
     with pytest.raises(CommandError, match="hubspot is not connected"):
         backfill("--from", "hubspot")
+
+
+def test_relink_sends_every_contact_again_to_a_crm_that_was_emptied(crms):
+    for n in range(3):
+        ContactFactory(email=f"person{n}@example.com", last_name=f"Number {n}")
+    backfill("--from", "syncroot", "--push-now")
+    old_ids = dict(ProviderLink.objects.values_list("pk", "external_id"))
+    crms.hubspot.reset()  # the sandboxes restart empty; SyncRoot still holds their old record ids
+    crms.salesforce.reset()
+    assert crms.hubspot_emails() == []
+    assert crms.salesforce_contacts() == []
+    assert row(backfill("--from", "syncroot", "--push-now"), "hubspot") == counts(skipped=3)  # it cannot know
+
+    # As after a restart: no in-process Account cache (a running worker forgets a vanished Account
+    # at its first refusal and retries; see test_push).
+    registry.reset()
+
+    output = backfill("--from", "syncroot", "--relink", "--push-now")
+
+    assert row(output, "hubspot") == row(output, "salesforce") == counts(created=3)
+    expected = {f"person{n}@example.com": 1 for n in range(3)}
+    assert Counter(crms.hubspot_emails()) == expected
+    assert Counter(r["Email"] for r in crms.salesforce_contacts()) == expected
+    links = ProviderLink.objects.all()
+    assert {link.status for link in links} == {LinkStatus.SYNCED}
+    assert all(link.external_id and link.external_id != old_ids[link.pk] for link in links)
+    assert all(link.attempts == 0 and not link.last_error for link in links)
+
+
+def test_relink_only_applies_to_a_push_from_syncroot(crms):
+    with pytest.raises(CommandError, match="--relink only applies to --from syncroot"):
+        backfill("--from", "hubspot", "--relink")

@@ -70,6 +70,11 @@ class Command(BaseCommand):
             "--push-now", action="store_true",
             help="Send to the CRMs from this process instead of leaving it to the forwarder workers.",
         )  # fmt: skip
+        parser.add_argument(
+            "--relink", action="store_true",
+            help="With --from syncroot: the CRM was emptied or replaced (another portal or org, a restarted "
+            "sandbox); forget the record ids held for it and send every contact again, matched by email.",
+        )  # fmt: skip
         parser.add_argument("--chunk-size", type=_positive, help="Records per checkpoint (default 200 / 500).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
         parser.add_argument("--json", action="store_true", help="Print the counts as JSON instead of a table.")
@@ -81,6 +86,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} is not connected: set its credentials ({name.upper()}_*) first.")
         if targets and source != SYNCROOT:
             raise CommandError("--to only applies to --from syncroot (an import forwards to every other CRM).")
+        if options["relink"] and source != SYNCROOT:
+            raise CommandError("--relink only applies to --from syncroot.")
         common = {
             "dry_run": options["dry_run"], "restart": options["restart"], "limit": options["limit"],
             "push_now": options["push_now"], "progress": _Bar(self.stderr, enabled=not options["no_progress"]),
@@ -88,7 +95,9 @@ class Command(BaseCommand):
         if options["chunk_size"]:
             common["chunk_size"] = options["chunk_size"]
         if source == SYNCROOT:
-            report = backfill_from_syncroot(targets=sorted(set(targets)) if targets else None, **common)
+            report = backfill_from_syncroot(
+                targets=sorted(set(targets)) if targets else None, relink=options["relink"], **common
+            )
         else:
             report = backfill_from_crm(provider_name=source, **common)
         if options["json"]:
