@@ -1,7 +1,10 @@
 """The Celery app: JSON only, at-least-once delivery, one task at a time, routes onto syncroot.queues."""
 
+import time
+
 import pytest
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
 from syncroot import queues
 from syncroot.celery import app
@@ -82,3 +85,25 @@ def test_every_beat_entry_runs_an_existing_task(registered_tasks):
 def test_queue_names_are_distinct():
     assert len(set(queues.ALL)) == len(queues.ALL) == 4
     assert {queues.FORWARDER, queues.DLQ, queues.WEBHOOKS_SALESFORCE, queues.WEBHOOKS_HUBSPOT} == set(queues.ALL)
+
+
+def test_a_worker_retries_an_unreachable_broker_every_two_seconds_at_most():
+    """The worker's consumer (PromptConsumer) against a closed port: four retries take seconds,
+    where Celery's own backoff (2 + 4 + 6 + 8 s) would take twenty."""
+    from syncroot.celery import PromptConsumer
+
+    assert app.conf.worker_consumer == "syncroot.celery:PromptConsumer"
+    consumer = PromptConsumer.__new__(PromptConsumer)  # only the connection logic is exercised
+    consumer.app, consumer.first_connection_attempt, consumer.broker_connection_retry_attempt = app, False, 0
+    connection = app.connection_for_read(url="redis://127.0.0.1:1/0")
+    configured, app.conf.broker_connection_max_retries = app.conf.broker_connection_max_retries, 4
+    began = time.monotonic()
+    try:
+        with pytest.raises(OperationalError):
+            consumer.ensure_connected(connection)
+    finally:
+        app.conf.broker_connection_max_retries = configured
+        connection.release()
+
+    assert consumer.broker_connection_retry_attempt >= 3
+    assert time.monotonic() - began < 8.0
