@@ -3,7 +3,6 @@
 import pytest
 from django.urls import reverse
 
-import webhooks.services
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.tests.factories import WebhookEventFactory
 
@@ -16,15 +15,6 @@ CHANGELIST = reverse("admin:webhooks_webhookevent_changelist")
 def fast_passwords(settings):
     # The admin users these tests log in with need no slow, production-strength hash.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
 
 
 def listed(response) -> set[int]:

@@ -5,21 +5,10 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-import webhooks.services
 from providers.base import WebhookEvent as ParsedEvent
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.services import inbox_store
 from webhooks.tests.factories import hubspot_events
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    """What the inbox handed to the broker, one entry per enqueue (nothing reaches Redis)."""
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
 
 
 def parsed(events: list[dict]) -> list[ParsedEvent]:

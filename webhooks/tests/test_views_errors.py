@@ -27,15 +27,6 @@ def hubspot(settings):
     registry.reset()
 
 
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
-
-
 def assert_json_error(response, status: int, code: str) -> None:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json"

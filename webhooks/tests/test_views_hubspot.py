@@ -6,7 +6,6 @@ import time
 import pytest
 from hubspot.utils.signature import Signature
 
-import webhooks.services
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.tests.factories import (
     HUBSPOT_SECRET,
@@ -27,16 +26,6 @@ URL = PUBLIC_BASE_URL + PATH
 def hubspot(settings):
     settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "t", "client_secret": HUBSPOT_SECRET, "app_id": "1234567"}
     settings.PUBLIC_BASE_URL = PUBLIC_BASE_URL
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    """What the inbox handed to the broker, one entry per enqueue (nothing reaches Redis)."""
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
 
 
 def deliver(client, body: bytes, headers: dict[str, str], *, path: str = PATH, content_type="application/json"):

@@ -7,7 +7,6 @@ import time
 import pytest
 from django.db import connection
 
-import webhooks.services
 from webhooks.models import WebhookEvent
 from webhooks.tests.factories import (
     PUBLIC_BASE_URL,
@@ -35,15 +34,6 @@ def salesforce(settings):
         "event_secret": SALESFORCE_EVENT_SECRET,
     }
     settings.PUBLIC_BASE_URL = PUBLIC_BASE_URL
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
 
 
 def post_soap(client, body: bytes, *, query: str = f"?token={SALESFORCE_TOKEN}", headers=None):
