@@ -8,6 +8,7 @@ from contacts.serializers import BATCH_MAX_CONTACTS
 from contacts.tests.factories import ContactFactory
 from providers import registry
 from providers.models import LinkStatus, ProviderLink
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -16,16 +17,6 @@ URL = "/contacts/batch"
 
 def person(index: int, **extra: str) -> dict[str, str]:
     return {"email": f"p{index}@example.com", "first_name": f"First{index}", "last_name": "Ünïcødé", **extra}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 @pytest.fixture

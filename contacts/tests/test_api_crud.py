@@ -6,6 +6,7 @@ import pytest
 
 from contacts.models import SYNCED_FIELDS, Contact
 from contacts.tests.factories import ContactFactory
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -17,16 +18,6 @@ FULL = {
     "company": "Analytical Engines Ltd",
     "job_title": "Programmer",
 }
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def test_create_answers_201_with_the_contact_location_and_etag(api_client):

@@ -8,16 +8,9 @@ from rest_framework.test import APIClient
 
 from contacts.models import Contact, IdempotencyKey
 from contacts.tests.factories import ApiTokenFactory
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    return body
 
 
 def client_for(token) -> APIClient:

@@ -10,16 +10,9 @@ from django.utils import timezone
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
 from contacts.views import ContactPagination
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    return body
 
 
 def walk(client, url: str, direction: str = "next") -> list[list[str]]:

@@ -4,6 +4,7 @@ import pytest
 
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -13,14 +14,6 @@ WRITES = {
     "delete": lambda client, url, **headers: client.delete(url, headers=headers),
 }
 SUCCESS = {"put": 200, "patch": 200, "delete": 204}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    return body
 
 
 @pytest.mark.parametrize("method", WRITES)

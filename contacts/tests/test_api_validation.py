@@ -6,18 +6,9 @@ import pytest
 
 from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
 from contacts.tests.factories import ContactFactory
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def email_of_length(length: int) -> str:

@@ -8,17 +8,9 @@ from rest_framework.test import APIClient
 from contacts.auth import TokenRateThrottle
 from contacts.models import ApiToken, Contact, hash_token
 from contacts.tests.factories import ApiTokenFactory, ContactFactory
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def client_with(authorization: str | None) -> APIClient:

@@ -1,7 +1,5 @@
 """One JSON error shape everywhere: DRF exceptions, infrastructure failures, Django's 400/403/404/500."""
 
-import json
-
 import pytest
 import redis
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -14,6 +12,7 @@ from rest_framework.views import APIView
 
 from syncroot import errors
 from syncroot import urls as project_urls
+from syncroot.testing import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -62,16 +61,6 @@ handler500 = project_urls.handler500
 def app_client(client):
     client.raise_request_exception = False  # answer like production: through handler500
     return client
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = json.loads(response.content)
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 # --- The project's handlers are the JSON ones ---------------------------------------------------------
