@@ -2,11 +2,9 @@
 
 import pytest
 
-import providers.services
 from contacts.models import SYNCED_FIELDS, Contact, IdempotencyKey
 from contacts.serializers import BATCH_MAX_CONTACTS
 from contacts.tests.factories import ContactFactory
-from providers import registry
 from providers.models import LinkStatus, ProviderLink
 from syncroot.testing import assert_error
 
@@ -17,20 +15,6 @@ URL = "/contacts/batch"
 
 def person(index: int, **extra: str) -> dict[str, str]:
     return {"email": f"p{index}@example.com", "first_name": f"First{index}", "last_name": "Ünïcødé", **extra}
-
-
-@pytest.fixture
-def connected(settings):
-    settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "x"}
-    settings.SALESFORCE = {**settings.SALESFORCE, "access_token": "x"}
-    registry.reset()
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[list[str]]:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(providers.services, "enqueue_forward", lambda *, providers: calls.append(list(providers)))
-    return calls
 
 
 def test_creates_every_contact_in_the_order_given(api_client):

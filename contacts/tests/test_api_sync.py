@@ -5,7 +5,6 @@ import uuid
 
 import pytest
 
-import providers.services
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
 from providers import registry
@@ -26,26 +25,6 @@ def no_providers(settings):
     # Flags the enqueue path keeps in the cache stay apart from other test runs sharing this Redis.
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"syncroot-test-{uuid.uuid4().hex}"}}
     registry.reset()
-
-
-@pytest.fixture
-def hubspot(settings):
-    settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "x"}
-    registry.reset()
-
-
-@pytest.fixture
-def salesforce(settings):
-    settings.SALESFORCE = {**settings.SALESFORCE, "access_token": "x"}
-    registry.reset()
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[list[str]]:
-    """The providers handed to the forwarder, one entry per enqueue (nothing reaches Redis)."""
-    calls: list[list[str]] = []
-    monkeypatch.setattr(providers.services, "enqueue_forward", lambda *, providers: calls.append(list(providers)))
-    return calls
 
 
 def links(contact_id) -> dict[str, str]:

@@ -7,7 +7,6 @@ from rest_framework import serializers
 
 from contacts.serializers import ContactSerializer
 from contacts.tests.factories import ContactFactory
-from providers import registry
 from providers.models import LinkStatus, ProviderLink
 
 pytestmark = pytest.mark.django_db
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.django_db
 def generic(contact, **context) -> dict:
     serializer = ContactSerializer(contact, context=context)
     return serializers.ModelSerializer.to_representation(serializer, contact)
-
-
-@pytest.fixture
-def connected(settings):
-    settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "x"}
-    settings.SALESFORCE = {**settings.SALESFORCE, "access_token": "x"}
-    registry.reset()
 
 
 @pytest.mark.parametrize(

@@ -5,22 +5,12 @@ import time
 
 import pytest
 
-import webhooks.services
 from providers import registry
 from sandbox.testing import SandboxControl, running_sandbox
 from webhooks.models import WebhookEvent
 from webhooks.tests.factories import HUBSPOT_SECRET, SALESFORCE_EVENT_SECRET, SALESFORCE_ORG, SALESFORCE_TOKEN
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def enqueued(monkeypatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        webhooks.services, "inbox_enqueue", lambda *, provider, event_ids: calls.append((provider, list(event_ids)))
-    )
-    return calls
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("enqueued")]
 
 
 @pytest.fixture
