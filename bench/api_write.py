@@ -34,7 +34,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.stack import PYTHON, REPO, Stack, machine, percentile
+from bench.stack import PYTHON, REPO, Stack, add_settings_option, machine, percentile
 
 TARGET_RATIO = 0.9
 SETTINGS_MODULE = "bench.minimal_app.settings"
@@ -116,7 +116,7 @@ def summarise(rounds: list[dict[str, Any]], *, success: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "API_THROTTLE_RATE": args.api_throttle}
-    env.update(dict(item.split("=", 1) for item in args.set))
+    env.update(dict(args.set))
     workers = ("forwarder", "dlq", "webhooks") if args.with_workers else ()
     stack = Stack(gunicorn_workers=args.gunicorn_workers, env=env, workers=workers)
     with stack:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-throttle", default="1000000/min", help="API_THROTTLE_RATE (the default 6000/min would refuse the load)"
     )
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any other setting")
+    add_settings_option(parser)
     parser.add_argument(
         "--profile",
         type=int,

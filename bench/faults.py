@@ -35,7 +35,7 @@ from bench import faults_api, faults_bodies, faults_hostile, faults_inbound, fau
 from bench.faults_common import Context, Outcome
 from bench.faults_infra import FAULTS_DIR, private_servers
 from bench.faults_state import RESTARTED, writes
-from bench.stack import Stack, machine
+from bench.stack import Stack, add_settings_option, machine
 
 SCENARIOS: list[tuple[str, Callable[[Context], Outcome]]] = [
     ("kill_forwarder", faults_outbound.kill_forwarder),
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=200, help="load of each scenario (default 200)")
     parser.add_argument("--only", help="comma-separated scenario numbers or names")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any SyncRoot setting")
+    add_settings_option(parser)
     args = parser.parse_args(argv)
     if args.list:
         for number, name, run in selected(None):
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     outcomes: list[Outcome] = []
     with private_servers() as (postgres, redis_server):
-        env = {**FAULT_ENV, **dict(item.split("=", 1) for item in args.set)}
+        env = {**FAULT_ENV, **dict(args.set)}
         stack = Stack(gunicorn_workers=3, beat=True, env=env, redis_port=redis_server.port, redis_db=0,
                       pg_port=postgres.port if postgres else 5432, log_dir=FAULTS_DIR)  # fmt: skip
         with stack:

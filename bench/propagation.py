@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.stack import Stack, machine
+from bench.stack import Stack, add_settings_option, machine
 from bench.sync_latency import UNLIMITED, CrmReader, summary, wait_visible
 
 TARGET_P50_MS = 1000.0
@@ -98,7 +98,7 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(item.split("=", 1) for item in args.set)
+    env = dict(args.set)
     config = {"hubspot_config": UNLIMITED, "salesforce_config": UNLIMITED}
     with Stack(gunicorn_workers=args.gunicorn_workers, env=env, **config) as stack:
         ids = create_synced(stack, count=args.contacts, timeout=60)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=5.0, help="CRM polling interval (default 5)")
     parser.add_argument("--timeout", type=float, default=20.0, help="per edit (default 20 s)")
     parser.add_argument("--gunicorn-workers", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any SyncRoot setting")
+    add_settings_option(parser)
     args = parser.parse_args(argv)
     result = run(args)
     print_table(result)

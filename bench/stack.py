@@ -15,6 +15,7 @@ in the terminal reaches only the bench, which then stops everything in order.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import fcntl
@@ -96,6 +97,20 @@ def machine() -> dict[str, Any]:
         "load_1m": round(os.getloadavg()[0], 2),
         "revision": revision or None,  # the working tree may hold uncommitted changes on top
     }
+
+
+def add_settings_option(parser: argparse.ArgumentParser) -> None:
+    """`--set NAME=VALUE` (repeatable): any SyncRoot setting for the stack's processes; `dict(args.set)`."""
+
+    def setting(text: str) -> tuple[str, str]:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+        return name, value
+
+    parser.add_argument(
+        "--set", action="append", default=[], type=setting, metavar="NAME=VALUE", help="any SyncRoot setting"
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from bench.stack import SANDBOX_TOKEN, Stack, machine, percentile
+from bench.stack import SANDBOX_TOKEN, Stack, add_settings_option, machine, percentile
 
 TARGET_P50_MS = 250.0
 UNLIMITED = {"rate_limit": None, "daily_quota": None}
@@ -84,7 +84,7 @@ def _r(value: float | None) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(item.split("=", 1) for item in args.set)
+    env = dict(args.set)
     config = {"hubspot_config": UNLIMITED, "salesforce_config": UNLIMITED}
     with Stack(gunicorn_workers=args.gunicorn_workers, env=env, **config) as stack:
         reader, session, run_id = CrmReader(stack), stack.new_session(pool=2), uuid.uuid4().hex[:8]
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=5.0, help="CRM polling interval (default 5)")
     parser.add_argument("--timeout", type=float, default=15.0, help="per contact (default 15 s)")
     parser.add_argument("--gunicorn-workers", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any SyncRoot setting")
+    add_settings_option(parser)
     args = parser.parse_args(argv)
     result = run(args)
     print_table(result)

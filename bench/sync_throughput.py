@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.stack import Stack, cpu_by_command, machine, machine_busy_seconds, percentile
+from bench.stack import Stack, add_settings_option, cpu_by_command, machine, machine_busy_seconds, percentile
 
 TARGET_SECONDS = 20.0
 TARGET_HUBSPOT_PER_CONTACT = 0.011
@@ -152,7 +152,7 @@ def db_commits(stack: Stack) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"API_THROTTLE_RATE": args.api_throttle, **dict(item.split("=", 1) for item in args.set)}
+    env = {"API_THROTTLE_RATE": args.api_throttle, **dict(args.set)}
     if args.linger_ms is not None:
         env["SYNC_BATCH_LINGER_MS"] = str(args.linger_ms)
     if args.forwarder_concurrency is not None:
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-throttle", default="1000000/min", help="API_THROTTLE_RATE (the default 6000/min would refuse the load)"
     )
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any other setting")
+    add_settings_option(parser)
     parser.add_argument("--api-only", action="store_true", help="profiling: no Celery workers, API writes only")
     parser.add_argument("--no-crm-webhooks", action="store_true", help="profiling: sandboxes send no webhooks")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")

@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.stack import SECRET, Stack, machine
+from bench.stack import SECRET, Stack, add_settings_option, machine
 
 APP_ID = "1234567"  # HUBSPOT_APP_ID of the stack: events from it are our own echoes
 SUBSCRIPTION_ID = 424242
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = Stack(
         gunicorn_workers=args.gunicorn_workers,
         workers=("forwarder", "webhooks"),
-        env={"API_THROTTLE_RATE": "1000000/min", **dict(item.split("=", 1) for item in args.set)},
+        env={"API_THROTTLE_RATE": "1000000/min", **dict(args.set)},
         hubspot_config=quiet,
         salesforce_config=quiet,
     )
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ignored", type=int, default=10, help="unsynced-property changes per delivery")
     parser.add_argument("--unknown-deletions", type=int, default=9, help="deletions of unlinked records per delivery")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any other setting")
+    add_settings_option(parser)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     args = parser.parse_args(argv)
     if args.every % EVENTS_PER_DELIVERY or args.events % args.every:
