@@ -251,6 +251,23 @@ def create_contacts(
     return sum(accepted.values())
 
 
+def load_in_background(
+    stack: Stack, answers: Answers, expected: Expected, *, prefix: str, count: int, clients: int = 4,
+    spread_s: float | None = None, pause: float = 0.0,
+) -> threading.Thread:  # fmt: skip
+    """`create_contacts` in a thread, already started (join it to wait for the last write). With
+    `spread_s`, each client pauses so the writes last about that long, e.g. across an outage."""
+    if spread_s is not None:
+        pause = max(0.0, spread_s * clients / count - 0.03)  # 30 ms: about what each write takes
+    loader = threading.Thread(
+        target=create_contacts,
+        args=(stack, answers, expected),
+        kwargs={"prefix": prefix, "count": count, "clients": clients, "pause": pause},
+    )
+    loader.start()
+    return loader
+
+
 def patch_contacts(
     stack: Stack, answers: Answers, expected: Expected, *, ids: dict[str, str], change: Callable[[int], dict],
     clients: int = 4, retry_for: float = 120.0,

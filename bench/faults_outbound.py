@@ -4,7 +4,6 @@ worker, Redis and PostgreSQL going away under writes, CRMs answering 500s and 42
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections import Counter
 
@@ -16,6 +15,7 @@ from bench.faults_common import (
     Expected,
     Outcome,
     create_contacts,
+    load_in_background,
     new_prefix,
 )
 from bench.faults_state import (
@@ -51,12 +51,7 @@ def kill_forwarder(ctx: Context) -> Outcome:
     for crm in (stack.hubspot, stack.salesforce):
         crm.config(latency_ms=250)
     try:
-        loader = threading.Thread(
-            target=create_contacts,
-            args=(stack, answers, expected),
-            kwargs={"prefix": prefix, "count": ctx.contacts, "clients": 4, "pause": 0.02},
-        )
-        loader.start()
+        loader = load_in_background(stack, answers, expected, prefix=prefix, count=ctx.contacts, pause=0.02)
         outcome.check(
             _wait_for(lambda: _links_of(ctx, prefix)["synced"] >= 5, timeout=90), "no link synced before the kill"
         )
@@ -79,15 +74,8 @@ def redis_outage(ctx: Context, *, outage_s: float = 30.0) -> Outcome:
     back EMPTY (every queued task lost). The API answers 2xx (or a 503 JSON body), never a 500."""
     stack, outcome, prefix = ctx.stack, Outcome("redis_outage"), new_prefix("redis")
     answers, expected = Answers(allow_503=True), Expected()
-    count = ctx.contacts
-    clients = 4
-    pause = max(0.0, (outage_s + 10) * clients / count - 0.03)  # spread the writes over the outage
-    loader = threading.Thread(
-        target=create_contacts,
-        args=(stack, answers, expected),
-        kwargs={"prefix": prefix, "count": count, "clients": clients, "pause": pause},
-    )
-    loader.start()
+    # The writes are spread over the outage and past it.
+    loader = load_in_background(stack, answers, expected, prefix=prefix, count=ctx.contacts, spread_s=outage_s + 10)
     time.sleep(3.0)
     ctx.redis.stop(signal.SIGKILL)
     down_at = time.monotonic()
@@ -123,14 +111,7 @@ def postgres_restart(ctx: Context, *, down_s: float = 5.0) -> Outcome:
             "no private PostgreSQL cluster (server binaries missing); the shared one is never stopped"
         )
         return outcome
-    count, clients = ctx.contacts, 4
-    pause = max(0.0, (down_s + 12) * clients / count - 0.03)
-    loader = threading.Thread(
-        target=create_contacts,
-        args=(stack, answers, expected),
-        kwargs={"prefix": prefix, "count": count, "clients": clients, "pause": pause},
-    )
-    loader.start()
+    loader = load_in_background(stack, answers, expected, prefix=prefix, count=ctx.contacts, spread_s=down_s + 12)
     time.sleep(3.0)
     accepted_before = len(expected.state)
     ctx.postgres.stop("immediate")
