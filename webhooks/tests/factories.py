@@ -27,6 +27,16 @@ PUBLIC_BASE_URL = "https://sync.example.com"
 _event_ids = itertools.count(int(time.time() * 1000))
 
 
+# SyncRoot's Salesforce settings in the webhook tests (no API call is made: the instance is closed).
+SALESFORCE_SETTINGS = {
+    "access_token": "t",
+    "instance_url": "http://127.0.0.1:9",
+    "organization_id": SALESFORCE_ORG,
+    "webhook_token": SALESFORCE_TOKEN,
+    "event_secret": SALESFORCE_EVENT_SECRET,
+}
+
+
 def payload(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 

@@ -8,7 +8,13 @@ import pytest
 from providers import registry
 from sandbox.testing import SandboxControl, running_sandbox
 from webhooks.models import WebhookEvent
-from webhooks.tests.factories import HUBSPOT_SECRET, SALESFORCE_EVENT_SECRET, SALESFORCE_ORG, SALESFORCE_TOKEN
+from webhooks.tests.factories import (
+    HUBSPOT_SECRET,
+    SALESFORCE_EVENT_SECRET,
+    SALESFORCE_ORG,
+    SALESFORCE_SETTINGS,
+    SALESFORCE_TOKEN,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("enqueued")]
 
@@ -53,14 +59,7 @@ def test_hubspot_sandbox_deliveries_land_in_the_inbox(settings, public_url, enqu
 
 
 def test_salesforce_sandbox_outbound_messages_and_delete_events_land_in_the_inbox(settings, public_url):
-    settings.SALESFORCE = {
-        **settings.SALESFORCE,
-        "access_token": "t",
-        "instance_url": "http://127.0.0.1:9",
-        "organization_id": SALESFORCE_ORG,
-        "webhook_token": SALESFORCE_TOKEN,
-        "event_secret": SALESFORCE_EVENT_SECRET,
-    }
+    settings.SALESFORCE = {**settings.SALESFORCE, **SALESFORCE_SETTINGS}
     registry.reset()
     with running_sandbox(
         "salesforce",

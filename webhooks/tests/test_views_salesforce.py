@@ -10,8 +10,8 @@ from django.db import connection
 from webhooks.models import WebhookEvent
 from webhooks.tests.factories import (
     PUBLIC_BASE_URL,
-    SALESFORCE_EVENT_SECRET,
     SALESFORCE_ORG,
+    SALESFORCE_SETTINGS,
     SALESFORCE_TOKEN,
     change_event_headers,
     payload,
@@ -25,14 +25,7 @@ SOAP_TYPE = "text/xml; charset=utf-8"
 
 @pytest.fixture(autouse=True)
 def salesforce(settings):
-    settings.SALESFORCE = {
-        **settings.SALESFORCE,
-        "access_token": "t",
-        "instance_url": "http://127.0.0.1:9",
-        "organization_id": SALESFORCE_ORG,
-        "webhook_token": SALESFORCE_TOKEN,
-        "event_secret": SALESFORCE_EVENT_SECRET,
-    }
+    settings.SALESFORCE = {**settings.SALESFORCE, **SALESFORCE_SETTINGS}
     settings.PUBLIC_BASE_URL = PUBLIC_BASE_URL
 
 
