@@ -57,10 +57,9 @@ def _duplicates_of(emails: Sequence[str]) -> Conflict | None:
     """A 409 naming every email of a batch that a live contact already holds (by position)."""
     wanted = [normalise_email(email) for email in emails]
     held = dict(
-        Contact.objects.alias(email_ci=Lower("email"))
+        Contact.objects.annotate(email_ci=Lower("email"))
         .filter(email_ci__in=set(wanted), deleted_at__isnull=True)
-        .annotate(key=Lower("email"))
-        .values_list("key", "pk")
+        .values_list("email_ci", "pk")
     )
     conflicts = [
         {"index": index, "email": emails[index], "existing_id": str(held[email])}
