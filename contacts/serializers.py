@@ -61,8 +61,20 @@ class ContactBatchInputSerializer(StrictSerializer):
         return items
 
 
+class SyncIssueSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    code = serializers.ChoiceField(
+        choices=["too_long", "invalid_email", "not_text", "email_conflict"],
+        help_text="Why SyncRoot refused the value this CRM holds in `field`.",
+    )
+    message = serializers.CharField()
+
+
 class SyncEntrySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["pending", "synced", "failed", "parked", "deleted"])
+    status = serializers.ChoiceField(
+        choices=["pending", "synced", "failed", "parked", "deleted", "issue", "conflict"],
+        help_text="`issue`/`conflict`: the CRM holds a value SyncRoot refused (see `issues`); never `synced` then.",
+    )
     external_id = serializers.CharField(allow_null=True)
     synced_version = serializers.IntegerField()
     synced_at = serializers.DateTimeField(allow_null=True)
@@ -70,6 +82,7 @@ class SyncEntrySerializer(serializers.Serializer):
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_null=True)
     last_error_code = serializers.CharField(allow_null=True)
+    issues = SyncIssueSerializer(many=True)
 
 
 class ContactSerializer(serializers.ModelSerializer):

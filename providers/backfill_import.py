@@ -18,7 +18,7 @@ from datetime import datetime
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
+from contacts.models import Contact
 from contacts.selectors import normalise_email
 from providers.backfill import (
     SYNCROOT,
@@ -32,11 +32,12 @@ from providers.backfill import (
     drain_all,
 )
 from providers.backoff import retry_delay
-from providers.base import InboundChange, Provider, ProviderError, Transient, value_hash
-from providers.inbound import APPLIED, CONFLICT, CREATED, UNCHANGED, change_apply, is_linked
+from providers.base import InboundChange, Provider, ProviderError, Transient, field_hash
+from providers.inbound import APPLIED, CONFLICT, CREATED, NO_EMAIL_OUTCOME, REFUSED, UNCHANGED, change_apply, is_linked
+from providers.issues import split_values
+from providers.ledger import changed_values
 from providers.models import LinkStatus, ProviderLink
 from providers.registry import connected_providers, get_provider
-from providers.sync import changed_values
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,9 @@ class _Run:
 
 
 def _values(change: InboundChange) -> dict[str, str]:
-    """The change's values as `change_apply` takes them (synced fields, cut to the column length)."""
-    return {f: v[: MAX_LENGTHS[f]] for f, v in change.values.items() if f in SYNCED_FIELDS and v is not None}
+    """The change's values that `change_apply` would take (those SyncRoot can hold: the others are
+    refused and shown, never cut)."""
+    return split_values(change.values, source="the CRM")[0]
 
 
 @dataclass
@@ -218,7 +220,7 @@ class _Known:
         if link.status != LinkStatus.SYNCED or link.synced_version != contact.version:
             return False
         for name, value in _values(change).items():
-            if getattr(contact, name) != value or link.field_hashes.get(name) != value_hash(value):
+            if getattr(contact, name) != value or link.field_hashes.get(name) != field_hash(name, value):
                 return False
         return not changed_values(contact=contact, link=link)
 
@@ -246,6 +248,8 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
         row.created += 1
     elif outcome == CONFLICT:
         report.fail(record=change.external_id, target=SYNCROOT, message=_conflict_message(provider_name, change))
+    elif outcome in (REFUSED, NO_EMAIL_OUTCOME):  # shown as a record issue in the admin and /metrics
+        report.fail(record=change.external_id, target=SYNCROOT, message=f"{outcome}: see the record issues")
     elif (
         outcome in (APPLIED, UNCHANGED)
         and not linked_before
@@ -299,7 +303,7 @@ def _would_change(link: ProviderLink, values: dict[str, str], change: InboundCha
     for name, value in values.items():
         current = getattr(contact, name)
         same = normalise_email(current) == normalise_email(value) if name == "email" else current == value
-        if same or link.field_hashes.get(name) == value_hash(value):
+        if same or link.field_hashes.get(name) == field_hash(name, value):
             continue
         known = contact.field_times.get(name)
         if known is None or change.field_times.get(name, when) > datetime.fromisoformat(known):

@@ -106,10 +106,16 @@ def value_hash(value: str | None) -> str:
     return hashlib.sha256((value or "").strip().encode()).hexdigest()[:16]
 
 
+def field_hash(field: str, value: str | None) -> str:
+    """`value_hash` for one field: emails compare without case (a case-only edit is no change)."""
+    return value_hash((value or "").lower() if field == "email" else value)
+
+
 class Provider(ABC):
     """Base class; see providers/hubspot and providers/salesforce."""
 
     name: ClassVar[str]
+    label: ClassVar[str] = ""  # how people write the CRM's name, for messages ("HubSpot")
     webhook_queue: ClassVar[str]
     batch_size: ClassVar[int]
 

@@ -12,12 +12,24 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
+from contacts.models import SYNCED_FIELDS, Contact
 from contacts.selectors import contact_by_email
-from providers.base import InboundChange, value_hash
+from providers.base import InboundChange, ProviderError, field_hash
+from providers.issues import (
+    DUPLICATE_RECORD,
+    NO_EMAIL,
+    counterparts_clear,
+    email_clash_record,
+    issue_raise,
+    issues_clear,
+    record_issue_clear,
+    record_issue_raise,
+    split_values,
+)
+from providers.ledger import changed_values, prior_hashes
 from providers.models import LinkStatus, ProviderLink
+from providers.registry import get_provider
 from providers.services import enqueue_forward, links_mark_pending
-from providers.sync import changed_values, prior_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +37,8 @@ logger = logging.getLogger(__name__)
 APPLIED, CREATED, DELETED, ECHO, UNCHANGED, STALE, CONFLICT = (
     "applied", "created", "deleted", "echo", "unchanged", "stale", "conflict",
 )  # fmt: skip
+# A record SyncRoot cannot take in (see providers.issues.RecordIssue).
+REFUSED, NO_EMAIL_OUTCOME = "refused", "no email"
 
 
 def _same(a: str, b: str, field: str) -> bool:
@@ -64,7 +78,7 @@ def _apply_fields(
     """
     applied: list[str] = []
     for field, value in values.items():
-        digest, source_time = value_hash(value), field_times.get(field, when)
+        digest, source_time = field_hash(field, value), field_times.get(field, when)
         held = link.field_hashes.get(field)
         written = _parse(link.field_written_at.get(field))
         before_our_write = written is not None and source_time <= written
@@ -87,12 +101,23 @@ def _apply_fields(
 def _record(link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime) -> None:
     """A contact created from this CRM's record: the CRM holds exactly these values."""
     for field, value in values.items():
-        link.field_hashes[field] = value_hash(value)
+        link.field_hashes[field] = field_hash(field, value)
         link.field_seen_at[field] = field_times.get(field, when).isoformat()
 
 
 def is_linked(*, provider: str, external_id: str) -> bool:
     return ProviderLink.objects.filter(provider=provider, external_id=external_id).exists()
+
+
+def source_label(provider: str) -> str:
+    try:
+        return get_provider(provider).label or provider
+    except LookupError:
+        return provider
+
+
+class _Unlinkable(Exception):
+    """The record cannot be linked to the contact (another link holds it): undo the contact's creation."""
 
 
 @transaction.atomic
@@ -108,37 +133,84 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     link = known.select_for_update().first() if contact else None
     if change.deleted:
         return _apply_delete(provider=provider, link=link, contact=contact, change=change)
-    values = {f: v[: MAX_LENGTHS[f]] for f, v in change.values.items() if f in SYNCED_FIELDS and v is not None}
+    label = source_label(provider)
+    values, refused = split_values(change.values, source=label)
     created = False
     if link is None:
-        email = values.get("email", "")
-        if not email.strip():
-            return UNCHANGED  # nothing to identify the person by
-        existing = contact_by_email(email=email)
-        if existing is None:
-            contact, created = _create(values=values, change=change), True
-        else:
-            contact = _lock_contact(existing.pk)
-        link = _link(provider=provider, contact=contact, external_id=change.external_id)
+        contact, link, outcome = _link_record(provider=provider, change=change, values=values, refused=refused)
         if link is None:
-            return CONFLICT
+            return outcome
+        created = outcome == CREATED
     if contact.is_deleted:
         return STALE  # a change older than (or racing with) the deletion
     when = change.occurred_at or timezone.now()
+    email_before = (contact.email, contact.field_times.get("email"))
     applied = [] if created else _apply_fields(contact, link, values, change.field_times, when)
     if created:
         _record(link, values, change.field_times, when)
+    dropped = issues_clear(link, values)  # the CRM now reports values SyncRoot can hold
+    if "email" in applied and (holder := contact_by_email(email=contact.email)) and holder.pk != contact.pk:
+        # Another contact holds this email: keep SyncRoot's, show the clash on both for a person.
+        email = contact.email
+        contact.email, contact.field_times["email"] = email_before
+        applied.remove("email")
+        email_clash_record(link=link, contact=contact, holder=holder, email=email, source=label)
+    _refuse(link, contact, refused, change, when)
     if applied:
-        if "email" in applied and (other := contact_by_email(email=contact.email)) and other.pk != contact.pk:
-            logger.warning("inbound email clashes", extra={"provider": provider, "contact_id": str(contact.pk)})
-            transaction.set_rollback(True)
-            return CONFLICT
         contact.version += 1
         contact.save()
     _settle_link(link=link, contact=contact)
+    reraised = {i.get("contact_id") for i in link.issues}
+    counterparts_clear([i for i in dropped if i.get("contact_id") not in reraised], provider=provider,
+                       contact_id=contact.pk)  # fmt: skip
     if applied or created:
         links_mark_pending(contact=contact, exclude=[provider])
     return CREATED if created else (APPLIED if applied else UNCHANGED)
+
+
+def _link_record(
+    *, provider: str, change: InboundChange, values: dict[str, str], refused: dict[str, tuple[str, str]]
+) -> tuple[Contact | None, ProviderLink | None, str]:
+    """A record SyncRoot does not know yet: link it to the contact with its email, or create one."""
+    if "email" in refused:
+        code, message = refused["email"]
+        record_issue_raise(provider=provider, external_id=change.external_id, code=code, message=message)
+        return None, None, REFUSED
+    email = values.get("email", "")
+    if not email.strip():
+        message = f"{source_label(provider)} record {change.external_id} has no email: SyncRoot identifies people by it"
+        record_issue_raise(provider=provider, external_id=change.external_id, code=NO_EMAIL, message=message)
+        return None, None, NO_EMAIL_OUTCOME
+    existing = contact_by_email(email=email)
+    try:
+        with transaction.atomic():  # a contact created here goes again if it cannot be linked
+            contact = _create(values=values, change=change) if existing is None else _lock_contact(existing.pk)
+            link = _link(provider=provider, contact=contact, external_id=change.external_id)
+            if link is None:
+                raise _Unlinkable
+    except _Unlinkable:
+        holder = ProviderLink.objects.filter(
+            contact__email__iexact=email, contact__deleted_at__isnull=True, provider=provider
+        ).exclude(external_id=change.external_id)
+        other = holder.values_list("external_id", flat=True).first()
+        message = (
+            f"{source_label(provider)} record {change.external_id} has the email {email}, which record "
+            f"{other or '?'} of the same CRM already links to a contact: merge the duplicates there"
+        )
+        record_issue_raise(provider=provider, external_id=change.external_id, code=DUPLICATE_RECORD, message=message)
+        return None, None, CONFLICT
+    record_issue_clear(provider=provider, external_id=change.external_id)
+    return contact, link, CREATED if existing is None else APPLIED
+
+
+def _refuse(
+    link: ProviderLink, contact: Contact, refused: dict[str, tuple[str, str]], change: InboundChange, when: datetime
+) -> None:
+    """Values SyncRoot cannot hold: not applied; the ledger knows the CRM holds them, the link shows why."""
+    for field, (code, message) in refused.items():
+        link.field_hashes[field] = field_hash(field, str(change.values[field]))
+        link.field_seen_at[field] = change.field_times.get(field, when).isoformat()
+        issue_raise(link, field=field, code=code, message=message, held=field_hash(field, getattr(contact, field)))
 
 
 def _lock_contact(contact_id) -> Contact:
@@ -200,3 +272,62 @@ def _apply_delete(*, provider: str, link: ProviderLink | None, contact: Contact 
     link.save()
     links_mark_pending(contact=contact, exclude=[provider])
     return DELETED
+
+
+def matched_records_fill(*, provider_name: str, link_ids: list[int]) -> int:
+    """After creates were matched by email to existing CRM records: SyncRoot's blanks take the
+    records' values (and go on to the other CRMs); nothing the records held was blanked, since a
+    match sends no blanks (`providers.ledger.changed_values`). Returns how many contacts changed.
+
+    Called after the forwarder's write, outside any transaction: it reads the records first.
+    """
+    links = dict(ProviderLink.objects.filter(pk__in=link_ids).values_list("external_id", "pk"))
+    links.pop(None, None)
+    if not links:
+        return 0
+    try:
+        records = get_provider(provider_name).fetch(list(links))
+    except ProviderError as exc:  # the blanks stay blank; nothing in the CRM was lost
+        logger.warning("matched records not read", extra={"provider": provider_name, "error": str(exc)})
+        return 0
+    filled = 0
+    for record in records:
+        if record.deleted or record.external_id not in links:
+            continue
+        try:
+            filled += _fill_blanks(provider=provider_name, link_id=links[record.external_id], record=record)
+        except Exception:  # one record must not keep the others from being filled
+            logger.exception("matched record not applied", extra={"provider": provider_name})
+    return filled
+
+
+@transaction.atomic
+def _fill_blanks(*, provider: str, link_id: int, record: InboundChange) -> bool:
+    contact_id = ProviderLink.objects.filter(pk=link_id).values_list("contact_id", flat=True).first()
+    if contact_id is None:
+        return False
+    contact = _lock_contact(contact_id)
+    link = ProviderLink.objects.select_for_update().get(pk=link_id)
+    if contact.is_deleted or link.external_id != record.external_id:
+        return False
+    values, refused = split_values(record.values, source=source_label(provider))
+    when = record.occurred_at or timezone.now()
+    filled = []
+    for field, value in values.items():
+        if field in link.field_hashes:
+            continue  # SyncRoot sent this field in the match: the record holds SyncRoot's value
+        link.field_hashes[field] = field_hash(field, value)
+        link.field_seen_at[field] = record.field_times.get(field, when).isoformat()
+        if value and not getattr(contact, field):
+            setattr(contact, field, value)
+            contact.field_times[field] = timezone.now().isoformat()
+            filled.append(field)
+    _refuse(link, contact, {f: r for f, r in refused.items() if f not in link.field_hashes}, record, when)
+    if filled:
+        contact.version += 1
+        contact.save()
+        if link.status == LinkStatus.SYNCED:
+            link.synced_version = contact.version
+        links_mark_pending(contact=contact, exclude=[provider])
+    link.save(update_fields=["field_hashes", "field_seen_at", "issues", "synced_version", "updated_at"])
+    return bool(filled)

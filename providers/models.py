@@ -31,6 +31,10 @@ class ProviderLink(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     last_error_code = models.CharField(max_length=64, blank=True, default="")
+    # Values this CRM holds that SyncRoot refused (too long, not an email, an email another contact
+    # holds), each {"field", "code", "message", "held", …}: see providers/issues.py. Open issues keep
+    # the link from showing "synced" and keep SyncRoot's value from overwriting the CRM's.
+    issues = models.JSONField(default=list, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     pending_since = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
@@ -51,6 +55,7 @@ class ProviderLink(models.Model):
                 condition=models.Q(status__in=("pending", "failed")),
                 name="link_outbox_idx",
             ),
+            models.Index(fields=("provider",), condition=~models.Q(issues=[]), name="link_issues_idx"),
         ]
 
     def __str__(self) -> str:
@@ -117,3 +122,24 @@ class SyncCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} @ {self.modstamp} / {self.last_id}"
+
+
+class RecordIssue(models.Model):
+    """A CRM record SyncRoot cannot take in (no email, an email it cannot hold, an email another
+    record of the same CRM already links to): shown in the admin and `/metrics` until it can."""
+
+    provider = models.CharField(max_length=32)
+    external_id = models.CharField(max_length=64)
+    code = models.CharField(max_length=64, db_index=True)
+    message = models.TextField()
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-last_seen_at",)
+        constraints = [
+            models.UniqueConstraint(fields=("provider", "external_id"), name="record_issue_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.external_id} {self.code}"

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from contacts.models import Contact
+from providers.issues import presented_status, public_issues
 from providers.models import LinkStatus, ProviderLink
 from providers.registry import connected_providers
 
@@ -23,10 +24,11 @@ def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | Non
             status[provider] = {
                 "status": LinkStatus.PENDING, "external_id": None, "synced_version": 0, "synced_at": None,
                 "attempts": 0, "next_attempt_at": None, "last_error": None, "last_error_code": None,
+                "issues": [],
             }  # fmt: skip
             continue
         status[provider] = {
-            "status": link.status,
+            "status": presented_status(link),
             "external_id": link.external_id,
             "synced_version": link.synced_version,
             "synced_at": link.synced_at,
@@ -34,5 +36,6 @@ def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | Non
             "next_attempt_at": link.next_attempt_at if link.status == LinkStatus.FAILED else None,
             "last_error": link.last_error or None,
             "last_error_code": link.last_error_code or None,
+            "issues": public_issues(link),
         }
     return status

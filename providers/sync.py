@@ -18,9 +18,11 @@ from django.db.models import Q
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
-from contacts.models import Contact
 from providers.backoff import retry_delay
-from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, value_hash
+from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from providers.inbound import matched_records_fill
+from providers.issues import counterparts_clear, issues_clear
+from providers.ledger import PRIOR_HASHES_KEPT, changed_values, prior_hashes
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
 from providers.registry import get_provider
 
@@ -54,14 +56,6 @@ def _linger(*, provider: str, batch_size: int) -> None:
         if newer <= count:  # nothing new arrived: not a stream, send what we have
             return
         count = newer
-
-
-def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
-    """What the CRM does not have yet: everything for an unlinked contact, else changed fields."""
-    values = contact.synced_values()
-    if not link.external_id:
-        return values
-    return {f: v for f, v in values.items() if link.field_hashes.get(f) != value_hash(v)}
 
 
 def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
@@ -128,6 +122,8 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 for result in results
             )
         _save_synced(synced, versions, report)
+    if matched := [link.pk for link in synced if link.matched and link.status == LinkStatus.SYNCED]:
+        matched_records_fill(provider_name=provider_name, link_ids=matched)
     logger.info(
         "drained batch",
         extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
@@ -147,24 +143,17 @@ def _outcome(error: ProviderError | None) -> str:
 
 
 SYNCED_FIELDS_SAVED = (
-    "status", "external_id", "field_hashes", "field_prior_hashes", "field_written_at", "synced_version", "synced_at",
+    "status", "external_id", "field_hashes", "field_prior_hashes", "field_written_at", "issues", "synced_version",
+    "synced_at",
     "attempts",
     "last_error", "last_error_code", "next_attempt_at", "pending_since", "updated_at",
 )  # fmt: skip
 
 
-PRIOR_HASHES_KEPT = 8
-
-
-def prior_hashes(link: ProviderLink, field: str) -> list[str]:
-    """Hashes the CRM held before our recent writes of this field, newest first."""
-    kept = link.field_prior_hashes.get(field) or []
-    return [kept] if isinstance(kept, str) else list(kept)
-
-
 def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: int) -> ProviderLink:
     """Record a success on the link in memory; `_save_synced` writes a batch of them at once."""
     link.had_error = bool(link.last_error_code)
+    link.matched = result.operation == "match"
     link.status = LinkStatus.DELETED if link.contact.is_deleted else LinkStatus.SYNCED
     if result.external_id:
         link.external_id = result.external_id
@@ -176,8 +165,10 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         # of those states is not a person's change (see providers.inbound._apply_fields).
         held_before = [link.field_hashes.get(field, ""), *prior_hashes(link, field)]
         link.field_prior_hashes[field] = list(dict.fromkeys(held_before))[:PRIOR_HASHES_KEPT]
-        link.field_hashes[field] = value_hash(value)
+        link.field_hashes[field] = field_hash(field, value)
         link.field_written_at[field] = now.isoformat()
+    # The CRM now holds SyncRoot's value: whatever it held that SyncRoot had refused is gone.
+    link.dropped_issues = issues_clear(link, sent)
     link.synced_version = version
     link.synced_at = link.updated_at = now
     link.attempts = 0
@@ -191,17 +182,18 @@ def _update_synced(links: list[ProviderLink]) -> None:
     and row, which cost more CPU than the CRM call (about 1.3 ms per link)."""
     rows = [
         (link.pk, link.status, link.external_id, json.dumps(link.field_hashes), json.dumps(link.field_prior_hashes),
-         json.dumps(link.field_written_at), link.synced_version, link.synced_at)
+         json.dumps(link.field_written_at), json.dumps(link.issues), link.synced_version, link.synced_at)
         for link in links
     ]  # fmt: skip
     query = f"""
         UPDATE {ProviderLink._meta.db_table} AS link SET
             status = v.status, external_id = v.external_id, field_hashes = v.field_hashes::jsonb,
             field_prior_hashes = v.field_prior_hashes::jsonb, field_written_at = v.field_written_at::jsonb,
-            synced_version = v.synced_version, synced_at = v.synced_at, updated_at = v.synced_at, attempts = 0,
+            issues = v.issues::jsonb, synced_version = v.synced_version, synced_at = v.synced_at,
+            updated_at = v.synced_at, attempts = 0,
             last_error = '', last_error_code = '', next_attempt_at = NULL, pending_since = NULL
         FROM (VALUES %s) AS v (id, status, external_id, field_hashes, field_prior_hashes, field_written_at,
-                               synced_version, synced_at)
+                               issues, synced_version, synced_at)
         WHERE link.id = v.id
     """  # the table name is ours; every value is a parameter
     with connection.cursor() as cursor, connection.wrap_database_errors:  # IntegrityError as Django's
@@ -224,20 +216,41 @@ def _save_synced(links: list[ProviderLink], versions: dict[int, int], report: Dr
                     link.save(update_fields=SYNCED_FIELDS_SAVED)
                 saved.append(link)
             except IntegrityError:
-                # Another contact is already linked to this CRM record: the operator decides.
-                external_id = link.external_id
-                holder = ProviderLink.objects.filter(provider=link.provider, external_id=external_id).first()
-                link.refresh_from_db()
-                owner = holder.contact_id if holder else "?"
-                message = f"CRM record {external_id} is already linked to contact {owner}"
-                _park(link, code="LINKED_TO_OTHER_CONTACT", message=message, version=versions[link.pk])
-                report.parked += 1
+                _linked_elsewhere(link, versions[link.pk], report)
+    for link in saved:
+        if link.dropped_issues:
+            counterparts_clear(link.dropped_issues, provider=link.provider, contact_id=link.contact_id)
     resolved = [link.pk for link in saved if link.had_error]
     if resolved:  # what was parked for these links has now gone through
         DeadLetter.objects.filter(link_id__in=resolved, status=DeadLetterStatus.PARKED).update(
             status=DeadLetterStatus.RETRIED, resolved_at=timezone.now()
         )
     report.synced += len(saved)
+
+
+def _linked_elsewhere(link: ProviderLink, version: int, report: DrainReport) -> None:
+    """The CRM record matched by email is already linked to another contact."""
+    external_id = link.external_id
+    holder = (
+        ProviderLink.objects.select_related("contact").filter(provider=link.provider, external_id=external_id).first()
+    )
+    link.refresh_from_db()
+    if holder is not None and holder.contact.is_deleted:
+        # The record of a deleted contact with the same email, whose deletion has not reached the
+        # CRM yet: never take it over. Once it is deleted there, the next attempt creates a fresh
+        # record (an attempt that keeps meeting it is counted, and parked in the end).
+        error = Transient(
+            f"CRM record {external_id} belongs to deleted contact {holder.contact_id}; "
+            "waiting for its deletion to reach the CRM before creating a new record",
+            code="MATCHED_DELETED_CONTACT",
+        )
+        _mark_failed(link, PushResult(key=link.pk, error=error, operation="match"), version, report)
+        return
+    # Another live contact is already linked to this CRM record: the operator decides.
+    owner = holder.contact_id if holder else "?"
+    message = f"CRM record {external_id} is already linked to contact {owner}"
+    _park(link, code="LINKED_TO_OTHER_CONTACT", message=message, version=version)
+    report.parked += 1
 
 
 def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: DrainReport) -> None:

@@ -19,7 +19,8 @@ from providers.models import LinkStatus, ProviderLink
 from providers.ratelimit import RateLimiter
 from providers.salesforce.client import SalesforceClient
 from providers.salesforce.errors import error_from_response
-from providers.sync import DrainReport, _mark_failed, prior_hashes
+from providers.ledger import prior_hashes
+from providers.sync import DrainReport, _mark_failed
 from sandbox.testing import running_sandbox
 from syncroot.errors import exception_handler
 

@@ -37,6 +37,7 @@ _FETCH_EVENTS = {"creation", "restore"}
 
 class HubSpotProvider(Provider):
     name = "hubspot"
+    label = "HubSpot"
     webhook_queue = queues.WEBHOOKS_HUBSPOT
     batch_size = BATCH_LIMIT  # CRM v3 batch endpoints
     search_page_size = SEARCH_PAGE_LIMIT
@@ -246,7 +247,7 @@ class _PushRun:
                 by_email.append(index)
             else:
                 bare.append(index)
-        self._archive(deletes)
+        self._archive(deletes)  # first: a new contact taking a deleted one's email must not match its record
         by_email.extend(self._update(linked))
         self._upsert(by_email)
         for index in bare:  # no email to match on: rare, and only single creates can take them

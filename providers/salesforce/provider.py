@@ -30,6 +30,7 @@ _SELECT = f"SELECT {', '.join(QUERY_FIELDS)} FROM Contact"
 
 class SalesforceProvider(Provider):
     name = "salesforce"
+    label = "Salesforce"
     webhook_queue = queues.WEBHOOKS_SALESFORCE
     batch_size = COLLECTION_SIZE  # sObject Collections
 

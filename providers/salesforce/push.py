@@ -74,9 +74,10 @@ class ContactPush:
             deletes = [entry for entry in entries if entry.item.delete]
             linked = [entry for entry in entries if not entry.item.delete and entry.item.external_id]
             unlinked = [entry for entry in entries if not entry.item.delete and not entry.item.external_id]
+            # Deletions first: a new contact taking a deleted one's email must not match its record.
+            self._delete_many(deletes)
             gone = self._update_many(linked, operation="update")
             self._write_unlinked(unlinked + gone)  # a linked record deleted in the CRM is matched or recreated
-            self._delete_many(deletes)
         results = [
             result or PushResult(self.items[i].key, error=transient("no result", code="BAD_RESPONSE"))
             for i, result in enumerate(self.results)

@@ -1,0 +1,39 @@
+"""The echo ledger's reads: what a CRM holds per field, as SyncRoot last wrote or saw it.
+
+`ProviderLink.field_hashes` (and its companions, see providers.inbound._apply_fields) say what the
+CRM holds; these functions compare it with SyncRoot's values. Used by the forwarder, the inbound
+apply path and the backfills alike.
+"""
+
+from contacts.models import Contact
+from providers.base import field_hash
+from providers.issues import blocked_fields
+from providers.models import ProviderLink
+
+
+def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
+    """What the CRM does not have yet: every value for an unlinked contact, else changed fields.
+
+    Never a blank the CRM may not have: a create matched by email to an existing record must not
+    blank what that record holds (its values fill SyncRoot's blanks instead, see
+    `providers.inbound.matched_records_fill`). Nor a value the CRM's own was refused in favour of
+    (see providers/issues.py).
+    """
+    values = contact.synced_values()
+    if not link.external_id:
+        return {f: v for f, v in values.items() if v}
+    blocked = blocked_fields(link, values) if link.issues else ()
+    return {
+        f: v
+        for f, v in values.items()
+        if link.field_hashes.get(f) != field_hash(f, v) and (v or f in link.field_hashes) and f not in blocked
+    }
+
+
+PRIOR_HASHES_KEPT = 8
+
+
+def prior_hashes(link: ProviderLink, field: str) -> list[str]:
+    """Hashes the CRM held before our recent writes of this field, newest first."""
+    kept = link.field_prior_hashes.get(field) or []
+    return [kept] if isinstance(kept, str) else list(kept)
