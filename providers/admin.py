@@ -1,8 +1,10 @@
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from providers import outbox
-from providers.models import DeadLetter, ProviderLink, SyncAttempt
+from providers.issues import link_issues_resolve, presented_status
+from providers.models import DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt
 from providers.registry import connected_providers, get_provider
 
 
@@ -11,6 +13,80 @@ def _record_link(provider: str, external_id: str | None) -> str:
         return "—"
     url = get_provider(provider).record_url(external_id) if provider in connected_providers() else None
     return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, external_id) if url else external_id
+
+
+def _issues_html(link: ProviderLink) -> str:
+    """Each issue with its message; a clash links to the other contact, for the operator."""
+    if not link.issues:
+        return "—"
+    items = []
+    for issue in link.issues:
+        other = issue.get("contact_id")
+        other_link = (
+            format_html(' (<a href="{}">other contact</a>)', reverse("admin:contacts_contact_change", args=[other]))
+            if other
+            else ""
+        )
+        items.append(format_html("<li><b>{}</b> {}: {}{}</li>", issue["field"], issue["code"], issue["message"],
+                                 other_link))  # fmt: skip
+    return format_html("<ul>{}</ul>", format_html_join("", "{}", ((item,) for item in items)))
+
+
+@admin.register(LinkIssue)
+class LinkIssueAdmin(admin.ModelAdmin):
+    """What needs a person: values refused for SyncRoot, email clashes. Fixing the value in the CRM
+    clears an issue by itself; "Send SyncRoot's values" decides for SyncRoot's."""
+
+    list_display = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
+    list_filter = ("provider",)
+    search_fields = ("contact__email", "external_id")
+    list_select_related = ("contact",)
+    actions = ("send_syncroot_values",)
+    fields = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).exclude(issues=[])
+
+    @admin.display(description="CRM record")
+    def crm_record(self, link: ProviderLink) -> str:
+        return _record_link(link.provider, link.external_id)
+
+    @admin.display(description="status")
+    def state(self, link: ProviderLink) -> str:
+        return presented_status(link)
+
+    @admin.display(description="issues")
+    def issue_list(self, link: ProviderLink) -> str:
+        return _issues_html(link)
+
+    @admin.action(description="Send SyncRoot's values to the CRM (overwrites what the CRM holds)")
+    def send_syncroot_values(self, request, queryset):
+        resolved = sum(link_issues_resolve(link_id=pk) for pk in queryset.values_list("pk", flat=True))
+        messages.success(request, f"Queued SyncRoot's values for {resolved} record(s).")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RecordIssue)
+class RecordIssueAdmin(admin.ModelAdmin):
+    """CRM records SyncRoot cannot take in; they come in by themselves once fixed in the CRM."""
+
+    list_display = ("provider", "crm_record", "code", "message", "first_seen_at", "last_seen_at")
+    list_filter = ("provider", "code")
+    search_fields = ("external_id", "message")
+    readonly_fields = ("provider", "external_id", "code", "message", "first_seen_at", "last_seen_at")
+
+    @admin.display(description="CRM record")
+    def crm_record(self, issue: RecordIssue) -> str:
+        return _record_link(issue.provider, issue.external_id)
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(DeadLetter)
@@ -56,9 +132,17 @@ class ProviderLinkInline(admin.TabularInline):
     model = ProviderLink
     extra = 0
     can_delete = False
-    fields = ("provider", "crm_record", "status", "synced_version", "attempts", "next_attempt_at", "last_error_code",
-              "last_error", "synced_at")  # fmt: skip
+    fields = ("provider", "crm_record", "state", "issue_list", "synced_version", "attempts", "next_attempt_at",
+              "last_error_code", "last_error", "synced_at")  # fmt: skip
     readonly_fields = fields
+
+    @admin.display(description="status")
+    def state(self, link: ProviderLink) -> str:
+        return presented_status(link)
+
+    @admin.display(description="issues")
+    def issue_list(self, link: ProviderLink) -> str:
+        return _issues_html(link)
 
     @admin.display(description="external id")
     def crm_record(self, link: ProviderLink) -> str:

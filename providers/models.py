@@ -62,6 +62,14 @@ class ProviderLink(models.Model):
         return f"{self.provider}:{self.external_id or '-'} ({self.status})"
 
 
+class LinkIssue(ProviderLink):
+    """Links whose CRM holds a value SyncRoot refused: the admin's list of what needs a person."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "sync issue"
+
+
 class DeadLetterStatus(models.TextChoices):
     PARKED = "parked"
     RETRIED = "retried"

@@ -122,7 +122,12 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 for result in results
             )
         _save_synced(synced, versions, report)
-    if matched := [link.pk for link in synced if link.matched and link.status == LinkStatus.SYNCED]:
+    # A create matched to an existing CRM record, while SyncRoot has blanks: the record's values fill them.
+    if matched := [
+        link.pk
+        for link in synced
+        if link.matched and link.status == LinkStatus.SYNCED and not all(link.contact.synced_values().values())
+    ]:
         matched_records_fill(provider_name=provider_name, link_ids=matched)
     logger.info(
         "drained batch",

@@ -45,6 +45,13 @@ logger = logging.getLogger(__name__)
 LINK_STATUSES = ("pending", "synced", "failed", "parked", "deleted")
 DEAD_LETTER_STATUSES = ("parked", "retried", "discarded")
 EVENT_STATUSES = ("received", "processed", "ignored", "failed")
+RECORD_ISSUE_CODES = ("no_email", "too_long", "invalid_email", "duplicate_record")
+_ISSUES_QUERY = """
+    SELECT link.provider, issue->>'field', issue->>'code', count(*)
+    FROM providers_providerlink AS link, jsonb_array_elements(link.issues) AS issue
+    WHERE link.issues <> '[]'::jsonb
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
 # The vocabulary of SyncAttempt.outcome, so counters and the audit trail speak alike.
 OUTCOMES = {"ratelimited": "rate_limited", "authexpired": "auth", "providererror": "error"}
 REDIS_BACKOFF_SECONDS = 10.0  # after a Redis failure, stop counting for a while instead of stalling calls
@@ -157,6 +164,17 @@ def _families() -> dict[str, Metric]:
         "rate_limited": CounterMetricFamily(
             "syncroot_crm_rate_limited", "CRM answers that said slow down (429 or equivalent).", labels=["provider"]
         ),
+        "issues": GaugeMetricFamily(
+            "syncroot_sync_issues",
+            "Values a CRM holds that SyncRoot refused (too long, not an email, an email another contact holds), "
+            "per CRM, field and reason: shown on the contacts' sync status until they fit or a person decides.",
+            labels=["provider", "field", "code"],
+        ),
+        "record_issues": GaugeMetricFamily(
+            "syncroot_record_issues",
+            "CRM records SyncRoot cannot take in (no email, an email it cannot hold, a duplicate email), by reason.",
+            labels=["provider", "code"],
+        ),
         "redis_up": GaugeMetricFamily(
             "syncroot_metrics_redis_up", "1 when the CRM call counters could be read from Redis."
         ),
@@ -182,7 +200,7 @@ class SyncRootCollector:
         return iter(families.values())
 
     def _database(self, families: dict[str, Metric]) -> None:
-        from providers.models import DeadLetter, LinkStatus, ProviderLink
+        from providers.models import DeadLetter, LinkStatus, ProviderLink, RecordIssue
         from providers.registry import PROVIDER_CLASSES
         from webhooks.models import WebhookEvent
 
@@ -193,6 +211,10 @@ class SyncRootCollector:
             links = _grouped(ProviderLink.objects.all(), "provider", "status")
             dead = _grouped(DeadLetter.objects.all(), "provider", "status")
             events = _grouped(WebhookEvent.objects.all(), "provider", "status")
+            record_issues = _grouped(RecordIssue.objects.all(), "provider", "code")
+            with connection.cursor() as cursor:  # served by the partial index on links with issues
+                cursor.execute(_ISSUES_QUERY)
+                issues = cursor.fetchall()
             oldest = dict(
                 ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
                 .order_by()
@@ -212,9 +234,14 @@ class SyncRootCollector:
                 families["dead_letters"].add_metric([provider, status], dead.get((provider, status), 0))
             for status in EVENT_STATUSES:
                 families["events"].add_metric([provider, status], events.get((provider, status), 0))
+            for code in RECORD_ISSUE_CODES:
+                families["record_issues"].add_metric([provider, code], record_issues.get((provider, code), 0))
             since = oldest.get(provider)
             lag = max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0
             families["lag"].add_metric([provider], lag)
+
+        for provider, field, code, count in issues:
+            families["issues"].add_metric([provider, field, code], count)
 
     def _counters(self, families: dict[str, Metric]) -> None:
         try:
