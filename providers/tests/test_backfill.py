@@ -17,7 +17,7 @@ from contacts.tests.factories import ContactFactory
 from providers import registry
 from providers.backfill import checkpoint_key
 from providers.hubspot.provider import HubSpotProvider
-from providers.models import LinkStatus, ProviderLink, SyncCursor
+from providers.models import LinkStatus, ProviderLink, RecordIssue, SyncCursor
 from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db
@@ -367,3 +367,17 @@ def test_relink_sends_every_contact_again_to_a_crm_that_was_emptied(crms):
 def test_relink_only_applies_to_a_push_from_syncroot(crms):
     with pytest.raises(CommandError, match="--relink only applies to --from syncroot"):
         backfill("--from", "hubspot", "--relink")
+
+
+def test_the_import_refuses_what_syncroot_cannot_hold_and_cuts_nothing(crms):
+    crms.add_hubspot("long@example.com", jobtitle="y" * 200)
+    too_long = crms.add_hubspot("c" * 80 + "@example.com")
+
+    out = backfill("--from", "hubspot")
+
+    contact = Contact.objects.get()
+    assert (contact.email, contact.job_title) == ("long@example.com", "")
+    issue = ProviderLink.objects.get(contact=contact, provider="hubspot").issues[0]
+    assert (issue["field"], issue["code"]) == ("job_title", "too_long")
+    assert RecordIssue.objects.get().external_id == too_long
+    assert "refused" in out
