@@ -148,7 +148,7 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     applied = [] if created else _apply_fields(contact, link, values, change.field_times, when)
     if created:
         _record(link, values, change.field_times, when)
-    dropped = issues_clear(link, values)  # the CRM now reports values SyncRoot can hold
+    dropped = issues_clear(link, values, reported=values)  # the CRM now holds values SyncRoot can hold
     if "email" in applied and (holder := contact_by_email(email=contact.email)) and holder.pk != contact.pk:
         # Another contact holds this email: keep SyncRoot's, show the clash on both for a person.
         email = contact.email
@@ -210,7 +210,8 @@ def _refuse(
     for field, (code, message) in refused.items():
         link.field_hashes[field] = field_hash(field, str(change.values[field]))
         link.field_seen_at[field] = change.field_times.get(field, when).isoformat()
-        issue_raise(link, field=field, code=code, message=message, held=field_hash(field, getattr(contact, field)))
+        held = field_hash(field, getattr(contact, field))
+        issue_raise(link, field=field, code=code, message=message, held=held, crm=link.field_hashes[field])
 
 
 def _lock_contact(contact_id) -> Contact:

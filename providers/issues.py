@@ -2,8 +2,8 @@
 
 A value a CRM reports that SyncRoot cannot hold (longer than the field, an email that is not one,
 an email another contact holds) is not applied. It becomes an issue on that CRM's link, stored as
-`ProviderLink.issues`: `{"field", "code", "message", "held", "since"}` plus, for a clash, the other
-`contact_id`. `held` is the hash of SyncRoot's value when the issue was raised: while SyncRoot
+`ProviderLink.issues`: `{"field", "code", "message", "held", "crm", "since"}` plus, for a clash, the
+other `contact_id`. `held` is the hash of SyncRoot's value when the issue was raised: while SyncRoot
 still holds that value, the forwarder does not write it over the CRM's (which would silently undo
 the person's edit there). The issue clears itself when the CRM reports a value that fits, or when
 SyncRoot's value changes and reaches the CRM; an operator can also send SyncRoot's value on
@@ -69,19 +69,33 @@ def split_values(values: Mapping[str, Any], *, source: str) -> tuple[dict[str, s
 
 # --- issues on a link ---------------------------------------------------------------------------
 def issue_raise(link: ProviderLink, *, field: str, code: str, message: str, held: str, **extra: Any) -> None:
-    """Record (or refresh) the link's issue for `field`, in memory; the caller saves the link."""
+    """Record (or refresh) the link's issue for `field`, in memory; the caller saves the link.
+
+    `held`: the hash of SyncRoot's value then; `crm` (in `extra`): the hash of the CRM's value that
+    raised it."""
     since = next((i["since"] for i in link.issues if i["field"] == field and i["code"] == code), None)
     link.issues = [i for i in link.issues if i["field"] != field]
     since = since or timezone.now().isoformat()
     link.issues.append({"field": field, "code": code, "message": message, "held": held, "since": since, **extra})
 
 
-def issues_clear(link: ProviderLink, fields: Iterable[str]) -> list[dict]:
-    """Drop the link's issues about `fields`, in memory; returns those dropped (see `counterparts_clear`)."""
+def issues_clear(link: ProviderLink, fields: Iterable[str], *, reported: Mapping[str, str] | None = None) -> list[dict]:
+    """Drop the link's issues about `fields`, in memory; returns those dropped (see `counterparts_clear`).
+
+    With `reported` (what the CRM reports now), an issue stays while the CRM still holds the very
+    value that raised it: a whole-record event repeats every field, changed or not.
+    """
     wanted = set(fields)
-    dropped = [i for i in link.issues if i["field"] in wanted]
+
+    def goes(issue: dict) -> bool:
+        field = issue["field"]
+        if field not in wanted:
+            return False
+        return reported is None or issue.get("crm") != field_hash(field, reported.get(field))
+
+    dropped = [i for i in link.issues if goes(i)]
     if dropped:
-        link.issues = [i for i in link.issues if i["field"] not in wanted]
+        link.issues = [i for i in link.issues if not goes(i)]
     return dropped
 
 
@@ -109,6 +123,7 @@ def email_clash_record(*, link: ProviderLink, contact: Contact, holder: Contact,
     """The CRM gave `contact`'s record an email `holder` holds: a conflict on both, for a person."""
     issue_raise(
         link, field="email", code=EMAIL_CONFLICT, held=field_hash("email", contact.email), contact_id=str(holder.pk),
+        crm=field_hash("email", email),
         message=f"{source} record {link.external_id} now has the email {email}, which contact {holder.pk} holds",
     )  # fmt: skip
     other = ProviderLink.objects.select_for_update().filter(contact=holder, provider=link.provider).first()

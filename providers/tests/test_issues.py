@@ -170,3 +170,17 @@ def test_the_admin_lists_sync_issues_and_sends_syncroots_values(admin_client, co
     assert link.issues == []
     assert changed_values(contact=contact, link=link) == {"job_title": "Analyst"}
     assert admin_client.get("/admin/providers/recordissue/").status_code == 200
+
+
+def test_a_whole_record_repeating_the_refused_value_keeps_the_issue():
+    """Salesforce's Outbound Messages carry every field, changed or not."""
+    ada, bob = ContactFactory(email="ada@example.com"), ContactFactory(email="bob@example.com")
+    linked(ada, external_id="1")
+    bob_link = linked(bob, external_id="2")
+    edit("2", email="ada@example.com")
+
+    edit("2", email="ada@example.com", first_name="Bobby")  # another edit; the email still clashes
+
+    bob_link.refresh_from_db()
+    assert presented_status(bob_link) == "conflict"
+    assert "email" not in changed_values(contact=Contact.objects.get(pk=bob.pk), link=bob_link)
