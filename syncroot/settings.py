@@ -260,6 +260,8 @@ SYNC_BACKOFF_CAP_SECONDS = min(
 SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
+# An inbox event that fails this many times (backoff between attempts) is `failed`, for an operator.
+WEBHOOK_EVENT_MAX_ATTEMPTS = env.int("WEBHOOK_EVENT_MAX_ATTEMPTS", default=8)
 CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
     "task": "providers.tasks.sweep_outbox",
     "schedule": OUTBOX_SWEEP_INTERVAL_SECONDS,
