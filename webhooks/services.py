@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
 from providers.backoff import retry_delay
-from providers.base import InboundChange, ProviderError
+from providers.base import InboundChange, ProviderError, RateLimited
 from providers.base import WebhookEvent as ParsedEvent
 from providers.inbound import ECHO, change_apply, is_linked
 from providers.registry import get_provider
@@ -172,20 +172,25 @@ def event_process(*, event_id: int) -> str | None:
 def _attempt_failed(*, event_id: int, error: Exception) -> None:
     """Record a failed attempt: retried after a backoff, or `failed` once the attempts are spent.
 
-    Every kind of failure counts: a CRM that cannot be read just now heals within the attempts'
-    backoff, and a bug or a payload we cannot handle must not be retried for ever.
+    Every kind of failure counts but a busy CRM: one that cannot be read just now heals within the
+    attempts' backoff, and a bug or a payload we cannot handle must not be retried for ever.
     """
     with transaction.atomic():
         event = WebhookEvent.objects.select_for_update().filter(pk=event_id, status=EventStatus.RECEIVED).first()
         if event is None:
             return
-        event.attempts += 1
+        # A busy CRM (429, or a 503 naming when to come back) is not the event's fault: it waits
+        # as asked without using up an attempt, as the forwarder's links do.
+        busy = isinstance(error, RateLimited) or (
+            isinstance(error, ProviderError) and error.status == 503 and getattr(error, "retry_after", None)
+        )
+        event.attempts += 0 if busy else 1
         event.error = f"{error.__class__.__name__}: {error}"[:2000]
         event.enqueued_at = None  # off the broker: the sweeper hands it over again once due
         if event.attempts >= settings.WEBHOOK_EVENT_MAX_ATTEMPTS:
             event.status, event.next_attempt_at = EventStatus.FAILED, None
         else:
-            delay = retry_delay(attempt=event.attempts, retry_after=getattr(error, "retry_after", None))
+            delay = retry_delay(attempt=max(event.attempts, 1), retry_after=getattr(error, "retry_after", None))
             event.next_attempt_at = timezone.now() + timedelta(seconds=delay)
         event.save(update_fields=["attempts", "error", "enqueued_at", "status", "next_attempt_at"])
     extra = {"provider": event.provider, "event_id": event.event_id, "attempts": event.attempts,

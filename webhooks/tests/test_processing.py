@@ -253,3 +253,19 @@ def test_an_event_failed_after_its_attempts_is_applied_when_reprocessed_from_the
     event.refresh_from_db()
     assert (event.status, event.outcome, event.attempts, event.error) == (EventStatus.PROCESSED, "created", 1, "")
     assert Contact.objects.filter(email="ada@example.com").exists()
+
+
+@pytest.mark.django_db
+def test_a_crm_asking_to_slow_down_does_not_use_up_the_events_attempts(hubspot, settings, enqueued):
+    settings.WEBHOOK_EVENT_MAX_ATTEMPTS = 1
+    record = hubspot.edit(fields={"email": "ada@example.com", "firstname": "Ada"})
+    event = creation_event(record["id"])
+    hubspot.config(rate_limit_storm=1.0)  # every call answers 429 with Retry-After: 1
+    before = timezone.now()
+
+    events_process(event_ids=[event.pk])
+
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == (EventStatus.RECEIVED, 0)
+    assert event.error.startswith("RateLimited")
+    assert event.next_attempt_at >= before + timedelta(seconds=1)  # Retry-After is honoured
