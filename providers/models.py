@@ -94,6 +94,9 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        # Retention prunes resolved letters by resolved_at, and /metrics reads the oldest one.
+        indexes = [models.Index(fields=("resolved_at",), condition=models.Q(status__in=("retried", "discarded")),
+                                name="dead_letter_resolved_idx")]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.provider} {self.error_code} ({self.status})"

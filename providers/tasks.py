@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from providers import outbox, reconcile
+from providers import outbox, reconcile, retention
 from providers.registry import connected_providers, get_provider
 
 
@@ -42,3 +42,9 @@ def reconcile_all() -> None:
     """Beat: one reconcile task per connected CRM, on that CRM's inbound queue."""
     for name in connected_providers():
         reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)
+
+
+@shared_task(name="providers.tasks.prune_retention")
+def prune_retention() -> None:
+    """Beat (hourly): delete what is older than RETENTION_DAYS, in bounded batches."""
+    retention.retention_prune()

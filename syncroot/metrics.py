@@ -104,6 +104,18 @@ def crm_call_record(*, provider: str, operation: str, outcome: str, status: int 
         logger.warning("CRM call not counted: Redis unavailable", extra={"provider": provider, "error": str(exc)})
 
 
+def retention_pruned_record(*, kind: str, rows: int) -> None:
+    """Count rows pruned by retention (providers.retention), in Redis like the CRM calls: the
+    beat task runs in a worker, not in the API that serves the page. Never raises."""
+    try:
+        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(_key("retention_pruned"), kind, rows)
+        pipe.expire(_key("retention_pruned"), COUNTER_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("pruned rows not counted: Redis unavailable", extra={"kind": kind, "error": str(exc)})
+
+
 def crm_response_hook(provider: str) -> Callable[..., None]:
     """The `on_response` hook for `provider`'s client (the registry hands it over in the config).
 
@@ -175,6 +187,14 @@ def _families() -> dict[str, Metric]:
             "CRM records SyncRoot cannot take in (no email, an email it cannot hold, a duplicate email), by reason.",
             labels=["provider", "code"],
         ),
+        "pruned": CounterMetricFamily(
+            "syncroot_retention_pruned", "Rows deleted by retention (RETENTION_DAYS), by kind.", labels=["kind"]
+        ),
+        "oldest": GaugeMetricFamily(
+            "syncroot_retention_oldest_seconds",
+            "Age of the oldest row of each kind retention prunes (about RETENTION_DAYS when it keeps up); 0 when none.",
+            labels=["kind"],
+        ),
         "redis_up": GaugeMetricFamily(
             "syncroot_metrics_redis_up", "1 when the CRM call counters could be read from Redis."
         ),
@@ -202,6 +222,7 @@ class SyncRootCollector:
     def _database(self, families: dict[str, Metric]) -> None:
         from providers.models import DeadLetter, LinkStatus, ProviderLink, RecordIssue
         from providers.registry import PROVIDER_CLASSES
+        from providers.retention import retention_oldest
         from webhooks.models import WebhookEvent
 
         with transaction.atomic():
@@ -222,6 +243,7 @@ class SyncRootCollector:
                 .annotate(oldest=Min("pending_since"))
                 .values_list("provider", "oldest")
             )
+            kept = retention_oldest()
         # Every known CRM gets every status, zeros included: a series that vanishes cannot alert.
         providers = sorted(
             set(PROVIDER_CLASSES) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
@@ -239,6 +261,8 @@ class SyncRootCollector:
             since = oldest.get(provider)
             lag = max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0
             families["lag"].add_metric([provider], lag)
+        for kind, since in kept.items():
+            families["oldest"].add_metric([kind], max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0)
 
         for provider, field, code, count in issues:
             families["issues"].add_metric([provider, field, code], count)
@@ -246,9 +270,9 @@ class SyncRootCollector:
     def _counters(self, families: dict[str, Metric]) -> None:
         try:
             pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
-            for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
+            for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited", "retention_pruned"):
                 pipe.hgetall(_key(name))
-            requests, seconds, rate_limited = pipe.execute()
+            requests, seconds, rate_limited, pruned = pipe.execute()
         except redis.RedisError as exc:
             logger.warning("CRM call counters unavailable: Redis error", extra={"error": str(exc)})
             families["redis_up"].add_metric([], 0)
@@ -260,6 +284,8 @@ class SyncRootCollector:
             families["seconds"].add_metric(field.decode().split("|", 1), float(value))
         for field, value in sorted(rate_limited.items()):
             families["rate_limited"].add_metric([field.decode()], float(value))
+        for field, value in sorted(pruned.items()):
+            families["pruned"].add_metric([field.decode()], float(value))
 
 
 COLLECTOR = SyncRootCollector()

@@ -181,6 +181,7 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
     "contacts.tasks.expire_idempotency_keys": {"queue": queues.FORWARDER},
+    "providers.tasks.prune_retention": {"queue": queues.FORWARDER},
     # webhooks.tasks.process_events and providers.tasks.reconcile_provider go to the queue their
     # provider names (webhooks.salesforce / webhooks.hubspot), chosen when they are sent.
 }
@@ -260,6 +261,8 @@ SYNC_BACKOFF_CAP_SECONDS = min(
 SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
+# An inbox event that fails this many times (backoff between attempts) is `failed`, for an operator.
+WEBHOOK_EVENT_MAX_ATTEMPTS = env.int("WEBHOOK_EVENT_MAX_ATTEMPTS", default=8)
 CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
     "task": "providers.tasks.sweep_outbox",
     "schedule": OUTBOX_SWEEP_INTERVAL_SECONDS,
@@ -276,6 +279,14 @@ CELERY_BEAT_SCHEDULE["reconcile"] = {
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 CELERY_BEAT_SCHEDULE["expire-idempotency-keys"] = {
     "task": "contacts.tasks.expire_idempotency_keys",
+    "schedule": 3600,
+    "options": {"expires": 3600},
+}
+# Processed inbox events, sync attempts, resolved dead letters and delivered tombstones are
+# pruned after this many days (beat, hourly, in bounded batches); 0 keeps them for ever.
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=30)
+CELERY_BEAT_SCHEDULE["prune-retention"] = {
+    "task": "providers.tasks.prune_retention",
     "schedule": 3600,
     "options": {"expires": 3600},
 }

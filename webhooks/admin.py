@@ -13,13 +13,13 @@ from webhooks.services import event_reprocess
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "provider", "event_id", "status", "outcome", "short_error", "attempts",
-                    "processed_at")  # fmt: skip
+                    "next_attempt_at", "processed_at")  # fmt: skip
     list_filter = ("provider", "status")
     # Substring search: HubSpot ids read "subscriptionId:eventId" and operators often know one half.
     search_fields = ("event_id",)
     date_hierarchy = "received_at"
-    fields = ("provider", "event_id", "status", "outcome", "error", "attempts", "received_at", "processed_at",
-              "pretty_payload")  # fmt: skip
+    fields = ("provider", "event_id", "status", "outcome", "error", "attempts", "next_attempt_at", "received_at",
+              "enqueued_at", "processed_at", "pretty_payload")  # fmt: skip
     readonly_fields = fields
     actions = ("reprocess",)
     # The inbox grows with every delivery: skip the unfiltered COUNT(*) on each page load.
@@ -33,6 +33,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def pretty_payload(self, event: WebhookEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False))
 
+    # A `failed` event spent its WEBHOOK_EVENT_MAX_ATTEMPTS; Reprocess gives it a fresh set.
     @admin.action(description="Reprocess (run through the apply path again)", permissions=["change"])
     def reprocess(self, request, queryset) -> None:
         # One transaction: every event is reset before any is enqueued (the enqueue waits for commit).

@@ -20,14 +20,19 @@ class WebhookEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When the last attempt failed: not before this time again (exponential backoff with jitter).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When it was last handed to the broker and not yet taken off it; cleared by a failed attempt.
+    # The sweeper leaves alone what is still queued, so a backlog is not enqueued twice.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-received_at",)
         constraints = [models.UniqueConstraint(fields=("provider", "event_id"), name="webhook_event_unique")]
         indexes = [
-            models.Index(
-                fields=("received_at",), condition=models.Q(status="received"), name="webhook_event_pending_idx"
-            )
+            # The sweeper's query: events still received, not queued recently. Partial, so it holds
+            # only the events in flight, however large the inbox grows.
+            models.Index(fields=("enqueued_at",), condition=models.Q(status="received"), name="webhook_event_sweep_idx")
         ]
 
     def __str__(self) -> str:

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
-from providers.base import InboundChange, ProviderError
+from providers.backoff import retry_delay
+from providers.base import InboundChange, ProviderError, RateLimited
 from providers.base import WebhookEvent as ParsedEvent
 from providers.inbound import ECHO, change_apply, is_linked
 from providers.registry import get_provider
@@ -42,7 +43,8 @@ def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:
     using = router.db_for_write(WebhookEvent)
     # atomic(): a caller's own transaction survives a delivery PostgreSQL refuses (a savepoint).
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(_INSERT, [provider, timezone.now(), event_ids, payloads])
+        now = timezone.now()
+        cursor.execute(_INSERT, [provider, now, now, event_ids, payloads])
         fresh = [pk for pk, event_id in sorted(cursor.fetchall(), key=lambda row: position[row[1]])]
         if fresh:
             transaction.on_commit(lambda: inbox_enqueue(provider=provider, event_ids=fresh), using=using, robust=True)
@@ -51,11 +53,12 @@ def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:
 
 # The payloads travel as one JSON array that PostgreSQL splits: serialising and quoting each event
 # on its own took 2.5 times the CPU on the ack path. Status, outcome, error and attempts are the
-# model's defaults, which live in Django, not in the table.
+# model's defaults, which live in Django, not in the table. `enqueued_at` is set here, in the same
+# INSERT, rather than by an UPDATE after the enqueue: the ack path stays one statement.
 _INSERT = f"""
     INSERT INTO {WebhookEvent._meta.db_table}
-        (provider, received_at, event_id, payload, status, outcome, error, attempts)
-    SELECT %s, %s, e.event_id, p.payload, '{EventStatus.RECEIVED.value}', '', '', 0
+        (provider, received_at, enqueued_at, event_id, payload, status, outcome, error, attempts)
+    SELECT %s, %s, %s, e.event_id, p.payload, '{EventStatus.RECEIVED.value}', '', '', 0
     FROM unnest(%s::text[]) WITH ORDINALITY AS e (event_id, n)
     JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS p (payload, n) USING (n)
     ON CONFLICT (provider, event_id) DO NOTHING
@@ -92,18 +95,13 @@ def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
 
 
 def events_process(*, event_ids: list[int]) -> None:
-    """Apply each event; a CRM that cannot be read just now fails the task after the others ran."""
-    event_ids = _drop_echoes(event_ids)
-    unavailable: ProviderError | None = None
-    for event_id in event_ids:
+    """Apply a delivery's events in order; each one that fails is recorded on it and retried later
+    by the sweeper (see `event_process`), so one failing event never stops the others."""
+    for event_id in _drop_echoes(event_ids):
         try:
             event_process(event_id=event_id)
-        except ProviderError as exc:
-            unavailable = exc
-        except Exception:  # recorded on the event as failed; the others still go through
-            logger.exception("inbox event failed", extra={"event_pk": event_id})
-    if unavailable is not None:
-        raise unavailable
+        except Exception:  # recording the failure itself failed (the database): the sweeper retries
+            logger.exception("inbox event not processed", extra={"event_pk": event_id})
 
 
 def _drop_echoes(event_ids: list[int]) -> list[int]:
@@ -130,40 +128,77 @@ def _drop_echoes(event_ids: list[int]) -> list[int]:
 
 
 def event_process(*, event_id: int) -> str | None:
-    """Apply one inbox event. Idempotent: a processed event is not applied twice."""
-    with transaction.atomic():
-        event = WebhookEvent.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
-        if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
-            return None
-        event.attempts += 1
-        event.save(update_fields=["attempts"])
-    provider = get_provider(event.provider)
+    """Apply one inbox event, at most once even when two copies of it run at once.
+
+    The CRM read that some events need (`_complete`, a network call) happens outside any
+    transaction. Then one transaction locks the event row (waiting for a copy that holds it),
+    checks it is still `received`, applies it and records the outcome: a second copy finds it done.
+    A failure leaves it `received` with its error and a next attempt after a backoff; after
+    WEBHOOK_EVENT_MAX_ATTEMPTS it is `failed`, for an operator to reprocess from the admin.
+    Returns the outcome, or None when there was nothing (more) to do.
+    """
+    event = WebhookEvent.objects.filter(pk=event_id, status=EventStatus.RECEIVED).first()
+    if event is None:
+        return None
     try:
+        provider = get_provider(event.provider)
         change = provider.webhook_change(event.payload)
         if change is not None and not change.from_integration and _needs_read(event.provider, change):
             change = _complete(provider, change)
-        outcome = (
-            "ignored: not a synced object" if change is None else change_apply(provider=event.provider, change=change)
-        )
-    except ProviderError as exc:
-        # The CRM could not be read just now: leave it received, the sweeper retries it.
-        WebhookEvent.objects.filter(pk=event.pk).update(error=str(exc)[:2000])
-        raise
+        with transaction.atomic():
+            locked = WebhookEvent.objects.select_for_update().filter(pk=event_id, status=EventStatus.RECEIVED)
+            if not list(locked.values_list("pk", flat=True)):
+                return None  # another copy applied it meanwhile
+            if change is None:
+                outcome = "ignored: not a synced object"
+            else:
+                outcome = change_apply(provider=event.provider, change=change)
+            status = EventStatus.PROCESSED if outcome in ("applied", "created", "deleted") else EventStatus.IGNORED
+            locked.update(
+                status=status, outcome=outcome, error="", attempts=F("attempts") + 1, processed_at=timezone.now(),
+                next_attempt_at=None,
+            )  # fmt: skip
     except Exception as exc:
-        WebhookEvent.objects.filter(pk=event.pk).update(
-            status=EventStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000]
-        )
-        raise
+        _attempt_failed(event_id=event_id, error=exc)
+        return None
     logger.info(
         "inbox event processed",
         extra={"provider": event.provider, "event_id": event.event_id, "outcome": outcome,
                "external_id": change.external_id if change else None},
     )  # fmt: skip
-    status = EventStatus.PROCESSED if outcome in ("applied", "created", "deleted") else EventStatus.IGNORED
-    WebhookEvent.objects.filter(pk=event.pk).update(
-        status=status, outcome=outcome, error="", processed_at=timezone.now()
-    )
     return outcome
+
+
+def _attempt_failed(*, event_id: int, error: Exception) -> None:
+    """Record a failed attempt: retried after a backoff, or `failed` once the attempts are spent.
+
+    Every kind of failure counts but a busy CRM: one that cannot be read just now heals within the
+    attempts' backoff, and a bug or a payload we cannot handle must not be retried for ever.
+    """
+    with transaction.atomic():
+        event = WebhookEvent.objects.select_for_update().filter(pk=event_id, status=EventStatus.RECEIVED).first()
+        if event is None:
+            return
+        # A busy CRM (429, or a 503 naming when to come back) is not the event's fault: it waits
+        # as asked without using up an attempt, as the forwarder's links do.
+        busy = isinstance(error, RateLimited) or (
+            isinstance(error, ProviderError) and error.status == 503 and getattr(error, "retry_after", None)
+        )
+        event.attempts += 0 if busy else 1
+        event.error = f"{error.__class__.__name__}: {error}"[:2000]
+        event.enqueued_at = None  # off the broker: the sweeper hands it over again once due
+        if event.attempts >= settings.WEBHOOK_EVENT_MAX_ATTEMPTS:
+            event.status, event.next_attempt_at = EventStatus.FAILED, None
+        else:
+            delay = retry_delay(attempt=max(event.attempts, 1), retry_after=getattr(error, "retry_after", None))
+            event.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        event.save(update_fields=["attempts", "error", "enqueued_at", "status", "next_attempt_at"])
+    extra = {"provider": event.provider, "event_id": event.event_id, "attempts": event.attempts,
+             "status": event.status, "error": event.error}  # fmt: skip
+    if isinstance(error, ProviderError):  # the CRM's answer: expected, no traceback needed
+        logger.warning("inbox event attempt failed", extra=extra)
+    else:
+        logger.error("inbox event attempt failed", exc_info=error, extra=extra)
 
 
 def _needs_read(provider: str, change: InboundChange) -> bool:
@@ -189,21 +224,49 @@ def _complete(provider, change: InboundChange) -> InboundChange:
 
 
 def event_reprocess(*, event_id: int) -> None:
-    """Admin action: run an event through the apply path again."""
-    WebhookEvent.objects.filter(pk=event_id).update(status=EventStatus.RECEIVED, error="", attempts=0)
+    """Admin action: run an event (a failed one, typically) through the apply path again, with its
+    attempts and backoff reset."""
+    WebhookEvent.objects.filter(pk=event_id).update(
+        status=EventStatus.RECEIVED, error="", attempts=0, next_attempt_at=None, enqueued_at=timezone.now()
+    )
     event = WebhookEvent.objects.get(pk=event_id)
     transaction.on_commit(lambda: inbox_enqueue(provider=event.provider, event_ids=[event.pk]), robust=True)
 
 
 def inbox_sweep() -> int:
-    """Re-enqueue events stuck in `received` (their message was lost). Returns how many."""
-    stale = timezone.now() - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
+    """Re-enqueue the events whose message was lost or whose backoff is over. Returns how many.
+
+    Due: `next_attempt_at` null or passed. Not queued recently: `enqueued_at` null (a failed
+    attempt clears it) or older than OUTBOX_SWEEP_AFTER_SECONDS, so events still waiting on the
+    broker are not enqueued again when the workers are behind. Each batch is claimed by one
+    UPDATE … RETURNING that records `enqueued_at`, so two sweepers never enqueue the same event.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
+    due = (
+        WebhookEvent.objects.filter(status=EventStatus.RECEIVED)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=stale))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("received_at")
+    )
     by_provider: dict[str, list[int]] = {}
-    for pk, provider in WebhookEvent.objects.filter(status=EventStatus.RECEIVED, received_at__lte=stale).values_list(
-        "pk", "provider"
-    )[:5000]:
+    for pk, provider in due.values_list("pk", "provider")[:5000]:
         by_provider.setdefault(provider, []).append(pk)
+    swept = 0
     for provider, ids in by_provider.items():
         for start in range(0, len(ids), 100):
-            inbox_enqueue(provider=provider, event_ids=ids[start : start + 100])
-    return sum(map(len, by_provider.values()))
+            with connections[router.db_for_write(WebhookEvent)].cursor() as cursor:
+                cursor.execute(_CLAIM, [now, ids[start : start + 100], stale])
+                claimed = sorted(pk for (pk,) in cursor.fetchall())
+            if claimed:
+                inbox_enqueue(provider=provider, event_ids=claimed)
+                swept += len(claimed)
+    return swept
+
+
+_CLAIM = f"""
+    UPDATE {WebhookEvent._meta.db_table} SET enqueued_at = %s
+    WHERE id = ANY(%s) AND status = '{EventStatus.RECEIVED.value}'
+      AND (enqueued_at IS NULL OR enqueued_at <= %s)
+    RETURNING id
+"""

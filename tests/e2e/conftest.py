@@ -111,16 +111,17 @@ def worker():
 
 @contextmanager
 def beat(interval: float = 1.0) -> Iterator[None]:
-    """What Celery beat does in production, on a short period: the outbox sweeper."""
+    """What Celery beat does in production, on a short period: the sweeper of the outbox and of
+    the inbox (which also hands over again the events whose backoff is over)."""
     from django.db import connection
 
-    from providers import outbox
+    from providers.tasks import sweep_outbox
 
     stop = threading.Event()
 
     def run() -> None:
         while not stop.wait(interval):
-            outbox.sweep()
+            sweep_outbox()
         connection.close()
 
     thread = threading.Thread(target=run, daemon=True)

@@ -2,6 +2,7 @@
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.tests.factories import WebhookEventFactory
@@ -59,10 +60,19 @@ def test_events_cannot_be_added_by_hand(admin_client):
     assert admin_client.get(reverse("admin:webhooks_webhookevent_add")).status_code == 403
 
 
+def test_the_changelist_shows_when_a_failing_event_is_tried_next(admin_client):
+    WebhookEventFactory(error="Transient: HubSpot answered 503", attempts=2, next_attempt_at=timezone.now())
+
+    page = admin_client.get(CHANGELIST, {"status": "received"}).content.decode()
+
+    assert "Transient: HubSpot answered 503" in page
+    assert "column-next_attempt_at" in page
+
+
 def test_reprocess_resets_the_selected_events_and_enqueues_them_after_commit(
     admin_client, enqueued, django_capture_on_commit_callbacks
 ):
-    failed = WebhookEventFactory(status=EventStatus.FAILED, error="boom", attempts=3)
+    failed = WebhookEventFactory(status=EventStatus.FAILED, error="boom", attempts=3, next_attempt_at=timezone.now())
     ignored = WebhookEventFactory(status=EventStatus.IGNORED, outcome="ignored: echo", attempts=1)
     untouched = WebhookEventFactory(status=EventStatus.FAILED, error="left alone", attempts=2)
 
@@ -75,7 +85,8 @@ def test_reprocess_resets_the_selected_events_and_enqueues_them_after_commit(
     assert "Queued 2 event(s) for reprocessing." in response.content.decode()
     for event in (failed, ignored):
         event.refresh_from_db()
-        assert (event.status, event.error, event.attempts) == (EventStatus.RECEIVED, "", 0)
+        assert (event.status, event.error, event.attempts, event.next_attempt_at) == (EventStatus.RECEIVED, "", 0, None)
+        assert event.enqueued_at is not None  # handed to the broker: the sweeper does not add a copy
     untouched.refresh_from_db()
     assert (untouched.status, untouched.error) == (EventStatus.FAILED, "left alone")
     assert sorted(enqueued) == sorted([("hubspot", [failed.pk]), ("hubspot", [ignored.pk])])

@@ -49,7 +49,8 @@ def test_a_delivery_is_stored_whole_and_its_ids_enqueued_in_delivery_order_after
             0,
         )
         assert row.received_at is not None
-        assert row.processed_at is None
+        assert row.enqueued_at == row.received_at  # set by the same INSERT: the sweeper leaves it alone
+        assert (row.processed_at, row.next_attempt_at) == (None, None)
 
 
 @pytest.mark.django_db
