@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import MAX_LENGTHS, Contact
+from providers.crm_state import crm_paused
 from providers.selectors import contact_sync_status
 
 
@@ -62,7 +63,7 @@ class ContactBatchInputSerializer(StrictSerializer):
 
 
 class SyncEntrySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["pending", "synced", "failed", "parked", "deleted"])
+    status = serializers.ChoiceField(choices=["pending", "synced", "failed", "parked", "deleted", "paused"])
     external_id = serializers.CharField(allow_null=True)
     synced_version = serializers.IntegerField()
     synced_at = serializers.DateTimeField(allow_null=True)
@@ -70,6 +71,9 @@ class SyncEntrySerializer(serializers.Serializer):
     next_attempt_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_null=True)
     last_error_code = serializers.CharField(allow_null=True)
+    reason = serializers.ChoiceField(
+        choices=["auth_failed"], allow_null=True, help_text="Why a paused change waits (credentials refused)."
+    )
 
 
 class ContactSerializer(serializers.ModelSerializer):
@@ -86,7 +90,9 @@ class ContactSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
     def get_sync(self, contact: Contact) -> dict[str, dict]:
-        return contact_sync_status(contact=contact, links=self.context.get("links"))
+        if "paused_crms" not in self.context:  # read once per response, not once per contact
+            self.context["paused_crms"] = crm_paused()
+        return contact_sync_status(contact=contact, links=self.context.get("links"), paused=self.context["paused_crms"])
 
     def to_representation(self, contact: Contact) -> dict[str, Any]:
         """The fields above, built directly: DRF's field-by-field path was a tenth of a write's CPU.

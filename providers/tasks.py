@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from providers import outbox, reconcile
+from providers import crm_state, outbox, reconcile
 from providers.registry import connected_providers, get_provider
 
 
@@ -30,6 +30,12 @@ def sweep_outbox() -> None:
     from webhooks.services import inbox_sweep
 
     inbox_sweep()
+
+
+@shared_task(name="providers.tasks.probe_crms")
+def probe_crms() -> None:
+    """Beat: check the credentials of every CRM paused as auth_failed; a working one resumes."""
+    crm_state.crm_probe_paused()
 
 
 @shared_task(name="providers.tasks.reconcile_provider", acks_late=True)

@@ -65,6 +65,7 @@ def test_a_create_marks_the_connected_crm_pending_and_enqueues_after_commit(
             "next_attempt_at": None,
             "last_error": None,
             "last_error_code": None,
+            "reason": None,
         }
     }
     assert links(body["id"]) == {"hubspot": LinkStatus.PENDING}
