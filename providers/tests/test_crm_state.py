@@ -1,6 +1,7 @@
 """A CRM that refuses our credentials is paused, not fed dead letters (providers/crm_state.py)."""
 
 import pytest
+import requests
 from django.contrib.auth import get_user_model
 
 import providers.services
@@ -97,3 +98,70 @@ def test_the_admin_checks_credentials_at_once(client, hubspot, api_client):
     assert response.status_code == 200
     assert CrmState.objects.get(provider="hubspot").status == CrmStatus.ACTIVE
     assert Contact.objects.count() == 1
+
+
+@pytest.fixture
+def hubspot_oauth(settings, enqueued):
+    """HubSpot connected through OAuth (a refresh token), not a private-app token."""
+    with running_sandbox("hubspot", rate_limit=None) as running:
+        settings.HUBSPOT = {**settings.HUBSPOT, "base_url": running.url, "access_token": "",
+                            "client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                            "refresh_token": "sandbox-refresh-token", "rate_limit": "1000/1 second"}  # fmt: skip
+        settings.SALESFORCE = {**settings.SALESFORCE, "client_id": "", "client_secret": "", "access_token": ""}
+        settings.SYNC_BATCH_LINGER_MS = 0
+        registry.reset()
+        yield running.url
+        registry.reset()
+
+
+@pytest.fixture
+def salesforce(settings, enqueued):
+    with running_sandbox("salesforce") as running:
+        settings.SALESFORCE = {**settings.SALESFORCE, "login_url": running.url, "client_id": "sandbox-client",
+                               "client_secret": "sandbox-secret", "access_token": ""}  # fmt: skip
+        settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "", "refresh_token": ""}
+        settings.SYNC_BATCH_LINGER_MS = 0
+        registry.reset()
+        yield running.url
+        registry.reset()
+
+
+def _paused_then_resumed(provider: str, api_client, *, revoke, restore, refused: str) -> None:
+    contact_id = _create(api_client, f"{provider}-outage@example.com")
+    revoke()
+
+    assert sync.drain(provider_name=provider, linger=False).paused
+
+    state = CrmState.objects.get(provider=provider)
+    assert state.status == CrmStatus.AUTH_FAILED
+    assert refused in state.last_error
+    assert ProviderLink.objects.get(contact_id=contact_id).status == LinkStatus.PENDING
+    assert not DeadLetter.objects.exists()
+    restore()
+    assert crm_state.crm_probe(provider=provider)
+    sync.drain(provider_name=provider, linger=False)
+    assert ProviderLink.objects.get(contact_id=contact_id).status == LinkStatus.SYNCED
+
+
+def test_a_deleted_hubspot_refresh_token_pauses_until_the_app_is_authorised_again(api_client, hubspot_oauth):
+    sandbox = SandboxControl(hubspot_oauth)
+    assert crm_state.crm_probe(provider="hubspot")  # an access token from the refresh token is in use
+
+    _paused_then_resumed(
+        "hubspot", api_client, refused="BAD_REFRESH_TOKEN",
+        revoke=lambda: requests.delete(f"{hubspot_oauth}/oauth/v1/refresh-tokens/sandbox-refresh-token", timeout=5),
+        restore=lambda: sandbox.config(refresh_token="sandbox-refresh-token"),
+    )  # fmt: skip
+
+
+def test_a_rotated_salesforce_client_secret_pauses_until_it_is_restored(api_client, salesforce):
+    sandbox = SandboxControl(salesforce)
+
+    def rotate() -> None:
+        sandbox.config(client_secret="rotated-secret")
+        requests.post(f"{salesforce}/_sandbox/tokens/expire", timeout=5).raise_for_status()
+
+    _paused_then_resumed(
+        "salesforce", api_client, refused="invalid_client", revoke=rotate,
+        restore=lambda: sandbox.config(client_secret="sandbox-secret"),
+    )  # fmt: skip
