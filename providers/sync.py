@@ -137,12 +137,20 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
             continue
         items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
     results: list[PushResult] = []
-    if items:  # outside any transaction: a slow CRM holds no lock
-        try:
-            results = provider.push(items)
-        except ProviderError as exc:
-            results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
-    _record(provider_name, claims, items, results, unsent, report)
+    try:
+        if items:  # outside any transaction: a slow CRM holds no lock
+            try:
+                results = provider.push(items)
+            except ProviderError as exc:
+                results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
+        _record(provider_name, claims, items, results, unsent, report)
+    except Exception:
+        # Let go of the claim at once (the next drain sends the batch again: every write is safe
+        # to repeat) rather than leave it to the lease while this process lives on.
+        ProviderLink.objects.filter(pk__in=[claim.link.pk for claim in claims]).update(
+            claimed_until=None, claimed_by=None
+        )
+        raise
     logger.info(
         "drained batch",
         extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
