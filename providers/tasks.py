@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from providers import crm_state, outbox, reconcile
+from providers.base import AuthExpired
 from providers.registry import connected_providers, get_provider
 
 
@@ -40,11 +41,16 @@ def probe_crms() -> None:
 
 @shared_task(name="providers.tasks.reconcile_provider", acks_late=True)
 def reconcile_provider(provider: str) -> None:
-    reconcile.reconcile(provider_name=provider)
+    try:
+        reconcile.reconcile(provider_name=provider)
+    except AuthExpired as exc:  # the credentials are refused: pause the CRM until a probe succeeds
+        crm_state.crm_mark_auth_failed(provider=provider, error=str(exc))
 
 
 @shared_task(name="providers.tasks.reconcile_all")
 def reconcile_all() -> None:
-    """Beat: one reconcile task per connected CRM, on that CRM's inbound queue."""
+    """Beat: one reconcile task per connected CRM (not a paused one), on that CRM's inbound queue."""
+    paused = crm_state.crm_paused()
     for name in connected_providers():
-        reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)
+        if name not in paused:
+            reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)

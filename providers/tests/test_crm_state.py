@@ -165,3 +165,18 @@ def test_a_rotated_salesforce_client_secret_pauses_until_it_is_restored(api_clie
         "salesforce", api_client, refused="invalid_client", revoke=rotate,
         restore=lambda: sandbox.config(client_secret="sandbox-secret"),
     )  # fmt: skip
+
+
+def test_the_reconciler_pauses_a_crm_that_refuses_it_and_leaves_a_paused_crm_alone(hubspot, monkeypatch):
+    from providers import tasks
+
+    hubspot.config(token="revoked")
+    tasks.reconcile_provider("hubspot")
+    assert CrmState.objects.get(provider="hubspot").status == CrmStatus.AUTH_FAILED
+
+    sent: list = []
+    monkeypatch.setattr(tasks.reconcile_provider, "apply_async", lambda args, queue: sent.append(args))
+    calls = hubspot.stats()["requests_total"]
+    tasks.reconcile_all()
+    assert sent == []
+    assert hubspot.stats()["requests_total"] == calls
