@@ -12,6 +12,8 @@ per scenario under a load of a few hundred contacts:
  5 CRMs answering 20 % 500s                  12 injection strings, unicode, maximum lengths
  6 CRM 429 storms with Retry-After           13 concurrent PUTs with one If-Match
  7 CRM 400s parked, fixed, retried (admin)   14 API abuse: no/bad tokens, throttling
+                                              15 CRM credentials revoked, then restored
+                                              16 CRMs answering in 3 s: API write latency
 
 Each scenario prints one JSON line {"scenario", "passed", "lost", "duplicated", "5xx",
 "extra_crm_calls", "loops", "seconds_to_converge", ...details}; a table ends the run. Pass = 0
@@ -31,7 +33,15 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import faults_api, faults_bodies, faults_hostile, faults_inbound, faults_outbound, faults_recovery
+from bench import (
+    faults_api,
+    faults_bodies,
+    faults_crm,
+    faults_hostile,
+    faults_inbound,
+    faults_outbound,
+    faults_recovery,
+)
 from bench.faults_common import Context, Outcome
 from bench.faults_infra import FAULTS_DIR, private_servers
 from bench.faults_state import RESTARTED, writes
@@ -52,6 +62,8 @@ SCENARIOS: list[tuple[str, Callable[[Context], Outcome]]] = [
     ("injection_unicode_max_length", faults_hostile.injection_round_trip),
     ("concurrent_if_match", faults_api.concurrent_if_match),
     ("api_abuse", faults_api.api_abuse),
+    ("crm_credential_outage", faults_crm.credential_outage),
+    ("slow_crm", faults_crm.slow_crm),
 ]
 
 # Settings of every SyncRoot process of the suite: fast retries and sweeps, so a scenario
@@ -62,6 +74,7 @@ FAULT_ENV = {
     "OUTBOX_SWEEP_INTERVAL_SECONDS": "2",
     "OUTBOX_SWEEP_AFTER_SECONDS": "3",
     "RECONCILE_INTERVAL_SECONDS": "15",
+    "CRM_PROBE_INTERVAL_SECONDS": "3",
     "API_THROTTLE_RATE": faults_api.THROTTLE_RATE,
     "GUNICORN_TIMEOUT": "60",
 }

@@ -455,7 +455,9 @@ class Stack:
             print(f"[stack] {message}", file=sys.stderr, flush=True)
 
 
-_OWN_PREFIXES = ("SALESFORCE_", "HUBSPOT_", "DJANGO_", "GUNICORN_", "SYNC_", "OUTBOX_", "RECONCILE_", "API_")
+_OWN_PREFIXES = (
+    "SALESFORCE_", "HUBSPOT_", "DJANGO_", "GUNICORN_", "SYNC_", "OUTBOX_", "RECONCILE_", "API_", "CRM_",
+)  # fmt: skip
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

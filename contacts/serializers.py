@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import MAX_LENGTHS, Contact
+from providers.crm_state import crm_paused
 from providers.selectors import contact_sync_status
 
 
@@ -72,8 +73,9 @@ class SyncIssueSerializer(serializers.Serializer):
 
 class SyncEntrySerializer(serializers.Serializer):
     status = serializers.ChoiceField(
-        choices=["pending", "synced", "failed", "parked", "deleted", "issue", "conflict"],
-        help_text="`issue`/`conflict`: the CRM holds a value SyncRoot refused (see `issues`); never `synced` then.",
+        choices=["pending", "synced", "failed", "parked", "deleted", "paused", "issue", "conflict"],
+        help_text="`paused`: the CRM is unreachable for a reason of its own (see `reason`); `issue`/`conflict`: "
+        "the CRM holds a value SyncRoot refused (see `issues`), never `synced` then.",
     )
     external_id = serializers.CharField(allow_null=True)
     synced_version = serializers.IntegerField()
@@ -83,6 +85,9 @@ class SyncEntrySerializer(serializers.Serializer):
     last_error = serializers.CharField(allow_null=True)
     last_error_code = serializers.CharField(allow_null=True)
     issues = SyncIssueSerializer(many=True)
+    reason = serializers.ChoiceField(
+        choices=["auth_failed"], allow_null=True, help_text="Why a paused change waits (credentials refused)."
+    )
 
 
 class ContactSerializer(serializers.ModelSerializer):
@@ -99,7 +104,9 @@ class ContactSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
     def get_sync(self, contact: Contact) -> dict[str, dict]:
-        return contact_sync_status(contact=contact, links=self.context.get("links"))
+        if "paused_crms" not in self.context:  # read once per response, not once per contact
+            self.context["paused_crms"] = crm_paused()
+        return contact_sync_status(contact=contact, links=self.context.get("links"), paused=self.context["paused_crms"])
 
     def to_representation(self, contact: Contact) -> dict[str, Any]:
         """The fields above, built directly: DRF's field-by-field path was a tenth of a write's CPU.

@@ -2,9 +2,9 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from providers import outbox
+from providers import crm_state, outbox
 from providers.issues import link_issues_resolve, presented_status
-from providers.models import DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt
+from providers.models import CrmState, DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt
 from providers.registry import connected_providers, get_provider
 
 
@@ -113,6 +113,39 @@ class DeadLetterAdmin(admin.ModelAdmin):
         messages.success(request, f"Discarded {discarded} dead letter(s).")
 
     def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(CrmState)
+class CrmStateAdmin(admin.ModelAdmin):
+    """Each CRM connection: active, or paused because the CRM refused our credentials."""
+
+    list_display = ("provider", "status", "since", "short_error", "last_probe_at", "next_probe_at")
+    readonly_fields = [f.name for f in CrmState._meta.fields]
+    actions = ("check_credentials",)
+
+    def get_queryset(self, request):
+        crm_state.crm_states()  # every connected CRM has its row, active until it fails
+        return super().get_queryset(request)
+
+    @admin.display(description="last error")
+    def short_error(self, state: CrmState) -> str:
+        return state.last_error[:120]
+
+    @admin.action(description="Check credentials now")
+    def check_credentials(self, request, queryset):
+        for provider in queryset.values_list("provider", flat=True):
+            if crm_state.crm_probe(provider=provider):
+                messages.success(request, f"{provider}: the credentials work; sync is active.")
+            else:
+                state = CrmState.objects.get(provider=provider)
+                detail = state.last_error[:200]
+                messages.error(request, f"{provider}: not confirmed ({detail}); sync stays {state.status}.")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

@@ -135,6 +135,12 @@ class Provider(ABC):
         """
 
     @abstractmethod
+    def probe(self) -> None:
+        """One cheap authenticated call (refreshing the token once if need be), to learn whether
+        the credentials work. Raises AuthExpired when they are refused, another ProviderError when
+        the CRM could not tell (timeout, 5xx)."""
+
+    @abstractmethod
     def fetch(self, external_ids: list[str]) -> list[InboundChange]:
         """Current state of the given records (deleted ones flagged)."""
 

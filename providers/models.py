@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 from contacts.models import Contact
 
@@ -38,6 +39,10 @@ class ProviderLink(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     pending_since = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # A drain's claim while it calls the CRM outside any transaction (providers/sync.py): until when,
+    # and by which PostgreSQL backend (a claim whose backend is gone, a killed worker's, is void).
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.IntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -154,3 +159,26 @@ class RecordIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.external_id} {self.code}"
+
+
+class CrmStatus(models.TextChoices):
+    ACTIVE = "active"
+    AUTH_FAILED = "auth_failed"  # the CRM refused our credentials even after a refresh: paused
+
+
+class CrmState(models.Model):
+    """The state of the connection to one CRM. While it is not active nothing is sent to it: its
+    changes wait as they are (pending, not parked) until a probe finds the credentials work."""
+
+    provider = models.CharField(max_length=32, unique=True)
+    status = models.CharField(max_length=16, choices=CrmStatus.choices, default=CrmStatus.ACTIVE)
+    since = models.DateTimeField(default=timezone.now)  # when the status last changed
+    last_error = models.TextField(blank=True, default="")
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "CRM connection"
+
+    def __str__(self) -> str:
+        return f"{self.provider} ({self.status})"

@@ -13,6 +13,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
+from providers.crm_state import crm_paused
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
 from providers.registry import connected_providers
 from providers.sync import drain, due_links
@@ -106,6 +107,8 @@ def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
             for _ in range(max_batches):
                 report = drain(provider_name=provider_name)
                 total += report.claimed
+                if report.paused:  # the CRM refuses our credentials: the probe resumes it
+                    return total
                 if report.claimed == 0:
                     break
         if not due_links(provider=provider_name).exists():
@@ -119,7 +122,10 @@ def sweep() -> dict[str, int]:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
     found: dict[str, int] = {}
+    paused = crm_paused()
     for provider in connected_providers():
+        if provider in paused:  # waits for the credential probe, not for a lost message
+            continue
         overdue = ProviderLink.objects.filter(provider=provider).filter(
             status=LinkStatus.PENDING, pending_since__lte=stale
         ) | ProviderLink.objects.filter(provider=provider, status=LinkStatus.FAILED, next_attempt_at__lte=stale)

@@ -1,20 +1,26 @@
 """Reads of sync state."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from contacts.models import Contact
+from providers.crm_state import crm_paused
 from providers.issues import presented_status, public_issues
 from providers.models import LinkStatus, ProviderLink
 from providers.registry import connected_providers
 
 
-def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | None = None) -> dict[str, dict[str, Any]]:
+def contact_sync_status(
+    *, contact: Contact, links: Iterable[ProviderLink] | None = None, paused: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     """One entry per connected CRM; a CRM without a link yet is simply pending.
 
     `links`: the contact's links when the caller already knows them (none read back); by default
-    they are read (prefetched by the API's querysets).
+    they are read (prefetched by the API's querysets). `paused`: `crm_state.crm_paused()` when the
+    caller already read it (once for a page of contacts); a change waiting for a paused CRM shows
+    as `"status": "paused"` with its `reason`.
     """
+    paused = crm_paused() if paused is None else paused
     known = contact.links.all() if links is None else links
     by_provider = {link.provider: link for link in known}
     status: dict[str, dict[str, Any]] = {}
@@ -23,9 +29,10 @@ def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | Non
         if link is None:
             status[provider] = {
                 "status": LinkStatus.PENDING, "external_id": None, "synced_version": 0, "synced_at": None,
-                "attempts": 0, "next_attempt_at": None, "last_error": None, "last_error_code": None,
+                "attempts": 0, "next_attempt_at": None, "last_error": None, "last_error_code": None, "reason": None,
                 "issues": [],
             }  # fmt: skip
+            _pause(status[provider], paused.get(provider))
             continue
         status[provider] = {
             "status": presented_status(link),
@@ -37,5 +44,13 @@ def contact_sync_status(*, contact: Contact, links: Iterable[ProviderLink] | Non
             "last_error": link.last_error or None,
             "last_error_code": link.last_error_code or None,
             "issues": public_issues(link),
+            "reason": None,
         }
+        _pause(status[provider], paused.get(provider))
     return status
+
+
+def _pause(entry: dict[str, Any], reason: str | None) -> None:
+    """A change waiting for a paused CRM (credentials refused) is paused, not pending or failed."""
+    if reason and entry["status"] in (LinkStatus.PENDING, LinkStatus.FAILED):
+        entry["status"], entry["reason"], entry["next_attempt_at"] = "paused", reason, None

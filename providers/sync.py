@@ -1,25 +1,38 @@
 """The forwarder: drain each CRM's pending links in batches, record what happened, retry or park.
 
-Links are claimed with `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent workers take disjoint
-batches and a killed worker's claim vanishes with its connection. Every write is safe to repeat:
-a linked contact is updated by its stored external id, an unlinked one is matched by email in
-the CRM before anything is created.
+No transaction is open while the CRM is called (it may take seconds, 30 s waiting for the rate
+limiter), so an API write to a contact in flight never waits on a CRM:
+
+1. claim: a short transaction takes a batch with `SELECT … FOR UPDATE SKIP LOCKED` and marks it
+   claimed (`claimed_until`, `claimed_by` = our PostgreSQL backend), so no other drain takes it;
+   a claim whose backend is gone (a killed worker) or whose lease ran out is void;
+2. call the CRM with what the claim read;
+3. record: another short transaction writes the results with a compare-and-set on the link's
+   `pending_since`. A change made while the call ran (the API marks the link pending again) is not
+   erased: the ledger of what was sent is recorded, the link stays pending and the newer version
+   goes out next.
+
+Every write is safe to repeat: a linked contact is updated by its stored external id, an unlinked
+one is matched by email in the CRM before anything is created. A CRM that refuses our credentials
+is paused (providers/crm_state.py): nothing more is sent to it, and its changes wait as they are.
 """
 
 import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
 from providers.backoff import retry_delay
 from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from providers.crm_state import crm_is_paused, crm_mark_auth_failed
 from providers.inbound import matched_records_fill
 from providers.issues import counterparts_clear, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, prior_hashes
@@ -37,12 +50,16 @@ class DrainReport:
     synced: int = 0
     failed: int = 0
     parked: int = 0
+    paused: bool = False  # the CRM refuses our credentials: nothing was (or will be) sent to it
 
 
 def due_links(*, provider: str):
     now = timezone.now()
-    return ProviderLink.objects.filter(provider=provider, status__in=ACTIVE).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    live_backends = RawSQL("SELECT pid FROM pg_stat_activity", [])
+    return (
+        ProviderLink.objects.filter(provider=provider, status__in=ACTIVE)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now) | ~Q(claimed_by__in=live_backends))
     )
 
 
@@ -58,70 +75,76 @@ def _linger(*, provider: str, batch_size: int) -> None:
         count = newer
 
 
-def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
-    """Push one batch of the provider's due links. Returns what happened to it."""
-    provider = get_provider(provider_name)
-    if linger:
-        _linger(provider=provider_name, batch_size=provider.batch_size)
-    report = DrainReport()
+@dataclass(frozen=True)
+class Claim:
+    """A claimed link as the claim read it: the contact's state sent, and the CAS token."""
+
+    link: ProviderLink
+    pending_since: datetime | None
+    version: int
+
+
+def _claim(*, provider_name: str, batch_size: int) -> list[Claim]:
+    """Short transaction: take up to `batch_size` due links and mark them claimed."""
+    lease = timezone.now() + timedelta(seconds=settings.SYNC_CLAIM_LEASE_SECONDS)
     with transaction.atomic():
         links = list(
             due_links(provider=provider_name)
             .select_for_update(skip_locked=True, of=("self",))
             .select_related("contact")
-            .order_by("pending_since")[: provider.batch_size]
+            .order_by("pending_since")[:batch_size]
         )
-        report.claimed = len(links)
-        if not links:
-            return report
-        versions = {link.pk: link.contact.version for link in links}
-        synced: list[ProviderLink] = []
-        items: list[PushItem] = []
-        for link in links:
-            contact = link.contact
-            if contact.is_deleted:
-                if link.external_id:
-                    items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True))
-                else:  # never reached this CRM: nothing to delete there
-                    synced.append(
-                        _mark_synced(link, PushResult(key=link.pk, operation="delete"), {}, versions[link.pk])
-                    )
-                continue
-            values = changed_values(contact=contact, link=link)
-            if link.external_id and not values:
-                synced.append(
-                    _mark_synced(link, PushResult(key=link.pk, external_id=link.external_id), {}, versions[link.pk])
-                )
-                continue
-            items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
-        if items:
-            by_pk = {link.pk: link for link in links}
+        if links:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend = cursor.fetchone()[0]
+            ProviderLink.objects.filter(pk__in=[link.pk for link in links]).update(
+                claimed_until=lease, claimed_by=backend
+            )
+    return [Claim(link=link, pending_since=link.pending_since, version=link.contact.version) for link in links]
+
+
+def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
+    """Push one batch of the provider's due links. Returns what happened to it."""
+    provider = get_provider(provider_name)
+    if crm_is_paused(provider=provider_name):
+        return DrainReport(paused=True)
+    if linger:
+        _linger(provider=provider_name, batch_size=provider.batch_size)
+    claims = _claim(provider_name=provider_name, batch_size=provider.batch_size)
+    report = DrainReport(claimed=len(claims))
+    if not claims:
+        return report
+    items: list[PushItem] = []
+    unsent: list[PushResult] = []  # nothing to send: recorded as synced as they are
+    for claim in claims:
+        link, contact = claim.link, claim.link.contact
+        if contact.is_deleted:
+            if link.external_id:
+                items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True))
+            else:  # never reached this CRM: nothing to delete there
+                unsent.append(PushResult(key=link.pk, operation="delete"))
+            continue
+        values = changed_values(contact=contact, link=link)
+        if link.external_id and not values:
+            unsent.append(PushResult(key=link.pk, external_id=link.external_id))
+            continue
+        items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
+    results: list[PushResult] = []
+    try:
+        if items:  # outside any transaction: a slow CRM holds no lock
             try:
                 results = provider.push(items)
             except ProviderError as exc:
                 results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
-            sent = {item.key: item for item in items}
-            for result in results:
-                link = by_pk[result.key]
-                if result.ok:
-                    synced.append(_mark_synced(link, result, dict(sent[result.key].values), versions[link.pk]))
-                else:
-                    _mark_failed(link, result, versions[link.pk], report)
-            SyncAttempt.objects.bulk_create(
-                SyncAttempt(
-                    link_id=result.key,
-                    provider=provider_name,
-                    contact_id=by_pk[result.key].contact_id,
-                    contact_version=versions[result.key],
-                    operation=result.operation,
-                    outcome=_outcome(result.error),
-                    error_code=result.error.code[:64] if result.error else "",
-                    message=result.error.message[:2000] if result.error else "",
-                    batch_size=len(items),
-                )  # fmt: skip
-                for result in results
-            )
-        _save_synced(synced, versions, report)
+        synced = _record(provider_name, claims, items, results, unsent, report)
+    except Exception:
+        # Let go of the claim at once (the next drain sends the batch again: every write is safe
+        # to repeat) rather than leave it to the lease while this process lives on.
+        ProviderLink.objects.filter(pk__in=[claim.link.pk for claim in claims]).update(
+            claimed_until=None, claimed_by=None
+        )
+        raise
     # A create matched to an existing CRM record, while SyncRoot has blanks: the record's values fill them.
     if matched := [
         link.pk
@@ -132,9 +155,72 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
     logger.info(
         "drained batch",
         extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
-               "failed": report.failed, "parked": report.parked},
+               "failed": report.failed, "parked": report.parked, "paused": report.paused},
     )  # fmt: skip
     return report
+
+
+def _record(
+    provider_name: str,
+    claims: list[Claim],
+    items: list[PushItem],
+    results: list[PushResult],
+    unsent: list[PushResult],
+    report: DrainReport,
+) -> list[ProviderLink]:
+    """Short transaction: write the results on the links as they are now, and let go of the claim.
+    Returns the links written as synced."""
+    by_pk = {claim.link.pk: claim for claim in claims}
+    sent = {item.key: item for item in items}
+    refused: AuthExpired | None = None
+    with transaction.atomic():
+        current = ProviderLink.objects.select_for_update().filter(pk__in=list(by_pk)).order_by("pk")
+        fresh = {link.pk: link for link in current}
+        versions = {pk: claim.version for pk, claim in by_pk.items()}
+        synced: list[ProviderLink] = []
+        for result in [*unsent, *results]:
+            link = fresh.get(result.key)
+            if link is None:  # the contact was erased meanwhile
+                continue
+            claim = by_pk[result.key]
+            link.contact = claim.link.contact  # the state that was sent
+            superseded = link.pending_since != claim.pending_since
+            if result.ok:
+                values = dict(sent[result.key].values) if result.key in sent else {}
+                newer_since = link.pending_since
+                synced.append(_mark_synced(link, result, values, claim.version))
+                if superseded:  # changed again during the call: stays pending, the newer version goes next
+                    link.status, link.pending_since = LinkStatus.PENDING, newer_since
+            elif isinstance(result.error, AuthExpired):
+                refused = result.error  # a connection outage, not this record's fault: left as it is
+                report.paused = True
+            else:
+                _mark_failed(link, result, claim.version, report, superseded=superseded)
+        logged = [result for result in results if result.key in fresh]
+        if logged:
+            _log_attempts(provider_name, by_pk, logged, batch_size=len(items))
+        _save_synced(synced, versions, report)
+        ProviderLink.objects.filter(pk__in=list(by_pk)).update(claimed_until=None, claimed_by=None)
+    if refused is not None:
+        crm_mark_auth_failed(provider=provider_name, error=str(refused))
+    return synced
+
+
+def _log_attempts(provider_name: str, by_pk: dict, results: list[PushResult], *, batch_size: int) -> None:
+    SyncAttempt.objects.bulk_create(
+        SyncAttempt(
+            link_id=result.key,
+            provider=provider_name,
+            contact_id=by_pk[result.key].link.contact_id,
+            contact_version=by_pk[result.key].version,
+            operation=result.operation,
+            outcome=_outcome(result.error),
+            error_code=result.error.code[:64] if result.error else "",
+            message=result.error.message[:2000] if result.error else "",
+            batch_size=batch_size,
+        )  # fmt: skip
+        for result in results
+    )
 
 
 def _outcome(error: ProviderError | None) -> str:
@@ -187,7 +273,8 @@ def _update_synced(links: list[ProviderLink]) -> None:
     and row, which cost more CPU than the CRM call (about 1.3 ms per link)."""
     rows = [
         (link.pk, link.status, link.external_id, json.dumps(link.field_hashes), json.dumps(link.field_prior_hashes),
-         json.dumps(link.field_written_at), json.dumps(link.issues), link.synced_version, link.synced_at)
+         json.dumps(link.field_written_at), json.dumps(link.issues), link.synced_version, link.synced_at,
+         link.pending_since)
         for link in links
     ]  # fmt: skip
     query = f"""
@@ -196,9 +283,10 @@ def _update_synced(links: list[ProviderLink]) -> None:
             field_prior_hashes = v.field_prior_hashes::jsonb, field_written_at = v.field_written_at::jsonb,
             issues = v.issues::jsonb, synced_version = v.synced_version, synced_at = v.synced_at,
             updated_at = v.synced_at, attempts = 0,
-            last_error = '', last_error_code = '', next_attempt_at = NULL, pending_since = NULL
+            last_error = '', last_error_code = '', next_attempt_at = NULL,
+            pending_since = v.pending_since::timestamptz
         FROM (VALUES %s) AS v (id, status, external_id, field_hashes, field_prior_hashes, field_written_at,
-                               issues, synced_version, synced_at)
+                               issues, synced_version, synced_at, pending_since)
         WHERE link.id = v.id
     """  # the table name is ours; every value is a parameter
     with connection.cursor() as cursor, connection.wrap_database_errors:  # IntegrityError as Django's
@@ -258,7 +346,11 @@ def _linked_elsewhere(link: ProviderLink, version: int, report: DrainReport) -> 
     report.parked += 1
 
 
-def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: DrainReport) -> None:
+def _mark_failed(
+    link: ProviderLink, result: PushResult, version: int, report: DrainReport, *, superseded: bool = False
+) -> None:
+    """Record a failure. `superseded`: the contact changed again during the call; the newer
+    version is what goes next, so the link stays pending (no backoff, no attempt counted, not parked)."""
     error = result.error
     assert error is not None
     if result.external_id and not link.external_id:
@@ -273,17 +365,19 @@ def _mark_failed(link: ProviderLink, result: PushResult, version: int, report: D
         link.save()
         report.failed += 1
         return
+    if superseded:
+        link.last_error, link.last_error_code = error.message[:2000], error.code[:64]
+        link.save()
+        report.failed += 1
+        return
     # A busy CRM is not this record's fault: a 429, or a 503 naming when to come back (Salesforce
     # has no 429; its throttling answer is 503 SERVER_UNAVAILABLE with Retry-After).
     overloaded = error.status == 503 and getattr(error, "retry_after", None) is not None
     counts = not (isinstance(error, RateLimited) or overloaded)
     attempts = link.attempts + (1 if counts else 0)
-    if not error.retryable or isinstance(error, AuthExpired) or attempts >= settings.SYNC_MAX_ATTEMPTS:
+    if not error.retryable or attempts >= settings.SYNC_MAX_ATTEMPTS:
         link.attempts = attempts
-        message = error.message
-        if isinstance(error, AuthExpired):
-            message = f"The CRM refused our credentials even after a token refresh: {error.message}"
-        _park(link, code=error.code, message=message, version=version)
+        _park(link, code=error.code, message=error.message, version=version)
         report.parked += 1
         return
     delay = retry_delay(attempt=attempts or 1, retry_after=getattr(error, "retry_after", None))

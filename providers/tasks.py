@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from providers import outbox, reconcile, retention
+from providers import crm_state, outbox, reconcile, retention
+from providers.base import AuthExpired
 from providers.registry import connected_providers, get_provider
 
 
@@ -32,16 +33,27 @@ def sweep_outbox() -> None:
     inbox_sweep()
 
 
+@shared_task(name="providers.tasks.probe_crms")
+def probe_crms() -> None:
+    """Beat: check the credentials of every CRM paused as auth_failed; a working one resumes."""
+    crm_state.crm_probe_paused()
+
+
 @shared_task(name="providers.tasks.reconcile_provider", acks_late=True)
 def reconcile_provider(provider: str) -> None:
-    reconcile.reconcile(provider_name=provider)
+    try:
+        reconcile.reconcile(provider_name=provider)
+    except AuthExpired as exc:  # the credentials are refused: pause the CRM until a probe succeeds
+        crm_state.crm_mark_auth_failed(provider=provider, error=str(exc))
 
 
 @shared_task(name="providers.tasks.reconcile_all")
 def reconcile_all() -> None:
-    """Beat: one reconcile task per connected CRM, on that CRM's inbound queue."""
+    """Beat: one reconcile task per connected CRM (not a paused one), on that CRM's inbound queue."""
+    paused = crm_state.crm_paused()
     for name in connected_providers():
-        reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)
+        if name not in paused:
+            reconcile_provider.apply_async(args=[name], queue=get_provider(name).webhook_queue)
 
 
 @shared_task(name="providers.tasks.prune_retention")

@@ -101,6 +101,8 @@ class HubSpotApp(BatchRoutes, SandboxApp):
         self.store = ContactStore(first_id=first_id)
         self._tokens: dict[str, float] = {}  # OAuth access token → expiry (monotonic)
         self._refresh_tokens: set[str] = set()
+        self._issued_by: dict[str, str] = {}  # access token → the refresh token it came from
+        self._revoked: set[str] = set()  # refresh tokens deleted (the app uninstalled)
         self._tokens_lock = threading.Lock()
         super().__init__(seed=seed, **config)
         self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
@@ -119,6 +121,7 @@ class HubSpotApp(BatchRoutes, SandboxApp):
         self.add_batch_routes(CONTACTS + "/batch")
         add("POST", "/oauth/v1/token", self.oauth_token, auth=False)
         add("GET", "/oauth/v1/access-tokens/{token}", self.oauth_token_info, auth=False)
+        add("DELETE", "/oauth/v1/refresh-tokens/{token}", self.oauth_revoke, auth=False)
         self.control.add("POST", "/_sandbox/seed", self._control_seed)
 
     def make_error(self, status: int, reason: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
@@ -135,6 +138,9 @@ class HubSpotApp(BatchRoutes, SandboxApp):
         return hs_error(status, category, message, headers)
 
     def config_changed(self, keys: set[str]) -> None:
+        if "refresh_token" in keys:  # setting it (again) re-authorises the app with that token
+            with self._tokens_lock:
+                self._revoked.discard(self.config["refresh_token"])
         if "search_rate_limit" in keys:
             self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
 
@@ -291,7 +297,8 @@ class HubSpotApp(BatchRoutes, SandboxApp):
             raise refuse("BAD_CLIENT_SECRET", "missing or invalid client_secret")
         if grant == "refresh_token":
             refresh = form.get("refresh_token", "")
-            if refresh != config["refresh_token"] and refresh not in self._refresh_tokens:
+            known = refresh == config["refresh_token"] or refresh in self._refresh_tokens
+            if not known or refresh in self._revoked:
                 raise refuse("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
         elif not form.get("code"):
             # Any non-empty code is a valid authorization code in the sandbox.
@@ -304,10 +311,24 @@ class HubSpotApp(BatchRoutes, SandboxApp):
             now = time.monotonic()
             if len(self._tokens) > 10_000:
                 self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
+                self._issued_by = {a: r for a, r in self._issued_by.items() if a in self._tokens}
             self._tokens[access] = now + ttl
+            self._issued_by[access] = refresh
             self._refresh_tokens.add(refresh)
         body = {"token_type": "bearer", "refresh_token": refresh, "access_token": access, "expires_in": int(ttl)}
         return json_response(body)
+
+    def oauth_revoke(self, request: Request, token: str) -> Response:
+        """Delete a refresh token: it and every access token it issued stop working at once."""
+        with self._tokens_lock:
+            if token in self._revoked or (token != self.config["refresh_token"] and token not in self._refresh_tokens):
+                raise hs_error(404, "OBJECT_NOT_FOUND", "Refresh token not found")
+            self._revoked.add(token)
+            self._refresh_tokens.discard(token)
+            for access in [a for a, refresh in self._issued_by.items() if refresh == token]:
+                self._tokens.pop(access, None)
+                del self._issued_by[access]
+        return empty_response()
 
     def oauth_token_info(self, request: Request, token: str) -> Response:
         expiry = self._tokens.get(token)

@@ -160,6 +160,11 @@ def _families() -> dict[str, Metric]:
             "Age of the oldest change still waiting for a CRM (pending or failed); 0 when none.",
             labels=["provider"],
         ),
+        "crm_status": GaugeMetricFamily(
+            "syncroot_crm_status",
+            "Each CRM connection's status: 1 for the current one (auth_failed: paused, nothing sent).",
+            labels=["provider", "status"],
+        ),
         "events": GaugeMetricFamily(
             "syncroot_webhook_events", "Inbox events per CRM, by status.", labels=["provider", "status"]
         ),
@@ -220,7 +225,7 @@ class SyncRootCollector:
         return iter(families.values())
 
     def _database(self, families: dict[str, Metric]) -> None:
-        from providers.models import DeadLetter, LinkStatus, ProviderLink, RecordIssue
+        from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink, RecordIssue
         from providers.registry import PROVIDER_CLASSES
         from providers.retention import retention_oldest
         from webhooks.models import WebhookEvent
@@ -236,6 +241,7 @@ class SyncRootCollector:
             with connection.cursor() as cursor:  # served by the partial index on links with issues
                 cursor.execute(_ISSUES_QUERY)
                 issues = cursor.fetchall()
+            crm_status = dict(CrmState.objects.values_list("provider", "status"))
             oldest = dict(
                 ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
                 .order_by()
@@ -258,6 +264,9 @@ class SyncRootCollector:
                 families["events"].add_metric([provider, status], events.get((provider, status), 0))
             for code in RECORD_ISSUE_CODES:
                 families["record_issues"].add_metric([provider, code], record_issues.get((provider, code), 0))
+            current = crm_status.get(provider, CrmStatus.ACTIVE)
+            for status in CrmStatus.values:
+                families["crm_status"].add_metric([provider, status], 1 if status == current else 0)
             since = oldest.get(provider)
             lag = max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0
             families["lag"].add_metric([provider], lag)

@@ -179,6 +179,7 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.drain_provider": {"queue": queues.FORWARDER},
     "providers.tasks.retry_provider": {"queue": queues.DLQ},
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
+    "providers.tasks.probe_crms": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
     "contacts.tasks.expire_idempotency_keys": {"queue": queues.FORWARDER},
     "providers.tasks.prune_retention": {"queue": queues.FORWARDER},
@@ -259,6 +260,12 @@ SYNC_BACKOFF_CAP_SECONDS = min(
 )
 # Under load the forwarder waits up to this long for a batch to fill; an idle change goes at once.
 SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
+# A drain claims its batch for this long while it calls the CRM outside any transaction; longer
+# than the slowest call (the limiter waits up to 30 s, then the HTTP timeouts). A killed worker's
+# claim is void at once (its PostgreSQL backend is gone), so this bounds only a hung one.
+SYNC_CLAIM_LEASE_SECONDS = env.int("SYNC_CLAIM_LEASE_SECONDS", default=120)
+# A CRM that refused our credentials is paused; a probe checks them this often (beat).
+CRM_PROBE_INTERVAL_SECONDS = env.int("CRM_PROBE_INTERVAL_SECONDS", default=60)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
 # An inbox event that fails this many times (backoff between attempts) is `failed`, for an operator.
@@ -267,6 +274,11 @@ CELERY_BEAT_SCHEDULE["sweep-outbox"] = {
     "task": "providers.tasks.sweep_outbox",
     "schedule": OUTBOX_SWEEP_INTERVAL_SECONDS,
     "options": {"expires": OUTBOX_SWEEP_INTERVAL_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["probe-crms"] = {
+    "task": "providers.tasks.probe_crms",
+    "schedule": CRM_PROBE_INTERVAL_SECONDS,
+    "options": {"expires": CRM_PROBE_INTERVAL_SECONDS},
 }
 RECONCILE_INTERVAL_SECONDS = env.int("RECONCILE_INTERVAL_SECONDS", default=60)
 RECONCILE_LOOKBACK_SECONDS = env.int("RECONCILE_LOOKBACK_SECONDS", default=5)

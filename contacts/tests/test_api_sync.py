@@ -66,6 +66,7 @@ def test_a_create_marks_the_connected_crm_pending_and_enqueues_after_commit(
             "last_error": None,
             "last_error_code": None,
             "issues": [],
+            "reason": None,
         }
     }
     assert links(body["id"]) == {"hubspot": LinkStatus.PENDING}

@@ -200,6 +200,10 @@ class HubSpotClient:
     def create(self, properties: Mapping[str, str]) -> dict[str, Any]:
         return self.request("POST", CONTACTS, operation="create", body={"properties": dict(properties)})
 
+    def probe(self) -> None:
+        """The cheapest authenticated call: one contact of the first page (credential check)."""
+        self.request("GET", CONTACTS, operation="probe", params={"limit": "1"})
+
     def get(self, contact_id: str, *, properties: Iterable[str] = (), id_property: str | None = None) -> dict[str, Any]:
         params: dict[str, str] = {"archived": "false"}
         if properties:

@@ -73,6 +73,9 @@ class HubSpotProvider(Provider):
             run.batched()
         return run.finish()
 
+    def probe(self) -> None:
+        self.client.probe()
+
     def fetch(self, external_ids: list[str]) -> list[InboundChange]:
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunked(list(dict.fromkeys(external_ids))):

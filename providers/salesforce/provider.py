@@ -57,6 +57,9 @@ class SalesforceProvider(Provider):
     def push(self, items: list[PushItem]) -> list[PushResult]:
         return ContactPush(self.client, self.accounts, list(items)).run()
 
+    def probe(self) -> None:
+        self.client.request("GET", "query", params={"q": "SELECT Id FROM Contact LIMIT 1"})
+
     # --- reads -----------------------------------------------------------------------------
     def _change(self, record: Mapping[str, Any]) -> InboundChange:
         account = record.get("Account")

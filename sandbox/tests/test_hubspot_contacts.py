@@ -200,3 +200,36 @@ def test_list_limit_above_100_is_refused(hubspot):
         hubspot.contacts.basic_api.get_page(limit=101)
 
     assert excinfo.value.status == 400
+
+
+def test_a_deleted_refresh_token_and_its_access_tokens_stop_working_until_reauthorised(hubspot):
+    from hubspot.oauth.exceptions import ApiException as OAuthApiException
+
+    def refresh():
+        return hubspot.client.oauth.tokens_api.create(
+            grant_type="refresh_token",
+            client_id="sandbox-client",
+            client_secret="sandbox-secret",
+            refresh_token="sandbox-refresh-token",
+        )
+
+    token = refresh()
+    oauth_client = HubSpot(access_token=token.access_token, host=hubspot.running.url)
+    oauth_client.crm.contacts.basic_api.get_page()
+
+    hubspot.client.oauth.refresh_tokens_api.archive("sandbox-refresh-token")
+
+    with pytest.raises(UnauthorizedException) as excinfo:
+        oauth_client.crm.contacts.basic_api.get_page()
+    assert error_body(excinfo.value)["category"] == "INVALID_AUTHENTICATION"
+    with pytest.raises(OAuthApiException) as refused:
+        refresh()
+    assert refused.value.status == 400
+    assert json.loads(refused.value.body)["status"] == "BAD_REFRESH_TOKEN"
+    with pytest.raises(OAuthApiException) as gone:
+        hubspot.client.oauth.refresh_tokens_api.archive("sandbox-refresh-token")
+    assert gone.value.status == 404
+
+    hubspot.control.config(refresh_token="sandbox-refresh-token")  # the portal authorises the app again
+    again = HubSpot(access_token=refresh().access_token, host=hubspot.running.url)
+    assert again.crm.contacts.basic_api.get_page().results == []

@@ -162,3 +162,18 @@ def test_revoked_tokens_stop_working(harness):
     assert harness.session.post(f"{harness.url}/services/oauth2/revoke", data={"token": access}).status_code == 200
     with pytest.raises(SalesforceExpiredSession):
         Salesforce(instance_url=harness.url, session_id=access, session=harness.session).limits()
+
+
+def test_a_rotated_client_secret_refuses_the_old_one_until_it_is_restored(harness):
+    """The fault suite's credential outage: the connected app's secret rotated, sessions ended."""
+    sf = Salesforce(username="u", password="pw", session=harness.session, **CREDENTIALS)
+    harness.control.config(client_secret="rotated")
+    harness.control._call("POST", "tokens/expire")
+
+    with pytest.raises(SalesforceAuthenticationFailed) as excinfo:
+        sf.query("SELECT COUNT() FROM Contact")  # 401 INVALID_SESSION_ID → login again → refused
+    assert excinfo.value.code == "invalid_client"
+
+    harness.control.config(client_secret="sandbox-secret")
+    again = Salesforce(username="u", password="pw", session=harness.session, **CREDENTIALS)
+    assert again.query("SELECT COUNT() FROM Contact")["totalSize"] == 0

@@ -1,0 +1,130 @@
+"""The forwarder holds no transaction across a CRM call: claim, call, record (providers/sync.py)."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+import providers.services
+from contacts.models import Contact
+from providers import registry, sync
+from providers.base import Permanent, PushResult, value_hash
+from providers.models import DeadLetter, LinkStatus, ProviderLink
+from providers.services import links_mark_pending
+from sandbox.testing import SandboxControl, running_sandbox
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(providers.services, "enqueue_forward", lambda *, providers: calls.append(list(providers)))
+    return calls
+
+
+@pytest.fixture
+def hubspot(settings, enqueued):
+    """A HubSpot sandbox, the only CRM connected."""
+    with running_sandbox("hubspot", rate_limit=None) as running:
+        settings.HUBSPOT = {**settings.HUBSPOT, "base_url": running.url, "access_token": "sandbox-token",
+                            "rate_limit": "1000/1 second"}  # fmt: skip
+        settings.SALESFORCE = {**settings.SALESFORCE, "client_id": "", "client_secret": "", "access_token": ""}
+        settings.SYNC_BATCH_LINGER_MS = 0
+        registry.reset()
+        yield SandboxControl(running.url)
+        registry.reset()
+
+
+def _create(api_client, email: str) -> Contact:
+    response = api_client.post("/contacts", {"email": email, "first_name": "Ada"}, format="json")
+    assert response.status_code == 201, response.content
+    return Contact.objects.get(pk=response.json()["id"])
+
+
+def _drain_in_background() -> tuple[threading.Thread, list]:
+    reports: list = []
+
+    def run() -> None:
+        try:
+            reports.append(sync.drain(provider_name="hubspot", linger=False))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, reports
+
+
+def _wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_an_api_write_to_a_contact_in_flight_answers_at_once_and_goes_out_next(api_client, hubspot):
+    """The drain used to hold its transaction and the link's row lock across the CRM call: a PATCH
+    of the contact in flight waited for the CRM (here 2 s). Now it answers at once, and the result
+    of the older call does not erase the newer pending change."""
+    contact = _create(api_client, "inflight@example.com")
+    hubspot.config(latency_ms=2000)
+    thread, reports = _drain_in_background()
+    _wait_until(lambda: ProviderLink.objects.filter(contact=contact, claimed_until__isnull=False).exists())
+
+    began = time.monotonic()
+    response = api_client.patch(f"/contacts/{contact.pk}", {"first_name": "Grace"}, format="json")
+    took = time.monotonic() - began
+    thread.join(30)
+
+    assert response.status_code == 200
+    assert took < 1.0
+    assert reports[0].synced == 1
+    link = ProviderLink.objects.get(contact=contact)
+    assert link.status == LinkStatus.PENDING  # the newer version still has to go out
+    assert link.pending_since is not None
+    assert link.claimed_until is None
+    assert link.external_id  # what the call did is recorded: the record, the ledger of what was sent
+    assert link.field_hashes["first_name"] == value_hash("Ada")
+    assert link.synced_version == 1
+
+    hubspot.config(latency_ms=0)
+    sync.drain(provider_name="hubspot", linger=False)
+
+    link.refresh_from_db()
+    assert link.status == LinkStatus.SYNCED
+    assert link.synced_version == 2
+    [record] = hubspot.records()
+    assert record["properties"]["firstname"] == "Grace"
+
+
+def test_a_refusal_of_an_older_version_does_not_park_the_newer_one(api_client, hubspot):
+    contact = _create(api_client, "refused@example.com")
+    claims = sync._claim(provider_name="hubspot", batch_size=10)
+    links_mark_pending(contact=contact)  # the API changed it while the call ran
+    refusal = Permanent("Property values were not valid", code="VALIDATION_ERROR", status=400)
+
+    sync._record("hubspot", claims, [], [PushResult(key=claims[0].link.pk, error=refusal)], [], sync.DrainReport())
+
+    link = ProviderLink.objects.get(contact=contact)
+    assert link.status == LinkStatus.PENDING
+    assert link.last_error_code == "VALIDATION_ERROR"
+    assert link.claimed_until is None
+    assert not DeadLetter.objects.exists()
+
+
+def test_a_claimed_link_is_not_claimed_again_until_its_claim_is_void(api_client, hubspot):
+    contact = _create(api_client, "claimed@example.com")
+
+    assert len(sync._claim(provider_name="hubspot", batch_size=10)) == 1
+    assert sync._claim(provider_name="hubspot", batch_size=10) == []  # e.g. the DLQ task's drain
+
+    ProviderLink.objects.filter(contact=contact).update(claimed_by=2**31 - 1)  # no such backend: killed worker
+    assert len(sync._claim(provider_name="hubspot", batch_size=10)) == 1
+
+    past = timezone.now() - timedelta(seconds=1)  # a hung worker's lease ran out
+    ProviderLink.objects.filter(contact=contact).update(claimed_until=past)
+    assert len(sync._claim(provider_name="hubspot", batch_size=10)) == 1
