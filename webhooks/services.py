@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
 from providers.backoff import retry_delay
-from providers.base import InboundChange, ProviderError, RateLimited
+from providers.base import AuthExpired, InboundChange, ProviderError, RateLimited
 from providers.base import WebhookEvent as ParsedEvent
+from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import ECHO, change_apply, is_linked
 from providers.registry import get_provider
 from webhooks.models import EventStatus, WebhookEvent
@@ -184,15 +185,22 @@ def _attempt_failed(*, event_id: int, error: Exception) -> None:
         busy = isinstance(error, RateLimited) or (
             isinstance(error, ProviderError) and error.status == 503 and getattr(error, "retry_after", None)
         )
-        event.attempts += 0 if busy else 1
+        # Refused credentials are an outage of the connection (see providers.crm_state): the CRM
+        # is paused and the event waits for the probe, its attempts untouched.
+        refused = isinstance(error, AuthExpired)
+        event.attempts += 0 if busy or refused else 1
         event.error = f"{error.__class__.__name__}: {error}"[:2000]
         event.enqueued_at = None  # off the broker: the sweeper hands it over again once due
         if event.attempts >= settings.WEBHOOK_EVENT_MAX_ATTEMPTS:
             event.status, event.next_attempt_at = EventStatus.FAILED, None
         else:
             delay = retry_delay(attempt=max(event.attempts, 1), retry_after=getattr(error, "retry_after", None))
+            if refused:
+                delay = settings.CRM_PROBE_INTERVAL_SECONDS
             event.next_attempt_at = timezone.now() + timedelta(seconds=delay)
         event.save(update_fields=["attempts", "error", "enqueued_at", "status", "next_attempt_at"])
+    if refused:
+        crm_mark_auth_failed(provider=event.provider, error=str(error))
     extra = {"provider": event.provider, "event_id": event.event_id, "attempts": event.attempts,
              "status": event.status, "error": event.error}  # fmt: skip
     if isinstance(error, ProviderError):  # the CRM's answer: expected, no traceback needed

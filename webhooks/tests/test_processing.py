@@ -16,6 +16,7 @@ import providers.inbound
 import webhooks.services
 from contacts.models import Contact
 from providers import registry
+from providers.crm_state import crm_paused
 from providers.models import ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox
 from webhooks.models import EventStatus, WebhookEvent
@@ -68,8 +69,7 @@ def test_an_event_that_keeps_failing_is_failed_after_the_attempt_cap_not_enqueue
     settings.SYNC_BACKOFF_BASE_SECONDS, settings.SYNC_BACKOFF_CAP_SECONDS = 0.01, 0.05
     record = hubspot.edit(fields={"email": "ada@example.com", "firstname": "Ada"})
     event = creation_event(record["id"])
-    settings.HUBSPOT = {**settings.HUBSPOT, "access_token": "revoked"}  # every read now answers 401
-    registry.reset()
+    hubspot.config(error_rate=1.0)  # every read now answers 5xx
 
     for _ in range(20):
         sweep_when_due(event)
@@ -85,7 +85,7 @@ def test_an_event_that_keeps_failing_is_failed_after_the_attempt_cap_not_enqueue
     event.refresh_from_db()
     assert event.status == EventStatus.FAILED
     assert event.attempts == 5
-    assert "AuthExpired" in event.error
+    assert "Transient" in event.error
     assert len(enqueued) == enqueued_before == 5
     inbox_sweep()
     assert len(enqueued) == 5  # a failed event waits for an operator
@@ -269,3 +269,30 @@ def test_a_crm_asking_to_slow_down_does_not_use_up_the_events_attempts(hubspot, 
     assert (event.status, event.attempts) == (EventStatus.RECEIVED, 0)
     assert event.error.startswith("RateLimited")
     assert event.next_attempt_at >= before + timedelta(seconds=1)  # Retry-After is honoured
+
+
+@pytest.mark.django_db
+def test_refused_credentials_pause_the_crm_and_do_not_use_up_the_events_attempts(hubspot, settings, enqueued):
+    """A credential outage is the connection's, not the event's: it waits for the probe, uncounted."""
+    record = hubspot.edit(fields={"email": "ada@example.com", "firstname": "Ada"})
+    event = creation_event(record["id"])
+    working = settings.HUBSPOT
+    settings.HUBSPOT = {**working, "access_token": "revoked"}  # every read now answers 401
+    registry.reset()
+
+    for _ in range(3):
+        WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=None)
+        events_process(event_ids=[event.pk])
+
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == (EventStatus.RECEIVED, 0)
+    assert "AuthExpired" in event.error
+    assert event.next_attempt_at > timezone.now() + timedelta(seconds=settings.CRM_PROBE_INTERVAL_SECONDS - 5)
+    assert crm_paused() == {"hubspot": "auth_failed"}
+
+    settings.HUBSPOT = working
+    registry.reset()
+    events_process(event_ids=[event.pk])
+
+    event.refresh_from_db()
+    assert event.status == EventStatus.PROCESSED
