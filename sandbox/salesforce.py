@@ -43,7 +43,7 @@ from sandbox.salesforce_outbound import (
 )
 from sandbox.salesforce_query import QueryMixin
 from sandbox.salesforce_rest import RestMixin
-from sandbox.salesforce_schema import CONTACT, INTEGRATION_USER_ID, OBJECTS, UI_USER_ID, make_id, normalize_id
+from sandbox.salesforce_schema import CONTACT, INTEGRATION_USER_ID, UI_USER_ID, make_id, normalize_id
 from sandbox.salesforce_store import Change, OrgStore, RecordError
 from sandbox.salesforce_ui import edit as ui_edit
 from sandbox.salesforce_ui import render
@@ -86,6 +86,9 @@ def _coerce_fields(value: Any) -> tuple[str, ...]:
     names = []
     for name in value:
         spec = CONTACT.field(name) if isinstance(name, str) else None
+        if spec is None and isinstance(name, str) and name.endswith("__c"):
+            names.append(name)  # a custom field, maybe added later (absent fields are left out)
+            continue
         if spec is None:
             raise ValueError(f"no Contact field {name!r}")
         names.append(spec.name)
@@ -258,7 +261,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
                 events.append({"channel": "outbound", "id": notification_id, "record_id": change.record_id})
             if mode == "all" or (mode == "deletes" and change.kind == "DELETE"):
                 record = self.store.get("Contact", change.record_id) or {}
-                event = build_change_event(change, record, api_version=API_VERSION)
+                event = build_change_event(change, record, api_version=API_VERSION, spec=self.store.objects["Contact"])
                 events.append({"channel": "events", "event": event})
         self.emit_events(events)
 
@@ -302,7 +305,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
     def list_records(self) -> list[dict[str, Any]]:
         with self.store.lock:
             return [
-                render(OBJECTS[name], record, None, API_VERSION)
+                render(self.store.objects[name], record, None, API_VERSION)
                 for name in ("Account", "Contact")
                 for record in self.store.tables[name].values()
             ]
