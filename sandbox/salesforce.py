@@ -32,6 +32,7 @@ from sandbox.salesforce_auth import (
     AuthMixin,
     SessionRegistry,
 )
+from sandbox.salesforce_describe import DescribeMixin
 from sandbox.salesforce_outbound import (
     OUTBOUND_FIELDS,
     ChannelDispatcher,
@@ -101,7 +102,7 @@ def _coerce_positive_int(value: Any) -> int:
     return value
 
 
-class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
+class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
     """One emulated org. Config keys: see :attr:`CONFIG_FIELDS`."""
 
     KIND = "salesforce"
@@ -178,6 +179,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         self.api("GET", "/id/{org_id}/{user_id}", self.identity)
         self.api("GET", "/services/oauth2/userinfo", self.userinfo)
         self.setup_query_routes()  # before the REST routes: /sobjects/X/updated is not a record id
+        self.setup_describe_routes()  # likewise /sobjects/X/describe
         self.setup_rest_routes()
         self.control.add("POST", "/_sandbox/tokens/expire", self._control_expire_tokens)
 

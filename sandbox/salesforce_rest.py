@@ -101,7 +101,6 @@ class RestMixin:
         self.api("GET", base + "/sobjects", self.global_describe)
         self.api("GET", base + "/sobjects/{sobject}", self.sobject_info)
         self.api("POST", base + "/sobjects/{sobject}", self.sobject_create)
-        self.api("GET", base + "/sobjects/{sobject}/describe", self.sobject_describe)
         for method, handler in (
             ("GET", self.record_get),
             ("PATCH", self.record_update),
@@ -153,12 +152,6 @@ class RestMixin:
     def sobject_info(self, request: Request, version: str, sobject: str) -> Response:
         spec = sobject_spec(sobject, self.store.objects)
         return json_response({"objectDescribe": self._object_summary(spec, version), "recentItems": []})
-
-    def sobject_describe(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject, self.store.objects)
-        body = self._object_summary(spec, version)
-        body["fields"] = [_describe_field(field_spec) for field_spec in spec.fields]
-        return json_response(body)
 
     # -- single records -------------------------------------------------------------------
 
@@ -400,23 +393,3 @@ class RestMixin:
             return _ok(*outcome)
 
         return self._run_collection(request, version, records, all_or_none, apply)
-
-
-def _describe_field(spec: FieldSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "label": spec.label,
-        "type": spec.type,
-        "length": spec.length if spec.type not in ("boolean", "datetime") else 0,
-        "nillable": not spec.required and spec.type not in ("id", "boolean", "datetime"),
-        "createable": spec.writable,
-        "updateable": spec.writable,
-        "custom": spec.name.endswith("__c"),
-        "externalId": spec.external_id,
-        "idLookup": spec.external_id or spec.name == "Id",
-        "unique": False,
-        "referenceTo": [spec.reference_to] if spec.reference_to else [],
-        "relationshipName": spec.relationship_name,
-        "filterable": spec.type != "textarea",
-        "sortable": spec.type != "textarea",
-    }

@@ -113,7 +113,7 @@ def parse_datetime(text: str) -> datetime | None:
 
 # --- schema -------------------------------------------------------------------
 
-STRING_TYPES = frozenset({"string", "email", "phone", "textarea", "picklist"})
+STRING_TYPES = frozenset({"string", "email", "phone", "url", "textarea", "picklist"})
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ class OrgStore:
         # This org's schema: the standard objects plus the custom fields added to it.
         self.objects: dict[str, ObjectSpec] = dict(OBJECTS)
         self.schema_modified: dict[str, datetime] = dict.fromkeys(OBJECTS, now_ms())
+        self.tooling: dict[str, dict[str, Any]] = {}  # CustomField id → {"FullName", "Metadata"}
         self.indexes: dict[tuple[str, str], dict[str, set[str]]] = {
             (sobject, name): {} for sobject, names in INDEXED.items() for name in names
         }
@@ -233,6 +234,7 @@ class OrgStore:
             self.deleted_log.clear()
             self.objects = dict(OBJECTS)
             self.schema_modified = dict.fromkeys(OBJECTS, now_ms())
+            self.tooling.clear()
 
     def add_field(self, sobject: str, spec: FieldSpec) -> None:
         """Add a custom field; existing records get its default (null, or false for a checkbox)."""
