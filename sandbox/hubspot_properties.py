@@ -290,7 +290,7 @@ class PropertySchema:
         spec = PropertyDef(
             name, label, kind, field_type, group_name=group, description=str(body.get("description") or ""),
             options=options, has_unique_value=bool(body.get("hasUniqueValue", False)),
-            display_order=int(body.get("displayOrder", -1) or -1), hidden=bool(body.get("hidden", False)),
+            display_order=_order(body.get("displayOrder")), hidden=bool(body.get("hidden", False)),
             form_field=bool(body.get("formField", False)), created_ms=now, updated_ms=now, user_id=user_id,
         )  # fmt: skip
         with self.lock:
@@ -319,7 +319,7 @@ class PropertySchema:
             if "groupName" in body:
                 changes["group_name"] = _check_group(body["groupName"])
             if "displayOrder" in body:
-                changes["display_order"] = int(body["displayOrder"])
+                changes["display_order"] = _order(body["displayOrder"])
             spec = replace(spec, updated_ms=int(time.time() * 1000), **changes)
             self._defs[name] = spec
             return spec
@@ -342,6 +342,14 @@ def not_found(name: str) -> ApiError:
 
 def _invalid(message: str) -> ApiError:
     return hs_error(400, "VALIDATION_ERROR", message)
+
+
+def _order(raw: Any) -> int:
+    if raw is None:
+        return -1  # HubSpot's "no particular order"
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _invalid(f"displayOrder must be an integer, not {raw!r}")
+    return raw
 
 
 def _check_types(kind: Any, field_type: Any) -> tuple[str, str]:

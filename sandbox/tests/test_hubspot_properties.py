@@ -255,3 +255,10 @@ def test_control_plane_adds_properties_and_reset_forgets_them(hubspot, propertie
     assert again.status_code == 400
     hubspot.control.reset()
     assert "region" not in {prop.name for prop in properties.get_all("contacts").results}
+
+
+def test_display_order_is_kept_and_defaults_to_minus_one(properties):
+    assert define(properties, "rank", "number", "number", display_order=0).display_order == 0
+    assert define(properties, "score", "number", "number").display_order == -1
+    updated = properties.update("contacts", "score", PropertyUpdate(display_order=3))
+    assert updated.display_order == 3
