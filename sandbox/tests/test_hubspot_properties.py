@@ -7,6 +7,7 @@ import requests
 from hubspot.crm.contacts import (
     BatchInputSimplePublicObjectBatchInput,
     BatchReadInputSimplePublicObjectId,
+    PublicObjectSearchRequest,
     SimplePublicObjectBatchInput,
     SimplePublicObjectInput,
     SimplePublicObjectInputForCreate,
@@ -262,3 +263,17 @@ def test_display_order_is_kept_and_defaults_to_minus_one(properties):
     assert define(properties, "score", "number", "number").display_order == -1
     updated = properties.update("contacts", "score", PropertyUpdate(display_order=3))
     assert updated.display_order == 3
+
+
+def test_search_filters_and_returns_custom_properties(hubspot, properties):
+    properties.create("contacts", TIER)
+    define(properties, "seats", "number", "number")
+    gold = create(hubspot, email="s1@example.com", tier="gold", seats="40")
+    create(hubspot, email="s2@example.com", tier="silver", seats="5")
+    filters = [
+        {"propertyName": "tier", "operator": "EQ", "value": "gold"},
+        {"propertyName": "seats", "operator": "GT", "value": "10"},
+    ]
+    request = PublicObjectSearchRequest(filter_groups=[{"filters": filters}], properties=["tier", "seats"], limit=10)
+    found = hubspot.contacts.search_api.do_search(request)
+    assert [(c.id, c.properties["tier"], c.properties["seats"]) for c in found.results] == [(gold.id, "gold", "40")]
