@@ -33,6 +33,7 @@ from sandbox.core import (
     json_response,
 )
 from sandbox.hubspot_batch import BatchRoutes
+from sandbox.hubspot_properties_api import PropertyRoutes
 from sandbox.hubspot_search import search
 from sandbox.hubspot_store import DEFAULT_PROPERTIES, Contact, ContactStore, Source, hs_error
 from sandbox.hubspot_webhooks import EventFactory, deliver
@@ -73,7 +74,7 @@ def _rate_limited(policy: str, message: str, retry_after: int, headers: Iterable
     return ApiError(429, body, [*headers, ("Retry-After", str(retry_after))])
 
 
-class HubSpotApp(BatchRoutes, SandboxApp):
+class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
     """The HubSpot sandbox. Config keys beyond the core's are listed in CONFIG_FIELDS."""
 
     KIND = "hubspot"
@@ -119,6 +120,7 @@ class HubSpotApp(BatchRoutes, SandboxApp):
         add("DELETE", CONTACTS + "/{id}", self.archive_contact)
         add("POST", CONTACTS + "/search", self.search_contacts, tags={"search"})
         self.add_batch_routes(CONTACTS + "/batch")
+        self.add_property_routes()
         add("POST", "/oauth/v1/token", self.oauth_token, auth=False)
         add("GET", "/oauth/v1/access-tokens/{token}", self.oauth_token_info, auth=False)
         add("DELETE", "/oauth/v1/refresh-tokens/{token}", self.oauth_revoke, auth=False)

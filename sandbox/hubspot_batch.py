@@ -32,7 +32,7 @@ def _input_error(error: ApiError, **context: list[str]) -> dict[str, Any]:
         "category": body.get("category", "VALIDATION_ERROR"),
         "message": body.get("message", ""),
         "context": {**body.get("context", {}), **context},
-        "errors": [],
+        "errors": body.get("errors", []),
         "links": {},
     }
 

@@ -1,4 +1,4 @@
-"""HubSpot contacts in memory: properties, validation, email index, HubSpot error bodies.
+"""HubSpot contacts in memory: property values, validation, email index.
 
 Records are replaced, never mutated in place (``Contact.properties`` is a fresh
 dict after every change), so readers may serialise a record without the lock.
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sandbox.core import ApiError, Store
+from sandbox.hubspot_properties import InvalidValue, PropertySchema, hs_error, iso_ms
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -28,35 +27,8 @@ __all__ = [
 
 # Returned when a read names no properties (HubSpot's documented default set).
 DEFAULT_PROPERTIES = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
-WRITABLE = frozenset(
-    "email firstname lastname phone mobilephone company jobtitle website address city state zip country "
-    "lifecyclestage hs_lead_status hubspot_owner_id".split()
-)
-READ_ONLY = frozenset(
-    "createdate lastmodifieddate hs_object_id hs_email_domain hs_is_contact hs_object_source "
-    "hs_object_source_id hs_pipeline".split()
-)
 DATE_PROPERTIES = frozenset({"createdate", "lastmodifieddate"})
-LIFECYCLE_STAGES = (
-    "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
-    "opportunity", "customer", "evangelist", "other",
-)  # fmt: skip
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _compact = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch milliseconds → ``2025-04-07T20:51:21.314Z`` (HubSpot's datetime form)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
-
-
-def hs_error(
-    status: int, category: str, message: str, headers: Iterable[tuple[str, str]] = (), **extra: Any
-) -> ApiError:
-    """An error in HubSpot's body shape: ``{"status":"error","message","correlationId","category",…}``."""
-    body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category}
-    body.update(extra)
-    return ApiError(status, body, headers)
 
 
 def not_found(contact_id: str) -> ApiError:
@@ -122,6 +94,7 @@ class ContactStore:
         self._order: list[int] = []  # every id ever issued, ascending (paging cursor)
         self._by_email: dict[str, str] = {}  # lower-cased email → id of the live contact
         self._live = 0
+        self.schema = PropertySchema()  # the portal's contact properties
 
     # -- validation -----------------------------------------------------------
 
@@ -132,23 +105,18 @@ class ContactStore:
         clean: dict[str, str] = {}
         problems: list[dict[str, Any]] = []
         for name, raw in properties.items():
-            value = _as_string(raw).strip()
-            if name in READ_ONLY:
-                problems.append(
-                    self._problem(name, "READ_ONLY_VALUE", f"{name} is a read only property; its value cannot be set.")
-                )
-            elif name not in WRITABLE:
-                problems.append(self._problem(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'))
-            elif name == "email" and value and not _EMAIL.match(value):
-                problems.append(self._problem(name, "INVALID_EMAIL", f"Email address {value} is invalid"))
-            elif name == "lifecyclestage" and value and value not in LIFECYCLE_STAGES:
-                message = f"{value} was not one of the allowed options: {list(LIFECYCLE_STAGES)}"
-                problems.append(self._problem(name, "INVALID_OPTION", message))
-            else:
-                # HubSpot stores email addresses lower-cased.
-                clean[name] = value.lower() if name == "email" else value
+            try:
+                clean[name] = self.schema.clean(name, _as_string(raw).strip())
+            except InvalidValue as invalid:
+                problems.append(self._problem(name, invalid.code, invalid.message))
         if problems:
-            raise hs_error(400, "VALIDATION_ERROR", "Property values were not valid: " + _compact(problems))
+            errors = [
+                {"message": p["message"], "code": p["error"], "context": {"propertyName": [p["name"]]}}
+                for p in problems
+            ]
+            raise hs_error(
+                400, "VALIDATION_ERROR", "Property values were not valid: " + _compact(problems), errors=errors
+            )
         if creating:
             clean = {name: value for name, value in clean.items() if value}
         return clean
@@ -300,3 +268,4 @@ class ContactStore:
             self._order.clear()
             self._by_email.clear()
             self._live = 0
+        self.schema.clear()

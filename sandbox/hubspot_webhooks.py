@@ -20,6 +20,8 @@ USER_AGENT = "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDa
 _CREATION_SUBSCRIPTION = 2_100_001
 _DELETION_SUBSCRIPTION = 2_100_002
 _PROPERTY_SUBSCRIPTION_BASE = 2_100_100
+_WILDCARD_BASE = 2_101_000
+_NO_SUBSCRIPTION = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})  # HubSpot refuses these
 
 
 def sign_v3(secret: str, method: str, url: str, body: str, timestamp_ms: str) -> str:
@@ -32,12 +34,13 @@ class EventFactory:
     """Builds contact.* events as a HubSpot app subscription would deliver them.
 
     Reads ``portal_id``, ``app_id`` and ``webhook_properties`` (the properties
-    with a propertyChange subscription) from the live config.
+    with a propertyChange subscription; ``"*"``: all) from the live config.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self._config = config
         self._event_ids = itertools.count(int(time.time()) * 10)
+        self._wildcard_ids: dict[str, int] = {}
 
     def _base(
         self, subscription_type: str, subscription_id: int, object_id: str, source: Source, at_ms: int
@@ -60,17 +63,28 @@ class EventFactory:
         self, object_id: str, changed: Mapping[str, str], source: Source, at_ms: int
     ) -> list[dict[str, Any]]:
         """One contact.propertyChange per changed property with a subscription."""
-        subscribed: Iterable[str] = self._config["webhook_properties"]
         events = []
-        for index, name in enumerate(subscribed):
-            if name in changed:
-                event = self._base(
-                    "contact.propertyChange", _PROPERTY_SUBSCRIPTION_BASE + index, object_id, source, at_ms
-                )
-                event["propertyName"] = name
-                event["propertyValue"] = changed[name]
-                events.append(event)
+        for name, subscription_id in self._subscriptions(changed):
+            event = self._base("contact.propertyChange", subscription_id, object_id, source, at_ms)
+            event["propertyName"] = name
+            event["propertyValue"] = changed[name]
+            events.append(event)
         return events
+
+    def _subscriptions(self, changed: Mapping[str, str]) -> list[tuple[str, int]]:
+        """(property, subscription id) of each changed property with a propertyChange subscription.
+
+        ``"*"`` in ``webhook_properties`` stands for one subscription per property
+        (custom ones included), each with its own stable id, as an app that
+        subscribed to every property would get.
+        """
+        subscribed: Iterable[str] = self._config["webhook_properties"]
+        ids = {name: _PROPERTY_SUBSCRIPTION_BASE + index for index, name in enumerate(subscribed) if name != "*"}
+        if "*" not in ids and "*" in subscribed:
+            for name in changed:
+                if name not in ids and name not in _NO_SUBSCRIPTION:
+                    ids[name] = self._wildcard_ids.setdefault(name, _WILDCARD_BASE + len(self._wildcard_ids))
+        return [(name, ids[name]) for name in ids if name in changed]
 
     def creation(
         self, object_id: str, properties: Mapping[str, str], source: Source, at_ms: int

@@ -32,6 +32,7 @@ from sandbox.salesforce_auth import (
     AuthMixin,
     SessionRegistry,
 )
+from sandbox.salesforce_describe import DescribeMixin
 from sandbox.salesforce_outbound import (
     OUTBOUND_FIELDS,
     ChannelDispatcher,
@@ -43,7 +44,7 @@ from sandbox.salesforce_outbound import (
 )
 from sandbox.salesforce_query import QueryMixin
 from sandbox.salesforce_rest import RestMixin
-from sandbox.salesforce_schema import CONTACT, INTEGRATION_USER_ID, OBJECTS, UI_USER_ID, make_id, normalize_id
+from sandbox.salesforce_schema import CONTACT, INTEGRATION_USER_ID, UI_USER_ID, make_id, normalize_id
 from sandbox.salesforce_store import Change, OrgStore, RecordError
 from sandbox.salesforce_ui import edit as ui_edit
 from sandbox.salesforce_ui import render
@@ -86,6 +87,9 @@ def _coerce_fields(value: Any) -> tuple[str, ...]:
     names = []
     for name in value:
         spec = CONTACT.field(name) if isinstance(name, str) else None
+        if spec is None and isinstance(name, str) and name.endswith("__c"):
+            names.append(name)  # a custom field, maybe added later (absent fields are left out)
+            continue
         if spec is None:
             raise ValueError(f"no Contact field {name!r}")
         names.append(spec.name)
@@ -98,7 +102,7 @@ def _coerce_positive_int(value: Any) -> int:
     return value
 
 
-class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
+class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
     """One emulated org. Config keys: see :attr:`CONFIG_FIELDS`."""
 
     KIND = "salesforce"
@@ -175,6 +179,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
         self.api("GET", "/id/{org_id}/{user_id}", self.identity)
         self.api("GET", "/services/oauth2/userinfo", self.userinfo)
         self.setup_query_routes()  # before the REST routes: /sobjects/X/updated is not a record id
+        self.setup_describe_routes()  # likewise /sobjects/X/describe
         self.setup_rest_routes()
         self.control.add("POST", "/_sandbox/tokens/expire", self._control_expire_tokens)
 
@@ -258,7 +263,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
                 events.append({"channel": "outbound", "id": notification_id, "record_id": change.record_id})
             if mode == "all" or (mode == "deletes" and change.kind == "DELETE"):
                 record = self.store.get("Contact", change.record_id) or {}
-                event = build_change_event(change, record, api_version=API_VERSION)
+                event = build_change_event(change, record, api_version=API_VERSION, spec=self.store.objects["Contact"])
                 events.append({"channel": "events", "event": event})
         self.emit_events(events)
 
@@ -302,7 +307,7 @@ class SalesforceApp(AuthMixin, RestMixin, QueryMixin, SandboxApp):
     def list_records(self) -> list[dict[str, Any]]:
         with self.store.lock:
             return [
-                render(OBJECTS[name], record, None, API_VERSION)
+                render(self.store.objects[name], record, None, API_VERSION)
                 for name in ("Account", "Contact")
                 for record in self.store.tables[name].values()
             ]

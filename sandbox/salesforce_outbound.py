@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 import requests
 from defusedxml import ElementTree
 
-from sandbox.salesforce_schema import OBJECTS, format_cdc_datetime
+from sandbox.salesforce_schema import OBJECTS, ObjectSpec, format_cdc_datetime
 from sandbox.salesforce_store import Change
 from sandbox.webhooks import WebhookDispatcher
 
@@ -125,9 +125,14 @@ def parse_ack(body: bytes) -> bool:
     return False
 
 
-def build_change_event(change: Change, record: Mapping[str, Any], *, api_version: str) -> dict[str, Any]:
-    """One change event in the Change Data Capture payload shape (flattened, no Avro)."""
-    spec = OBJECTS[change.sobject]
+def build_change_event(
+    change: Change, record: Mapping[str, Any], *, api_version: str, spec: ObjectSpec | None = None
+) -> dict[str, Any]:
+    """One change event in the Change Data Capture payload shape (flattened, no Avro).
+
+    ``spec`` is the org's object (with its custom fields); the standard one by default.
+    """
+    spec = spec or OBJECTS[change.sobject]
     if change.kind == "CREATE":
         names = [name for name in spec.field_names if name != "Id" and record.get(name) is not None]
     elif change.kind == "UPDATE":

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.core import json_response
 from sandbox.salesforce_rest import api_error, sobject_spec
-from sandbox.salesforce_schema import OBJECTS, format_datetime, parse_datetime
+from sandbox.salesforce_schema import format_datetime, parse_datetime
 from sandbox.salesforce_store import OrgStore, now_ms
 from sandbox.salesforce_ui import render
 from sandbox.soql import Query, SoqlError, parse
@@ -64,7 +64,7 @@ class QueryMixin:
 
     def _start_query(self, request: Request, version: str, *, include_deleted: bool) -> Response:
         try:
-            query = parse(request.args.get("q", ""), OBJECTS)
+            query = parse(request.args.get("q", ""), self.store.objects)
         except SoqlError as error:
             raise api_error(400, error.code, error.message) from None
         total, records = self._execute(query, version.removeprefix("v"), include_deleted=include_deleted)
@@ -172,7 +172,7 @@ class QueryMixin:
         return start, min(end, now)
 
     def get_updated(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         start, covered = self._window(request, 30)
         with self.store.lock:
             rows = [
@@ -184,7 +184,7 @@ class QueryMixin:
         return json_response({"ids": [row["Id"] for row in rows], "latestDateCovered": format_datetime(covered)})
 
     def get_deleted(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         start, covered = self._window(request, 15)
         with self.store.lock:
             log = list(self.store.deleted_log)

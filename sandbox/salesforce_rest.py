@@ -8,7 +8,7 @@ honour ``allOrNone`` by rolling the whole call back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,8 +48,9 @@ def parse_json(request: Request) -> Any:
         raise api_error(400, "JSON_PARSER_ERROR", f"{detail} at [line:{line}, column:{column}]") from None
 
 
-def sobject_spec(name: str) -> ObjectSpec:
-    for spec in OBJECTS.values():
+def sobject_spec(name: str, objects: Mapping[str, ObjectSpec] = OBJECTS) -> ObjectSpec:
+    """The object named ``name`` (any case) in ``objects`` (an org's schema), or the CRM's 404."""
+    for spec in objects.values():
         if spec.name.lower() == name.lower():
             return spec
     raise api_error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -100,7 +101,6 @@ class RestMixin:
         self.api("GET", base + "/sobjects", self.global_describe)
         self.api("GET", base + "/sobjects/{sobject}", self.sobject_info)
         self.api("POST", base + "/sobjects/{sobject}", self.sobject_create)
-        self.api("GET", base + "/sobjects/{sobject}/describe", self.sobject_describe)
         for method, handler in (
             ("GET", self.record_get),
             ("PATCH", self.record_update),
@@ -146,30 +146,24 @@ class RestMixin:
         }
 
     def global_describe(self, request: Request, version: str) -> Response:
-        objects = [self._object_summary(spec, version) for spec in OBJECTS.values()]
+        objects = [self._object_summary(spec, version) for spec in self.store.objects.values()]
         return json_response({"encoding": "UTF-8", "maxBatchSize": MAX_COLLECTION, "sobjects": objects})
 
     def sobject_info(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         return json_response({"objectDescribe": self._object_summary(spec, version), "recentItems": []})
-
-    def sobject_describe(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
-        body = self._object_summary(spec, version)
-        body["fields"] = [_describe_field(field_spec) for field_spec in spec.fields]
-        return json_response(body)
 
     # -- single records -------------------------------------------------------------------
 
     def sobject_create(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         data = parse_json(request)
         with self._tx(request, version) as tx:
             record_id = tx.create(spec, data)
         return json_response(_ok(record_id), 201)
 
     def record_get(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         if normalize_id(record_id) is None:
             raise api_error(
                 404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {record_id}"
@@ -180,14 +174,14 @@ class RestMixin:
             return json_response(render(spec, record, names, _version_number(version)))
 
     def record_update(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         data = parse_json(request)
         with self._tx(request, version) as tx:
             tx.update(spec, record_id, data)
         return empty_response(204)
 
     def record_delete(self, request: Request, version: str, sobject: str, record_id: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         with self._tx(request, version) as tx:
             tx.delete(spec, record_id)
         return empty_response(204)
@@ -213,7 +207,7 @@ class RestMixin:
         return json_response([f"/services/data/{version}/sobjects/{spec.name}/{i}" for i in ids], 300)
 
     def external_get(self, request: Request, version: str, sobject: str, field: str, value: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         field_spec = self._external(spec, field)
         with self.store.lock:
             ids = self._matches(spec, field_spec, value)
@@ -224,7 +218,7 @@ class RestMixin:
             return json_response(render(spec, self.store.tables[spec.name][ids[0]], None, _version_number(version)))
 
     def external_delete(self, request: Request, version: str, sobject: str, field: str, value: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         field_spec = self._external(spec, field)
         with self._tx(request, version) as tx:
             ids = self._matches(spec, field_spec, value)
@@ -252,7 +246,7 @@ class RestMixin:
         return tx.create(spec, {**data, field_spec.name: value}, in_collection=True), True
 
     def upsert(self, request: Request, version: str, sobject: str, field: str, value: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         field_spec = self._external(spec, field)
         data = parse_json(request)
         update_only = request.args.get("updateOnly", "").lower() == "true"
@@ -280,7 +274,7 @@ class RestMixin:
             )
         for index, record in enumerate(records):
             kind = record.get("attributes", {}).get("type") if isinstance(record, dict) else None
-            if needs_type and not (isinstance(kind, str) and kind.lower() in (n.lower() for n in OBJECTS)):
+            if needs_type and not (isinstance(kind, str) and kind.lower() in (n.lower() for n in self.store.objects)):
                 raise api_error(
                     400, "INVALID_TYPE", f"Unable to find sObject type for record at index {index}: {kind!r}"
                 )
@@ -310,7 +304,9 @@ class RestMixin:
         records, all_or_none = self._collection_body(request)
 
         def apply(tx: Transaction, record: dict[str, Any]) -> dict[str, Any]:
-            return _ok(tx.create(sobject_spec(record["attributes"]["type"]), record, in_collection=True))
+            return _ok(
+                tx.create(sobject_spec(record["attributes"]["type"], self.store.objects), record, in_collection=True)
+            )
 
         return self._run_collection(request, version, records, all_or_none, apply)
 
@@ -321,7 +317,9 @@ class RestMixin:
             raw_id = record.get("id", record.get("Id"))
             if not raw_id:
                 raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
-            tx.update(sobject_spec(record["attributes"]["type"]), raw_id, record, in_collection=True)
+            tx.update(
+                sobject_spec(record["attributes"]["type"], self.store.objects), raw_id, record, in_collection=True
+            )
             return _ok(normalize_id(raw_id) or raw_id)
 
         return self._run_collection(request, version, records, all_or_none, apply)
@@ -338,7 +336,9 @@ class RestMixin:
 
         def apply(tx: Transaction, raw_id: str) -> dict[str, Any]:
             record_id = normalize_id(raw_id)
-            spec = next((s for s in OBJECTS.values() if record_id and record_id.startswith(s.key_prefix)), None)
+            spec = next(
+                (s for s in self.store.objects.values() if record_id and record_id.startswith(s.key_prefix)), None
+            )
             if spec is None:
                 raise RecordError("MALFORMED_ID", f"malformed id {raw_id}")
             if self.store.get(spec.name, record_id) is None:
@@ -349,7 +349,7 @@ class RestMixin:
         return self._run_collection(request, version, ids, all_or_none, apply)
 
     def collection_retrieve(self, request: Request, version: str, sobject: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         if request.method == "POST":
             body = parse_json(request)
             raw_ids, raw_fields = (body.get("ids"), body.get("fields")) if isinstance(body, dict) else (None, None)
@@ -375,7 +375,7 @@ class RestMixin:
         return json_response(out)
 
     def collection_upsert(self, request: Request, version: str, sobject: str, field: str) -> Response:
-        spec = sobject_spec(sobject)
+        spec = sobject_spec(sobject, self.store.objects)
         field_spec = self._external(spec, field)
         records, all_or_none = self._collection_body(request)
 
@@ -393,23 +393,3 @@ class RestMixin:
             return _ok(*outcome)
 
         return self._run_collection(request, version, records, all_or_none, apply)
-
-
-def _describe_field(spec: FieldSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "label": spec.label,
-        "type": spec.type,
-        "length": spec.length if spec.type not in ("boolean", "datetime") else 0,
-        "nillable": not spec.required and spec.type not in ("id", "boolean", "datetime"),
-        "createable": spec.writable,
-        "updateable": spec.writable,
-        "custom": spec.name.endswith("__c"),
-        "externalId": spec.external_id,
-        "idLookup": spec.external_id or spec.name == "Id",
-        "unique": False,
-        "referenceTo": [spec.reference_to] if spec.reference_to else [],
-        "relationshipName": spec.relationship_name,
-        "filterable": spec.type != "textarea",
-        "sortable": spec.type != "textarea",
-    }

@@ -9,7 +9,7 @@ checksum, exactly as the real CRM builds them, so clients that validate ids
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,7 +113,7 @@ def parse_datetime(text: str) -> datetime | None:
 
 # --- schema -------------------------------------------------------------------
 
-STRING_TYPES = frozenset({"string", "email", "phone", "textarea"})
+STRING_TYPES = frozenset({"string", "email", "phone", "url", "textarea", "picklist"})
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class FieldSpec:
     """One sObject field as the describe call reports it."""
 
     name: str
-    type: str  # id, reference, string, email, phone, textarea, boolean, datetime
+    type: str  # id, reference, string, email, phone, textarea, picklist, double, boolean, date, datetime
     label: str
     length: int = 0
     writable: bool = False  # createable and updateable through the API
@@ -129,6 +129,16 @@ class FieldSpec:
     reference_to: str | None = None
     relationship_name: str | None = None
     external_id: bool = False
+    precision: int = 0  # double: total digits
+    scale: int = 0  # double: digits after the decimal point
+    picklist: tuple[str, ...] = ()  # picklist values (value = label in this sandbox)
+    restricted: bool = False  # restricted picklist: other values are refused
+    default: Any = None  # value of a new record (checkboxes: False)
+    picklist_default: str | None = None
+
+    @property
+    def custom(self) -> bool:
+        return self.name.endswith("__c")
 
     @property
     def is_string(self) -> bool:
@@ -156,6 +166,10 @@ class ObjectSpec:
 
     def field(self, name: str) -> FieldSpec | None:
         return self._by_lower.get(name.lower())
+
+    def with_field(self, spec: FieldSpec) -> ObjectSpec:
+        """A copy of this object with one more field (specs are immutable and shared)."""
+        return replace(self, fields=(*self.fields, spec))
 
     def relationship(self, name: str) -> FieldSpec | None:
         """The reference field behind a relationship name (``Account`` → ``AccountId``)."""
@@ -191,6 +205,9 @@ ACCOUNT = ObjectSpec(
     ),
 )
 
+#: Contact.LeadSource's standard values (an unrestricted picklist).
+LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+
 CONTACT = ObjectSpec(
     "Contact",
     "Contact",
@@ -198,6 +215,14 @@ CONTACT = ObjectSpec(
     (
         FieldSpec("Id", "id", "Contact ID", 18),
         FieldSpec("IsDeleted", "boolean", "Deleted"),
+        FieldSpec(
+            "MasterRecordId",
+            "reference",
+            "Master Record ID",
+            18,
+            reference_to="Contact",
+            relationship_name="MasterRecord",
+        ),
         FieldSpec(
             "AccountId",
             "reference",
@@ -216,6 +241,8 @@ CONTACT = ObjectSpec(
         FieldSpec("Title", "string", "Title", 128, writable=True),
         FieldSpec("Department", "string", "Department", 80, writable=True),
         FieldSpec("Description", "textarea", "Contact Description", 32000, writable=True),
+        FieldSpec("LeadSource", "picklist", "Lead Source", 255, writable=True, picklist=LEAD_SOURCES),
+        FieldSpec("Birthdate", "date", "Birthdate", writable=True),
         *_audit_fields(),
         FieldSpec("SyncRoot_Id__c", "string", "SyncRoot Id", 255, writable=True, external_id=True),
     ),

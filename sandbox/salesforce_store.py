@@ -8,7 +8,6 @@ whole life), which validates like the real CRM, keeps an undo journal for
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -17,14 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.salesforce_schema import ACCOUNT, CONTACT, OBJECTS, FieldSpec, ObjectSpec, make_id, normalize_id
+from sandbox.salesforce_fields import RecordError, coerce_value
+from sandbox.salesforce_schema import OBJECTS, FieldSpec, ObjectSpec, make_id, normalize_id
 
 __all__ = ["Change", "OrgStore", "RecordError", "Transaction", "now_ms"]
-
-# The CRM's own check is lenient on the local part and strict on the domain.
-_EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
-)
 
 #: Indexed fields per object: lower-cased value → ids (for WHERE fast paths and upsert).
 INDEXED = {"Contact": ("Email", "SyncRoot_Id__c"), "Account": ("Name",)}
@@ -34,36 +29,6 @@ def now_ms() -> datetime:
     """Now in UTC, truncated to milliseconds (the CRM's timestamp precision)."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-class RecordError(Exception):
-    """One record refused: the CRM's error code, message and fields (status for single calls)."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        fields: list[str] | None = None,
-        status: int = 400,
-        *,
-        detail: dict[str, Any] | None = None,
-        collection_message: str | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.fields = fields or []
-        self.status = status
-        self.detail = detail  # extra keys of the single-record error (duplicate rule results)
-        self.collection_message = collection_message or message
-
-    def as_rest(self) -> dict[str, Any]:
-        if self.detail is not None:
-            return {**self.detail, "errorCode": self.code, "message": self.message}
-        return {"message": self.message, "errorCode": self.code, "fields": self.fields}
-
-    def as_collection(self) -> dict[str, Any]:
-        return {"statusCode": self.code, "message": self.collection_message, "fields": self.fields}
 
 
 @dataclass(frozen=True)
@@ -102,7 +67,7 @@ class Transaction:
         self._check_duplicates(spec, None, values)
         at = now_ms()
         record_id = self.store.new_id(spec.key_prefix)
-        record: dict[str, Any] = dict.fromkeys(spec.field_names)
+        record: dict[str, Any] = {field.name: field.default for field in spec.fields}
         record.update(values)
         record.update(
             Id=record_id,
@@ -142,11 +107,11 @@ class Transaction:
         current = self.store.live(spec, record_id)
         record_id = current["Id"]
         at = now_ms()
-        if spec is ACCOUNT:  # deleting an Account deletes its Contacts, as in the CRM
+        if spec.name == "Account":  # deleting an Account deletes its Contacts, as in the CRM
             for contact_id in list(self.store.tables["Contact"]):
                 contact = self.store.tables["Contact"][contact_id]
                 if contact["AccountId"] == record_id and not contact["IsDeleted"]:
-                    self.delete(CONTACT, contact_id)
+                    self.delete(self.store.objects["Contact"], contact_id)
         record = dict(current, IsDeleted=True, LastModifiedDate=at, LastModifiedById=self.user_id, SystemModstamp=at)
         self._write(spec, record_id, current, record)
         self.store.deleted_log.append((spec.name, record_id, at))
@@ -156,7 +121,7 @@ class Transaction:
         """The org's Contact duplicate rule (exact Email match), when one is active."""
         rule = self.store.duplicate_rule
         email = values.get("Email")
-        if spec is not CONTACT or not email or rule == "off" or (rule == "alert" and self.allow_duplicates):
+        if spec.name != "Contact" or not email or rule == "off" or (rule == "alert" and self.allow_duplicates):
             return
         matches = [other for other in self.store.lookup("Contact", "Email", email) if other != record_id]
         if matches:
@@ -178,7 +143,7 @@ class Transaction:
         """Undo every write of this transaction (``allOrNone`` failures)."""
         store = self.store
         for sobject, record_id, before in reversed(self.undo):
-            spec = OBJECTS[sobject]
+            spec = store.objects[sobject]
             store.put(spec, record_id, store.tables[sobject].get(record_id), before)
             if before is not None and not before["IsDeleted"]:
                 store.deleted_log[:] = [entry for entry in store.deleted_log if entry[1] != record_id]
@@ -230,7 +195,7 @@ def duplicates_detected(match_ids: list[str]) -> RecordError:
 
 
 def _derive(spec: ObjectSpec, record: dict[str, Any]) -> None:
-    if spec is CONTACT:
+    if spec.name == "Contact":
         record["Name"] = " ".join(part for part in (record.get("FirstName"), record.get("LastName")) if part)
 
 
@@ -242,6 +207,10 @@ class OrgStore:
         self.pod = pod
         self.on_commit = on_commit
         self.tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in OBJECTS}
+        # This org's schema: the standard objects plus the custom fields added to it.
+        self.objects: dict[str, ObjectSpec] = dict(OBJECTS)
+        self.schema_modified: dict[str, datetime] = dict.fromkeys(OBJECTS, now_ms())
+        self.tooling: dict[str, dict[str, Any]] = {}  # CustomField id → {"FullName", "Metadata"}
         self.indexes: dict[tuple[str, str], dict[str, set[str]]] = {
             (sobject, name): {} for sobject, names in INDEXED.items() for name in names
         }
@@ -256,13 +225,24 @@ class OrgStore:
         return make_id(prefix, number, self.pod)
 
     def clear(self) -> None:
-        """Forget all records; id counters keep counting so ids are never reused."""
+        """Forget all records and custom fields; id counters keep counting so ids are never reused."""
         with self.lock:
             for table in self.tables.values():
                 table.clear()
             for index in self.indexes.values():
                 index.clear()
             self.deleted_log.clear()
+            self.objects = dict(OBJECTS)
+            self.schema_modified = dict.fromkeys(OBJECTS, now_ms())
+            self.tooling.clear()
+
+    def add_field(self, sobject: str, spec: FieldSpec) -> None:
+        """Add a custom field; existing records get its default (null, or false for a checkbox)."""
+        with self.lock:
+            self.objects[sobject] = self.objects[sobject].with_field(spec)
+            for record in self.tables[sobject].values():
+                record.setdefault(spec.name, spec.default)
+            self.schema_modified[sobject] = now_ms()
 
     @contextmanager
     def transaction(self, *, user_id: str, origin: str) -> Iterator[Transaction]:
@@ -364,31 +344,12 @@ class OrgStore:
         return values
 
     def _coerce(self, spec: FieldSpec, raw: Any) -> Any:
-        if isinstance(raw, (dict, list)):
-            token = "START_OBJECT" if isinstance(raw, dict) else "START_ARRAY"
-            raise RecordError(
-                "JSON_PARSER_ERROR",
-                f"Cannot deserialize instance of {'reference' if spec.type == 'reference' else 'string'} "
-                f"from {token} value for field {spec.name}",
-                [spec.name],
-            )
-        if raw is None or raw == "":
-            return None  # the CRM stores empty text as null
-        value = raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
-        if spec.type == "reference":
-            return self._reference(spec, value)
-        if spec.length and len(value) > spec.length:
-            raise RecordError(
-                "STRING_TOO_LONG",
-                f"{spec.label}: data value too large: {value} (max length={spec.length})",
-                [spec.name],
-            )
-        if spec.type == "email" and not _EMAIL_RE.match(value):
-            raise RecordError("INVALID_EMAIL_ADDRESS", f"{spec.label}: invalid email address: {value}", [spec.name])
-        return value
+        if spec.type == "reference" and raw not in (None, "") and not isinstance(raw, (dict, list)):
+            return self._reference(spec, raw if isinstance(raw, str) else str(raw))
+        return coerce_value(spec, raw)
 
     def _reference(self, spec: FieldSpec, value: str) -> str:
-        target = OBJECTS[spec.reference_to or ""]
+        target = self.objects[spec.reference_to or ""]
         record_id = normalize_id(value)
         if record_id is None or not record_id.startswith(target.key_prefix):
             raise RecordError("MALFORMED_ID", f"{spec.label}: id value of incorrect type: {value}", [spec.name])

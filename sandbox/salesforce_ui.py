@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sandbox.salesforce_schema import ACCOUNT, OBJECTS, ObjectSpec, format_datetime, normalize_id
+from sandbox.salesforce_schema import ObjectSpec, format_datetime, normalize_id
 from sandbox.salesforce_store import OrgStore, RecordError
 
 __all__ = ["edit", "render"]
@@ -34,9 +34,9 @@ def edit(store: OrgStore, payload: Mapping[str, Any], *, user_id: str) -> dict[s
     ``KeyError`` for an unknown id and ``ValueError`` with the CRM's error code
     for anything the CRM would refuse.
     """
-    spec = OBJECTS.get(str(payload.get("sobject", "Contact")))
+    spec = store.objects.get(str(payload.get("sobject", "Contact")))
     if spec is None:
-        raise ValueError(f"unknown sobject {payload.get('sobject')!r}; known: {', '.join(OBJECTS)}")
+        raise ValueError(f"unknown sobject {payload.get('sobject')!r}; known: {', '.join(store.objects)}")
     fields = payload.get("fields") or {}
     if not isinstance(fields, Mapping):
         raise ValueError("fields must be an object of Salesforce field names")
@@ -73,4 +73,4 @@ def _account_for(store: OrgStore, tx: Any, company: Any) -> str | None:
         return None
     name = str(company)
     existing = [i for i in store.lookup("Account", "Name", name) if store.tables["Account"][i]["Name"] == name]
-    return existing[0] if existing else tx.create(ACCOUNT, {"Name": name})
+    return existing[0] if existing else tx.create(store.objects["Account"], {"Name": name})

@@ -313,6 +313,14 @@ class _Parser:
                 if literal.kind != "boolean":
                     raise self.type_error(path, literal, "boolean and should not be enclosed in quotes")
                 values.append(literal.value)
+            elif spec.type == "double":
+                if literal.kind != "number":
+                    raise self.type_error(path, literal, "double and should not be enclosed in quotes")
+                values.append(literal.value)
+            elif spec.type == "date":
+                if literal.kind != "date":
+                    raise self.type_error(path, literal, "date and should not be enclosed in quotes")
+                values.append(literal.value.isoformat())  # stored as YYYY-MM-DD, which sorts as text
             elif spec.type == "datetime":
                 if literal.kind == "relative":
                     if op not in ("=", "!=", "<", "<=", ">", ">="):
