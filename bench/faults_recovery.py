@@ -36,8 +36,8 @@ from bench.stack import PYTHON, REPO, _plain_session
 # process had died right after COMMIT; then the process really dies (SIGKILL), mid-flight.
 _CRASH_AFTER_COMMIT = """
 import json, os, signal, sys
-from providers import outbox
-outbox.enqueue_drain = lambda **kwargs: None
+from providers import dispatch
+dispatch.enqueue_drain = lambda **kwargs: None
 from contacts.services import contact_create
 from contacts.serializers import ContactSerializer
 bodies = json.loads(sys.stdin.read())

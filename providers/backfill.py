@@ -23,8 +23,9 @@ from django.utils import timezone
 
 from contacts.models import Contact
 from providers.base import ProviderError
+from providers.dispatch import enqueue_drain
 from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
-from providers.outbox import enqueue_drain, schedule_retry
+from providers.outbox import schedule_retry
 from providers.registry import connected_providers, get_provider
 from providers.sync import drain, due_links
 

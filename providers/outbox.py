@@ -10,49 +10,16 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 
+from providers import dispatch
 from providers.crm_state import crm_paused
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
 from providers.registry import connected_providers
 from providers.sync import drain, due_links
 from syncroot.locks import advisory_lock
+from syncroot.queues import BROKER_ERRORS
 
 logger = logging.getLogger(__name__)
-
-BROKER_ERRORS = (KombuOperationalError, RedisError, ConnectionError, OSError)
-
-
-def _scheduled_key(provider: str) -> str:
-    return f"outbox:drain-scheduled:{provider}"
-
-
-def enqueue_drain(*, providers: list[str]) -> None:
-    """Ask the forwarder to drain these providers, at most one waiting task per provider.
-
-    Called after commit. When the broker is down the rows stay pending and the sweeper enqueues
-    them later, so a failure here is logged, never raised.
-    """
-    from providers.tasks import drain_provider
-
-    for provider in providers:
-        try:
-            # A drain task clears the flag when it starts, so a later change always gets its own.
-            if cache.add(_scheduled_key(provider), 1, timeout=60):
-                drain_provider.delay(provider)
-        except BROKER_ERRORS as exc:
-            cache_delete_quietly(_scheduled_key(provider))
-            logger.warning(
-                "forwarder enqueue failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
-            )
-
-
-def cache_delete_quietly(key: str) -> None:
-    try:
-        cache.delete(key)
-    except BROKER_ERRORS:
-        pass
 
 
 def schedule_retry(*, provider: str) -> None:
@@ -61,8 +28,6 @@ def schedule_retry(*, provider: str) -> None:
     Each failed link has its own jittered next attempt; one task at the soonest is enough,
     because that task drains whatever is due and schedules the next one the same way.
     """
-    from providers.tasks import retry_provider
-
     soonest = (
         ProviderLink.objects.filter(provider=provider, status=LinkStatus.FAILED)
         .aggregate(soonest=Min("next_attempt_at"))
@@ -79,7 +44,7 @@ def schedule_retry(*, provider: str) -> None:
             return  # a task already wakes up in time
         cache.set(key, due_at, timeout=int(max(due_at - now, 0)) + 60)
         # Countdowns stay below the broker's visibility timeout (the backoff cap is half of it).
-        retry_provider.apply_async(args=[provider], countdown=max(due_at - now, 0.05))
+        dispatch.task_send(dispatch.RETRY, args=[provider], countdown=max(due_at - now, 0.05))
     except BROKER_ERRORS as exc:
         logger.warning(
             "retry scheduling failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
@@ -98,7 +63,7 @@ def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
     When another process is draining this CRM, return at once: it looks for due links once more
     after letting go of the lock, so nothing committed meanwhile is left behind.
     """
-    cache_delete_quietly(_scheduled_key(provider_name))
+    dispatch.drain_flag_clear(provider=provider_name)
     total = 0
     while True:
         with _drain_lock(provider_name) as held:
@@ -132,8 +97,8 @@ def sweep() -> dict[str, int]:
         count = overdue.count()
         if count:
             found[provider] = count
-            cache_delete_quietly(_scheduled_key(provider))
-            enqueue_drain(providers=[provider])
+            dispatch.drain_flag_clear(provider=provider)
+            dispatch.enqueue_drain(providers=[provider])
     if found:
         logger.info("outbox sweep re-enqueued", extra={"overdue": found})
     return found
@@ -150,7 +115,7 @@ def dead_letter_retry(*, dead_letter_id: int) -> bool:
     ProviderLink.objects.filter(pk=letter.link_id, status=LinkStatus.PARKED).update(
         status=LinkStatus.PENDING, attempts=0, next_attempt_at=None, pending_since=timezone.now()
     )
-    transaction.on_commit(lambda: enqueue_drain(providers=[letter.provider]), robust=True)
+    transaction.on_commit(lambda: dispatch.enqueue_drain(providers=[letter.provider]), robust=True)
     return True
 
 

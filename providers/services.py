@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from contacts.models import Contact
+from providers import dispatch
 from providers.models import LinkStatus, ProviderLink
 from providers.registry import connected_providers
 
@@ -43,10 +44,8 @@ def links_mark_pending_many(*, contacts: list[Contact], exclude: Iterable[str] =
 
 
 def enqueue_forward(*, providers: list[str]) -> None:
-    """After commit: hand the providers to the forwarder (see outbox.enqueue_drain)."""
-    from providers.outbox import enqueue_drain
-
-    enqueue_drain(providers=providers)
+    """After commit: hand the providers to the forwarder (see dispatch.enqueue_drain)."""
+    dispatch.enqueue_drain(providers=providers)
 
 
 def contact_resync(*, contact: Contact) -> list[str]:

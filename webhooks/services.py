@@ -11,12 +11,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
+from providers import dispatch
 from providers.backoff import retry_delay
 from providers.base import AuthExpired, InboundChange, ProviderError, RateLimited
 from providers.base import WebhookEvent as ParsedEvent
 from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import ECHO, change_apply, is_linked
 from providers.registry import get_provider
+from syncroot.queues import BROKER_ERRORS
 from webhooks.models import EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -79,13 +81,11 @@ def _without_nul(value: Any) -> Any:
 
 def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
     """One task per delivery: publishing a message per event would cost the CRM's ack ~1 ms each."""
-    from providers.outbox import BROKER_ERRORS
-    from webhooks.tasks import process_events
-
     if not event_ids:
         return
     try:
-        process_events.apply_async(
+        dispatch.task_send(
+            dispatch.PROCESS_EVENTS,
             args=[event_ids],
             queue=get_provider(provider).webhook_queue,
             # Celery's own argsrepr walks the list in Python: 15 times the cost of repr() on the ack path.

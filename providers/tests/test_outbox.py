@@ -5,7 +5,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from contacts.tests.factories import ContactFactory
-from providers import outbox
+from providers import dispatch, outbox
 from providers.models import LinkStatus, ProviderLink
 
 pytestmark = pytest.mark.django_db
@@ -13,10 +13,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def scheduled(monkeypatch):
-    from providers.tasks import retry_provider
-
     calls = []
-    monkeypatch.setattr(retry_provider, "apply_async", lambda args, countdown: calls.append((args, countdown)))
+    monkeypatch.setattr(
+        dispatch,
+        "task_send",
+        lambda name, args, countdown: calls.append((args, countdown)) if name == dispatch.RETRY else None,
+    )
     cache.delete("outbox:retry-at:hubspot")
     yield calls
     cache.delete("outbox:retry-at:hubspot")

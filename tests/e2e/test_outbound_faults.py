@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from contacts.models import Contact
-from providers import outbox
+from providers import dispatch, outbox
 from providers.models import DeadLetter, LinkStatus, ProviderLink, SyncAttempt
 from syncroot.celery import app as celery_app
 from tests.e2e.conftest import SECRET, WEBHOOK_TOKEN, worker
@@ -116,7 +116,7 @@ def test_lost_broker_messages_are_delivered_by_the_sweeper(bare_stack, settings)
         for name in ("forwarder", "dlq"):
             conn.default_channel.queue_purge(name)
     for provider in ("hubspot", "salesforce"):
-        outbox.cache_delete_quietly(f"outbox:drain-scheduled:{provider}")
+        dispatch.drain_flag_clear(provider=provider)
 
     with worker():
         time.sleep(1.0)
