@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from providers import outbox
-from providers.models import DeadLetter, ProviderLink, SyncAttempt
+from providers.models import DeadLetter, ProviderLink, SyncAttempt, SyncCursor
 from providers.registry import connected_providers, get_provider
 
 
@@ -47,6 +47,21 @@ class SyncAttemptAdmin(admin.ModelAdmin):
     search_fields = ("contact__email", "error_code", "message")
     readonly_fields = [f.name for f in SyncAttempt._meta.fields]
     list_select_related = ("contact",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(SyncCursor)
+class SyncCursorAdmin(admin.ModelAdmin):
+    """Where each reconciler (and backfill checkpoint) stands, and the last change it had to skip."""
+
+    list_display = ("provider", "modstamp", "updated_at", "failed_count", "last_error_at", "short_error")
+    readonly_fields = [f.name for f in SyncCursor._meta.fields]
+
+    @admin.display(description="last error")
+    def short_error(self, cursor: SyncCursor) -> str:
+        return cursor.last_error[:120]
 
     def has_add_permission(self, request) -> bool:
         return False
