@@ -1,6 +1,7 @@
 """The reconciler against the HubSpot sandbox: one bad record never stalls it, a failed read keeps
 what was applied."""
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -45,12 +46,13 @@ def add(app: Any, email: str, first: str, *, second: int) -> tuple[str, datetime
     return str(record["id"]), parse_time(record["properties"]["lastmodifieddate"])
 
 
-def test_one_change_that_cannot_be_applied_is_recorded_and_skipped(hubspot):
+def test_one_change_that_cannot_be_applied_is_recorded_and_skipped(hubspot, caplog, admin_client):
     add(hubspot, "ada@example.com", "Ada", second=0)
     bad_id, _ = add(hubspot, "nul@example.com", "Bad\x00Name", second=1)  # PostgreSQL refuses NUL in text
     _, third_at = add(hubspot, "grace@example.com", "Grace", second=2)
 
-    counts = reconcile(provider_name="hubspot")
+    with caplog.at_level(logging.ERROR, logger="providers.reconcile"):
+        counts = reconcile(provider_name="hubspot")
 
     assert counts == {"created": 2, "failed": 1}
     assert set(Contact.objects.values_list("email", flat=True)) == {"ada@example.com", "grace@example.com"}
@@ -59,6 +61,10 @@ def test_one_change_that_cannot_be_applied_is_recorded_and_skipped(hubspot):
     assert cursor.failed_count == 1
     assert cursor.last_error.startswith(f"{bad_id}: ")
     assert cursor.last_error_at is not None
+    [logged] = [r for r in caplog.records if r.name == "providers.reconcile"]
+    assert logged.exc_info is not None
+    assert logged.external_id == bad_id
+    assert bad_id in admin_client.get("/admin/providers/synccursor/").content.decode()  # where an operator looks
 
     # The next run starts after what was read, not at the bad record again.
     _, fourth_at = add(hubspot, "alan@example.com", "Alan", second=10)
