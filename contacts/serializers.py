@@ -33,13 +33,36 @@ class StrictSerializerSchema(OpenApiSerializerExtension):
         return schema
 
 
+class _StringOnly:
+    """Only a JSON string is text: DRF's CharField turns 123 or 1.5 into "123" and "1.5"."""
+
+    default_error_messages = {"not_a_string": "Not a valid string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")  # type: ignore[attr-defined]
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictCharField(_StringOnly, serializers.CharField):
+    pass
+
+
+class StrictEmailField(_StringOnly, serializers.EmailField):
+    pass
+
+
+def _text(field: str) -> StrictCharField:
+    return StrictCharField(max_length=MAX_LENGTHS[field], allow_blank=True, required=False)
+
+
 class ContactInputSerializer(StrictSerializer):
-    email = serializers.EmailField(max_length=MAX_LENGTHS["email"])
-    first_name = serializers.CharField(max_length=MAX_LENGTHS["first_name"], allow_blank=True, required=False)
-    last_name = serializers.CharField(max_length=MAX_LENGTHS["last_name"], allow_blank=True, required=False)
-    phone = serializers.CharField(max_length=MAX_LENGTHS["phone"], allow_blank=True, required=False)
-    company = serializers.CharField(max_length=MAX_LENGTHS["company"], allow_blank=True, required=False)
-    job_title = serializers.CharField(max_length=MAX_LENGTHS["job_title"], allow_blank=True, required=False)
+    email = StrictEmailField(max_length=MAX_LENGTHS["email"])
+    first_name = _text("first_name")
+    last_name = _text("last_name")
+    phone = _text("phone")
+    company = _text("company")
+    job_title = _text("job_title")
 
 
 BATCH_MAX_CONTACTS = 1000

@@ -15,6 +15,7 @@ from django.utils import timezone
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
 from contacts.selectors import contact_by_email, normalise_email
 from providers.services import links_mark_pending, links_mark_pending_many
+from syncroot.db import retry_on_conflict
 from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
 
 
@@ -36,6 +37,7 @@ def _check_version(contact: Contact, expected_version: int | None) -> None:
         )
 
 
+@retry_on_conflict
 def contact_create(*, data: Mapping[str, str]) -> Contact:
     """Create a contact and mark it pending in every connected CRM."""
     values = {field: data.get(field, "") for field in SYNCED_FIELDS}
@@ -74,6 +76,7 @@ def _duplicates_of(emails: Sequence[str]) -> Conflict | None:
     )
 
 
+@retry_on_conflict
 def contact_create_many(*, items: Sequence[Mapping[str, str]]) -> list[Contact]:
     """Create many contacts at once, all or none: one INSERT for the contacts, one for their links.
 
@@ -98,6 +101,7 @@ def contact_create_many(*, items: Sequence[Mapping[str, str]]) -> list[Contact]:
     return contacts
 
 
+@retry_on_conflict
 @transaction.atomic
 def contact_update(
     *, contact_id: UUID, data: Mapping[str, str], partial: bool, expected_version: int | None = None
@@ -130,6 +134,7 @@ def contact_update(
     return contact
 
 
+@retry_on_conflict
 @transaction.atomic
 def contact_delete(*, contact_id: UUID, expected_version: int | None = None) -> None:
     """Soft-delete: the tombstone stays until every CRM has deleted its copy."""
@@ -147,6 +152,7 @@ def _request_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@retry_on_conflict
 def contact_create_idempotent(
     *,
     token: ApiToken,

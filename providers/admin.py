@@ -4,7 +4,7 @@ from django.utils.html import format_html, format_html_join
 
 from providers import crm_state, outbox
 from providers.issues import link_issues_resolve, presented_status
-from providers.models import CrmState, DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt
+from providers.models import CrmState, DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt, SyncCursor
 from providers.registry import connected_providers, get_provider
 
 
@@ -156,6 +156,21 @@ class SyncAttemptAdmin(admin.ModelAdmin):
     search_fields = ("contact__email", "error_code", "message")
     readonly_fields = [f.name for f in SyncAttempt._meta.fields]
     list_select_related = ("contact",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(SyncCursor)
+class SyncCursorAdmin(admin.ModelAdmin):
+    """Where each reconciler (and backfill checkpoint) stands, and the last change it had to skip."""
+
+    list_display = ("provider", "modstamp", "updated_at", "failed_count", "last_error_at", "short_error")
+    readonly_fields = [f.name for f in SyncCursor._meta.fields]
+
+    @admin.display(description="last error")
+    def short_error(self, cursor: SyncCursor) -> str:
+        return cursor.last_error[:120]
 
     def has_add_permission(self, request) -> bool:
         return False

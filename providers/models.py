@@ -135,6 +135,11 @@ class SyncCursor(models.Model):
     modstamp = models.DateTimeField(null=True, blank=True)
     last_id = models.CharField(max_length=64, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+    # The reconciler skips a change it cannot apply (the rest must not wait on it): the last such
+    # failure and a running count, for the operator in the admin.
+    failed_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.provider} @ {self.modstamp} / {self.last_id}"

@@ -2,6 +2,13 @@
 
 A small lookback window is re-read every run (records sharing the last timestamp, late commits);
 the idempotent apply path absorbs the overlap.
+
+Each change is applied on its own: one that cannot be applied is logged with its traceback,
+counted as `failed` and kept on the cursor (`last_error`, shown in the admin), and the run goes
+on; the cursor moves past it so no later run stalls on it. The cursor is saved every
+`CHECKPOINT_EVERY` changes, so a run that dies midway resumes near where it stopped. A failure that
+is not about the record (the CRM or the database unreachable) ends the run with the cursor at
+what was applied: the next run picks up from there.
 """
 
 import logging
@@ -9,12 +16,19 @@ from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
+from providers.base import InboundChange, ProviderError
 from providers.inbound import change_apply
 from providers.models import SyncCursor
 from providers.registry import get_provider
 
 logger = logging.getLogger(__name__)
+
+FAILED = "failed"
+CHECKPOINT_EVERY = 50  # changes between two saves of the cursor
+_ERROR_LENGTH = 2000
 
 
 def reconcile(*, provider_name: str, limit: int | None = None) -> Counter:
@@ -23,16 +37,45 @@ def reconcile(*, provider_name: str, limit: int | None = None) -> Counter:
     cursor, _ = SyncCursor.objects.get_or_create(provider=provider_name)
     since = cursor.modstamp - timedelta(seconds=settings.RECONCILE_LOOKBACK_SECONDS) if cursor.modstamp else None
     counts: Counter = Counter()
-    for change in provider.changes_since(modstamp=since, last_id=""):
-        # The repair path trusts the echo ledger, not the last writer: a record last touched by
-        # us may still carry a person's earlier edit to another field.
-        change.from_integration = False
-        counts[change_apply(provider=provider_name, change=change)] += 1
-        if change.occurred_at and (cursor.modstamp is None or change.occurred_at >= cursor.modstamp):
-            cursor.modstamp, cursor.last_id = change.occurred_at, change.external_id
-        if limit and sum(counts.values()) >= limit:
-            break
-    cursor.save()
+    try:
+        for change in provider.changes_since(modstamp=since, last_id=""):
+            counts[_apply_one(provider_name=provider_name, change=change, cursor=cursor)] += 1
+            _advance(cursor, change)
+            total = sum(counts.values())
+            if total % CHECKPOINT_EVERY == 0:
+                cursor.save()
+            if limit and total >= limit:
+                break
+    except ProviderError as exc:
+        # Reading the CRM failed: keep what was applied; the next run reads on from there.
+        logger.warning(
+            "reconcile read failed", extra={"provider": provider_name, "error": str(exc), "outcomes": dict(counts)}
+        )
+    finally:
+        cursor.save()
     if counts:
         logger.info("reconciled", extra={"provider": provider_name, "outcomes": dict(counts)})
     return counts
+
+
+def _apply_one(*, provider_name: str, change: InboundChange, cursor: SyncCursor) -> str:
+    # The repair path trusts the echo ledger, not the last writer: a record last touched by
+    # us may still carry a person's earlier edit to another field.
+    change.from_integration = False
+    try:
+        return change_apply(provider=provider_name, change=change)
+    except (OperationalError, InterfaceError):
+        raise  # the database, not the record: stop here, before the cursor passes this change
+    except Exception as exc:
+        logger.exception(
+            "reconcile change failed", extra={"provider": provider_name, "external_id": change.external_id}
+        )
+        cursor.failed_count += 1
+        cursor.last_error = f"{change.external_id}: {exc.__class__.__name__}: {exc}"[:_ERROR_LENGTH]
+        cursor.last_error_at = timezone.now()
+        return FAILED
+
+
+def _advance(cursor: SyncCursor, change: InboundChange) -> None:
+    if change.occurred_at and (cursor.modstamp is None or change.occurred_at >= cursor.modstamp):
+        cursor.modstamp, cursor.last_id = change.occurred_at, change.external_id

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request, Response
@@ -105,6 +105,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         self._issued_by: dict[str, str] = {}  # access token → the refresh token it came from
         self._revoked: set[str] = set()  # refresh tokens deleted (the app uninstalled)
         self._tokens_lock = threading.Lock()
+        self.clock: Callable[[], float] = time.monotonic  # token expiry; tests replace it instead of sleeping
         super().__init__(seed=seed, **config)
         self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
         self.events = EventFactory(self.config)
@@ -188,7 +189,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         expiry = self._tokens.get(token) if token else None
         if expiry is None:
             raise hs_error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
-        late = time.monotonic() - expiry
+        late = self.clock() - expiry
         if late >= 0:
             message = f"The OAuth token used to make this call expired {int(late)} second(s) ago."
             raise hs_error(401, "EXPIRED_AUTHENTICATION", message)
@@ -310,7 +311,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         access = "CN" + secrets.token_urlsafe(48)
         ttl = config["token_ttl_s"]
         with self._tokens_lock:
-            now = time.monotonic()
+            now = self.clock()
             if len(self._tokens) > 10_000:
                 self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
                 self._issued_by = {a: r for a, r in self._issued_by.items() if a in self._tokens}
@@ -334,7 +335,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
 
     def oauth_token_info(self, request: Request, token: str) -> Response:
         expiry = self._tokens.get(token)
-        if expiry is None or expiry <= time.monotonic():
+        if expiry is None or expiry <= self.clock():
             raise hs_error(404, "OBJECT_NOT_FOUND", "Token not found or expired")
         config = self.config
         body = {
@@ -344,7 +345,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
             "scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write", "oauth"],
             "hub_id": config["portal_id"],
             "app_id": config["app_id"],
-            "expires_in": int(expiry - time.monotonic()),
+            "expires_in": int(expiry - self.clock()),
             "user_id": config["ui_user_id"],
             "token_type": "access",
         }

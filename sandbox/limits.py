@@ -6,7 +6,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["DailyQuota", "LimitResult", "RollingWindowLimiter"]
@@ -30,9 +30,12 @@ class RollingWindowLimiter:
     as the oldest hit leaves the window. ``max_requests=None`` disables it.
     """
 
-    def __init__(self, max_requests: int | None, interval_s: float) -> None:
+    def __init__(
+        self, max_requests: int | None, interval_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_requests = max_requests
         self.interval_s = interval_s
+        self.clock = clock  # injectable, so tests move time instead of sleeping through a window
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -56,7 +59,7 @@ class RollingWindowLimiter:
         limit = self.max_requests
         if limit is None:
             return LimitResult(True, 0, 0)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             hits = self._hits.get(key)
             if hits is None:

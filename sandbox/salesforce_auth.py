@@ -61,6 +61,7 @@ class SessionRegistry:
         self._access: dict[str, float] = {}
         self._refresh: set[str] = set()
         self._lock = threading.Lock()
+        self.clock: Callable[[], float] = time.time  # tests replace it to expire tokens without sleeping
 
     def _new_token(self) -> str:
         random_part = "".join(secrets.choice(_TOKEN_CHARS) for _ in range(96))
@@ -70,7 +71,7 @@ class SessionRegistry:
         access = self._new_token()
         refresh = "5Aep" + "".join(secrets.choice(_TOKEN_CHARS[:62]) for _ in range(83)) if with_refresh else None
         with self._lock:
-            self._access[access] = time.time() + ttl_s
+            self._access[access] = self.clock() + ttl_s
             if refresh:
                 self._refresh.add(refresh)
         return access, refresh
@@ -78,7 +79,7 @@ class SessionRegistry:
     def valid(self, token: str) -> bool:
         with self._lock:
             expiry = self._access.get(token)
-            if expiry is not None and expiry <= time.time():
+            if expiry is not None and expiry <= self.clock():
                 del self._access[token]
                 return False
             return expiry is not None

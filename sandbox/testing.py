@@ -28,6 +28,7 @@ from sandbox import create_app
 from sandbox.server import RunningSandbox, serve
 
 __all__ = [
+    "ManualClock",
     "ReceivedRequest",
     "SandboxControl",
     "WebhookReceiver",
@@ -35,8 +36,34 @@ __all__ = [
     "running_sandbox",
     "running_webhook_receiver",
     "salesforce_sandbox",
+    "next_millisecond",
     "webhook_receiver",
 ]
+
+
+class ManualClock:
+    """A clock a test moves by hand (``advance``), injected where code reads ``time.monotonic``
+    or ``time.time``: expiry and windows are then tested without sleeping through them."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def next_millisecond(timeout_s: float = 5.0) -> None:
+    """Return once the wall clock shows a later millisecond than at the call (CRM timestamps have
+    millisecond precision: a write after this is stamped after everything before it)."""
+    start = int(time.time() * 1000)
+    deadline = time.monotonic() + timeout_s
+    while int(time.time() * 1000) <= start:
+        if time.monotonic() > deadline:
+            raise AssertionError("the wall clock did not move")
+        time.sleep(0.0005)
 
 
 @contextmanager

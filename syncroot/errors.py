@@ -8,11 +8,13 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
+
+from syncroot import db
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +114,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             headers["Retry-After"] = str(int(exc.wait) + 1)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(code, message or detail), status=exc.status_code, headers=headers)
-    if isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DatabaseError) and "connection" in str(exc).lower()
-    ):
-        logger.warning("database unavailable", extra={"error": str(exc)})
-        return Response(
-            error_body("service_unavailable", "The database is unavailable; retry shortly.", {"service": "database"}),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
+    if isinstance(exc, (DatabaseError, InterfaceError)):  # InterfaceError is no DatabaseError (PEP 249)
+        return _database_error(exc)
     if _is_redis_error(exc):
         logger.warning("redis unavailable", extra={"error": str(exc)})
         return Response(
@@ -129,6 +124,36 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             headers={"Retry-After": "5"},
         )
     return None  # unexpected: Django's handler500 answers with JSON
+
+
+def _database_error(exc: DatabaseError | InterfaceError) -> Response | None:
+    """A lost race or a slow statement is not an outage: each has its own code and a traceback."""
+    if db.is_conflict(exc):
+        logger.error("database conflict", exc_info=exc, extra={"pgcode": db.pgcode(exc)})
+        return Response(
+            error_body(
+                "database_conflict", "The request collided with another one; retry it.", {"service": "database"}
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    if db.is_timeout(exc):
+        logger.error("database statement timed out", exc_info=exc, extra={"pgcode": db.pgcode(exc)})
+        return Response(
+            error_body(
+                "database_timeout", "The database took too long to answer; retry shortly.", {"service": "database"}
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    if db.is_unavailable(exc):
+        logger.warning("database unavailable", extra={"error": str(exc), "pgcode": db.pgcode(exc)})
+        return Response(
+            error_body("service_unavailable", "The database is unavailable; retry shortly.", {"service": "database"}),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    return None  # a bug (bad SQL, a broken constraint): Django logs it and handler500 answers
 
 
 def _json(status_code: int, code: str, message: str) -> JsonResponse:

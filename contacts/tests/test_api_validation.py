@@ -61,6 +61,43 @@ def test_a_value_that_is_not_text_is_a_400(api_client, value):
     assert "first_name" in assert_error(response, 400, "validation_error")["details"]
 
 
+NOT_STRINGS = [123, 1.5, 0, -7]
+
+
+@pytest.mark.parametrize("value", NOT_STRINGS)
+@pytest.mark.parametrize("field", SYNCED_FIELDS)
+def test_a_number_for_a_text_field_is_a_400_naming_it(api_client, field, value):
+    payload = {"email": "x@example.com", field: value}
+
+    body = assert_error(api_client.post("/contacts", payload, format="json"), 400, "validation_error")
+
+    assert body["details"] == {field: ["Not a valid string."]}
+    assert not Contact.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+@pytest.mark.parametrize("field", SYNCED_FIELDS)
+def test_a_number_in_an_update_is_a_400_and_changes_nothing(api_client, method, field):
+    contact = ContactFactory()
+    payload = {"email": contact.email, field: 123}
+
+    response = getattr(api_client, method)(f"/contacts/{contact.pk}", payload, format="json")
+
+    assert assert_error(response, 400, "validation_error")["details"] == {field: ["Not a valid string."]}
+    contact.refresh_from_db()
+    assert contact.version == 1
+
+
+@pytest.mark.parametrize("field", SYNCED_FIELDS)
+def test_a_number_in_a_batch_item_is_a_400_naming_the_item_and_field(api_client, field):
+    items = [{"email": "a@example.com"}, {"email": "b@example.com", field: 42}]
+
+    body = assert_error(api_client.post("/contacts/batch", {"contacts": items}, format="json"), 400, "validation_error")
+
+    assert body["details"] == {"contacts": {"1": {field: ["Not a valid string."]}}}
+    assert not Contact.objects.exists()
+
+
 @pytest.mark.parametrize("field", [f for f in SYNCED_FIELDS if f != "email"])
 def test_a_field_over_its_max_length_is_a_400(api_client, field):
     payload = {"email": "long@example.com", field: "x" * (MAX_LENGTHS[field] + 1)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import (
@@ -31,6 +32,7 @@ from syncroot import queues
 
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 # Subscription types (and their generic `object.*` forms for contacts, objectTypeId 0-1) we act on.
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
 _GONE_EVENTS = {"deletion", "privacyDeletion"}
 _FETCH_EVENTS = {"creation", "restore"}
 
@@ -88,22 +90,29 @@ class HubSpotProvider(Provider):
         ]
 
     def changes_since(self, *, modstamp: datetime | None, last_id: str) -> Iterator[InboundChange]:
+        """Modified and archived contacts after the cursor, merged into one oldest-first stream.
+
+        The reconciler saves its cursor as it goes, so the stream must never step back in time:
+        deletions are read first (the archive has no time filter) and merged in by when they
+        happened, instead of following every modified contact.
+        """
         since_ms = transform.to_epoch_ms(modstamp) if modstamp is not None else None
-        objects = self.client.iter_modified_since(
-            since_ms=since_ms,
-            after_id=last_id if since_ms is not None else "",
-            properties=transform.READ_PROPERTIES,
-            page_size=self.search_page_size,
-        )
-        for obj in objects:
-            yield transform.object_to_change(obj)
+        deletions: list[InboundChange] = []
         if self.config.get("reconcile_archived", True):
             # Search never returns archived contacts, so a dropped deletion webhook is only
             # repaired by reading the archive (costs one request per 100 archived contacts).
             for obj in self.client.iter_archived(properties=[transform.MODIFIED_PROPERTY]):
                 archived_at = transform.parse_time(obj.get("archivedAt"))
                 if modstamp is None or (archived_at is not None and archived_at >= modstamp):
-                    yield InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True)
+                    deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True))
+        objects = self.client.iter_modified_since(
+            since_ms=since_ms,
+            after_id=last_id if since_ms is not None else "",
+            properties=transform.READ_PROPERTIES,
+            page_size=self.search_page_size,
+        )
+        modified = (transform.object_to_change(obj) for obj in objects)
+        yield from heapq.merge(modified, sorted(deletions, key=_when), key=_when)
 
     # --- inbound -------------------------------------------------------------------------------
     def parse_webhook(self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]):
@@ -413,3 +422,7 @@ def _gone_error(external_id: str | None, cause: ProviderError) -> Permanent:
         code="OBJECT_NOT_FOUND",
         status=404,
     )
+
+
+def _when(change: InboundChange) -> datetime:
+    return change.occurred_at or _NO_TIME

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from providers.base import Permanent, ProviderError, Transient
@@ -30,9 +30,10 @@ class LRU:
     """A small thread-safe least-recently-used map whose entries expire after `ttl` seconds
     (Accounts get renamed and deleted in the CRM; a stale entry must not live forever)."""
 
-    def __init__(self, size: int, ttl: float) -> None:
+    def __init__(self, size: int, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
         self.ttl = ttl
+        self.clock = clock
         self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -41,7 +42,7 @@ class LRU:
             item = self._items.get(key)
             if item is None:
                 return None
-            if item[1] <= time.monotonic():
+            if item[1] <= self.clock():
                 del self._items[key]
                 return None
             self._items.move_to_end(key)
@@ -49,7 +50,7 @@ class LRU:
 
     def put(self, key: str, value: str) -> None:
         with self._lock:
-            self._items[key] = (value, time.monotonic() + self.ttl)
+            self._items[key] = (value, self.clock() + self.ttl)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)

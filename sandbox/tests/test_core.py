@@ -22,6 +22,7 @@ from sandbox.core import (
     empty_response,
     json_response,
 )
+from sandbox.testing import ManualClock
 from sandbox.webhooks import WebhookDispatcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,17 +85,21 @@ def test_invalid_json_body_is_a_400_in_the_provider_shape():
 
 
 def test_rolling_window_limiter_refuses_then_recovers():
-    limiter = RollingWindowLimiter(3, 0.2)
+    clock = ManualClock()
+    limiter = RollingWindowLimiter(3, 0.2, clock=clock)
 
     hits = [limiter.hit("token") for _ in range(4)]
     other = limiter.hit("other-token")
-    time.sleep(0.21)
+    clock.advance(0.19)
+    still_refused = limiter.hit("token")
+    clock.advance(0.01)
     recovered = limiter.hit("token")
 
     assert [hit.remaining for hit in hits[:3]] == [2, 1, 0]
     assert hits[3].allowed is False
     assert hits[3].retry_after_s == 1
     assert other.allowed is True  # the window is per key
+    assert still_refused.allowed is False
     assert recovered.allowed is True
 
 
@@ -188,19 +193,20 @@ def test_seeded_faults_repeat_exactly():
 
 
 def test_latency_is_added_to_api_calls_only():
-    client = Client(Demo(latency_ms=20))
+    client = Client(Demo(latency_ms=100))
 
     def timed(path: str) -> float:
         started = time.perf_counter()
         client.get(path)
         return time.perf_counter() - started
 
-    api = [timed("/things/1") for _ in range(40)]
-    control = [timed("/_sandbox/config") for _ in range(40)]
+    api = [timed("/things/1") for _ in range(10)]
+    control = [timed("/_sandbox/config") for _ in range(10)]
 
-    assert 0.020 <= statistics.mean(api) <= 0.06
-    assert min(api) >= 0.019
-    assert statistics.mean(control) < 0.01
+    # Lower bounds only where the clock can only add (a busy machine makes every call slower):
+    # each API call waits the latency; the control plane, much cheaper on average, does not.
+    assert min(api) >= 0.099
+    assert statistics.median(control) < 0.05
 
 
 # -- webhook dispatcher ----------------------------------------------------------
@@ -242,7 +248,7 @@ def test_dispatcher_coalesces_into_batches_and_delivers_quickly():
     assert dispatcher.flush(2)
     dispatcher.stop()
 
-    assert single_latency < 0.1
+    assert single_latency < 2.0  # ~10 ms linger, not held for a fuller batch; room for a busy box
     assert sorted(len(events) for events, _, _ in send.calls[1:]) == [50, 100, 100]
     assert dispatcher.stats()["events_delivered"] == 251
 

@@ -1,13 +1,14 @@
 """HubSpot sandbox driven by the unmodified hubspot-api-client SDK: CRUD, errors, auth, paging."""
 
 import json
-import time
 
 import pytest
 import requests
 from hubspot import HubSpot
 from hubspot.crm.contacts import SimplePublicObjectInput, SimplePublicObjectInputForCreate
 from hubspot.crm.contacts.exceptions import ApiException, NotFoundException, UnauthorizedException
+
+from sandbox.testing import ManualClock, next_millisecond
 
 
 def create(contacts, **properties):
@@ -62,7 +63,7 @@ def test_properties_comma_joined_and_archived_flag_any_case(hubspot):
 
 def test_update_by_id_and_by_email_bumps_lastmodifieddate(hubspot):
     created = create(hubspot.contacts, email="u@example.com", firstname="U")
-    time.sleep(0.005)
+    next_millisecond()
 
     updated = hubspot.contacts.basic_api.update(created.id, SimplePublicObjectInput(properties={"jobtitle": "CTO"}))
     by_email = hubspot.contacts.basic_api.update(
@@ -137,6 +138,7 @@ def test_wrong_token_is_401_invalid_authentication(hubspot):
 
 
 def test_oauth_refresh_issues_a_token_that_works_until_it_expires(hubspot):
+    clock = hubspot.running.app.clock = ManualClock()
     hubspot.control.config(token_ttl_s=0.3)
 
     token = hubspot.client.oauth.tokens_api.create(
@@ -146,8 +148,9 @@ def test_oauth_refresh_issues_a_token_that_works_until_it_expires(hubspot):
         refresh_token="sandbox-refresh-token",
     )
     oauth_client = HubSpot(access_token=token.access_token, host=hubspot.running.url)
+    clock.advance(0.29)
     page = oauth_client.crm.contacts.basic_api.get_page()
-    time.sleep(0.4)
+    clock.advance(0.01)
 
     assert token.token_type == "bearer"
     assert page.results == []

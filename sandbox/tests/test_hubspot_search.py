@@ -10,6 +10,8 @@ from hubspot.crm.contacts import PublicObjectSearchRequest, SimplePublicObjectIn
 from hubspot.crm.contacts.exceptions import ApiException
 from urllib3.util.retry import Retry
 
+from sandbox.testing import next_millisecond
+
 
 def create(hubspot, **properties):
     return hubspot.contacts.basic_api.create(SimplePublicObjectInputForCreate(properties=properties))
@@ -25,9 +27,9 @@ def people(hubspot):
     """Three contacts created a few ms apart; returns them and a cut-off between 1st and 2nd."""
     hubspot.control.config(search_rate_limit=None)
     first = create(hubspot, email="ann@example.com", firstname="Ann", phone="1")
-    time.sleep(0.01)
+    next_millisecond()
     cutoff_ms = int(time.time() * 1000)
-    time.sleep(0.01)
+    next_millisecond()
     second = create(hubspot, email="bob@example.com", firstname="Bob")
     third = create(hubspot, email="cid@example.org", firstname="Cid", phone="3")
     return [first, second, third], cutoff_ms

@@ -3,7 +3,6 @@
 import base64
 import hashlib
 import hmac
-import time
 
 import pytest
 from simple_salesforce import Salesforce, SalesforceLogin
@@ -11,6 +10,7 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed, Salesfo
 
 from sandbox.salesforce_schema import INTEGRATION_USER_ID
 from sandbox.salesforce_testing import running_salesforce
+from sandbox.testing import ManualClock
 
 CREDENTIALS = {"consumer_key": "sandbox-client", "consumer_secret": "sandbox-secret"}
 
@@ -138,11 +138,13 @@ def test_unknown_and_expired_tokens_are_invalid_sessions(harness):
         stranger.query("SELECT COUNT() FROM Contact")
     assert excinfo.value.content == [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 
+    clock = harness.app.sessions.clock = ManualClock()
     harness.control.config(token_ttl_s=0.2)
     access, _ = SalesforceLogin(username="u", password="pw", session=harness.session, **CREDENTIALS)
     short = Salesforce(instance_url=harness.url, session_id=access, session=harness.session)
+    clock.advance(0.19)
     assert short.query("SELECT COUNT() FROM Contact")["totalSize"] == 0
-    time.sleep(0.3)
+    clock.advance(0.01)
     with pytest.raises(SalesforceExpiredSession):
         short.query("SELECT COUNT() FROM Contact")
     # The static token never expires.

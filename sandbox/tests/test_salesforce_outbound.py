@@ -131,7 +131,7 @@ def test_redelivered_until_ack_true_then_stops(harness, receiver):
     ids = {parse_message(d["body"])[1][0][0] for d in deliveries}
     assert len(ids) == 1  # the same notification each time
     assert deliveries[1]["at"] - deliveries[0]["at"] >= 0.015  # backoff between attempts
-    time.sleep(0.4)
+    assert harness.control.flush_webhooks()  # nothing pending, scheduled or in flight
     assert len(receiver.soap) == 4  # acknowledged: never sent again
     stats = harness.control.stats()["webhooks"]["channels"]["outbound"]
     assert stats["acked"] == 1
@@ -167,12 +167,8 @@ def test_ui_edit_company_convenience_reuses_the_account(harness, receiver):
 def test_at_most_100_notifications_per_message(harness, receiver):
     records = [{"attributes": {"type": "Contact"}, "LastName": f"n{i}"} for i in range(150)]
     harness.sf.restful("composite/sobjects", method="POST", json={"records": records})
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        items = [item for d in receiver.wait("soap", 2) for item in parse_message(d["body"])[1]]
-        if len(items) >= 150:
-            break
-        time.sleep(0.05)
+    assert harness.control.flush_webhooks()
+    items = [item for d in receiver.soap for item in parse_message(d["body"])[1]]
     sizes = [len(parse_message(d["body"])[1]) for d in receiver.soap]
     assert max(sizes) <= 100
     assert sum(sizes) == 150
@@ -204,7 +200,7 @@ def test_delete_is_a_signed_change_event_and_no_outbound_message(harness, receiv
     assert header["sequenceNumber"] == 1
     uuid.UUID(header["transactionKey"])
     assert abs(header["commitTimestamp"] / 1000 - time.time()) < 60
-    time.sleep(0.2)
+    assert harness.control.flush_webhooks()
     assert len(receiver.soap) == 1  # Outbound Messages never fire on delete
 
 
@@ -213,13 +209,9 @@ def test_all_change_events_carry_changed_fields_and_are_retried(harness, receive
     receiver.json_script = [500]
     record_id = harness.sf.Contact.create({"LastName": "Evented", "Email": "e@example.com"})["id"]
     harness.sf.Contact.update(record_id, {"Title": "CTO"})
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        deliveries = receiver.wait("json", 2)
-        events = [event for d in deliveries[1:] for event in verify(d)["events"]]
-        if len(events) >= 2:
-            break
-        time.sleep(0.02)
+    assert harness.control.flush_webhooks()
+    deliveries = list(receiver.json)
+    events = [event for d in deliveries[1:] for event in verify(d)["events"]]
     by_type = {event["ChangeEventHeader"]["changeType"]: event for event in events}
     created, updated = by_type["CREATE"], by_type["UPDATE"]
     assert created["LastName"] == "Evented"
@@ -235,13 +227,14 @@ def test_single_change_is_delivered_promptly(harness, receiver):
     started = time.monotonic()
     harness.sf.Contact.create({"LastName": "Quick"})
     [delivery] = receiver.wait("soap", 1)
-    assert delivery["at"] - started < 0.25
+    # Sent after the 10 ms linger, not held for a fuller batch; the bound leaves room for a busy box.
+    assert delivery["at"] - started < 2.0
 
 
 def test_nothing_is_sent_when_disabled(harness, receiver):
     harness.control.config(outbound_messages=False, change_events="none")
     record_id = harness.sf.Contact.create({"LastName": "Quiet"})["id"]
     harness.sf.Contact.delete(record_id)
-    time.sleep(0.3)
+    assert harness.control.flush_webhooks()
     assert receiver.soap == []
     assert receiver.json == []

@@ -1,13 +1,13 @@
 """SOQL query/queryAll paging, getUpdated/getDeleted, /limits and the daily quota, via the SDK."""
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceRefusedRequest
 
 from sandbox.salesforce_testing import running_salesforce
+from sandbox.testing import next_millisecond
 
 NEXT_URL = re.compile(r"^/services/data/v59\.0/query/01g[0-9A-Za-z]{15}-(\d+)$")
 SMALL_BATCHES = {"Sforce-Query-Options": "batchSize=200"}
@@ -96,7 +96,7 @@ def test_query_all_includes_deleted_records(harness):
 def test_incremental_sync_by_system_modstamp(harness):
     first = harness.sf.Contact.create({"LastName": "Early"})["id"]
     cursor = harness.sf.Contact.get(first)["SystemModstamp"]
-    time.sleep(0.002)  # timestamps have millisecond precision: later writes must land after the cursor
+    next_millisecond()  # timestamps have millisecond precision: later writes must land after the cursor
     later = [harness.sf.Contact.create({"LastName": f"Late{i}"})["id"] for i in range(3)]
     harness.sf.Contact.update(first, {"Title": "Touched"})
     literal = cursor.replace("+0000", "Z")

@@ -3,7 +3,7 @@
 import pytest
 import redis
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DatabaseError, OperationalError
+from django.db import OperationalError
 from django.http import Http404
 from django.test import RequestFactory
 from django.urls import path
@@ -36,7 +36,7 @@ def failing_django_view(request):
 FAILURES = {
     "unexpected": RuntimeError("boom"),
     "database-down": OperationalError("could not connect to server: Connection refused"),
-    "database-connection-lost": DatabaseError("server closed the connection unexpectedly"),
+    "database-connection-lost": OperationalError("server closed the connection unexpectedly"),
     "redis-down": redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379."),
     "broker-down": KombuOperationalError("Error 111 connecting to 127.0.0.1:6379."),
     "http404": Http404("nothing here"),

@@ -151,9 +151,15 @@ def test_random_interleaving_converges_without_loops(stack, settings):
     assert state["syncroot"] == state["salesforce"]
     assert len(state["syncroot"]) > 20
     assert not ProviderLink.objects.filter(status=LinkStatus.PARKED).exists()
-    # No loops: once settled, nothing more is written anywhere.
+    # No loops: once settled, firing every trigger again (webhooks delivered and processed, the
+    # reconciler run) leaves nothing to write: a loop would leave a change or a link pending.
     before = writes(stack.hubspot_ctl.stats()), writes(stack.salesforce_ctl.stats())
-    time.sleep(2)
+    assert stack.hubspot_ctl.flush_webhooks()
+    assert stack.salesforce_ctl.flush_webhooks()
+    stack.wait_until(lambda: not WebhookEvent.objects.filter(status="received").exists(), timeout=60)
+    for provider in ("hubspot", "salesforce"):
+        assert not {"applied", "created", "deleted", "failed"} & set(reconcile(provider_name=provider))
+    assert not ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED)).exists()
     assert (writes(stack.hubspot_ctl.stats()), writes(stack.salesforce_ctl.stats())) == before
     outcomes = Counter(WebhookEvent.objects.values_list("outcome", flat=True))
     hs, sf = stack.hubspot_ctl.stats(), stack.salesforce_ctl.stats()

@@ -58,11 +58,14 @@ def test_hubspot_edit_reaches_syncroot_and_salesforce_without_loops(stack):
     stack.hubspot_ctl.edit(hs_id, {"firstname": "Augusta", "jobtitle": "Analyst"})
 
     stack.wait_until(lambda: (api_contact(stack, body["id"]) or {}).get("first_name") == "Augusta")
-    stack.wait_until(lambda: sf_contact(stack, sf_id)["FirstName"] == "Augusta")
-    assert sf_contact(stack, sf_id)["Title"] == "Analyst"
+    stack.wait_until(
+        lambda: (sf_contact(stack, sf_id)["FirstName"], sf_contact(stack, sf_id)["Title"]) == ("Augusta", "Analyst")
+    )
     quiet(stack)
-    # One Salesforce write carried both fields; the echoes came back and went nowhere.
-    assert writes(stack.salesforce_ctl.stats()) - sf_before == 1
+    # The two property events of the edit are applied one after the other: usually one Salesforce
+    # write carries both, but on a busy machine the forwarder may send the first before the second
+    # is applied. Never more; and the echoes came back and went nowhere.
+    assert writes(stack.salesforce_ctl.stats()) - sf_before in (1, 2)
     assert writes(stack.hubspot_ctl.stats()) == hs_before  # nothing was written back to where it came from
     contact = api_contact(stack, body["id"])
     assert contact["version"] == 3  # one bump per changed property, none for the echoes

@@ -118,9 +118,10 @@ def test_lost_broker_messages_are_delivered_by_the_sweeper(bare_stack, settings)
     for provider in ("hubspot", "salesforce"):
         dispatch.drain_flag_clear(provider=provider)
 
+    with celery_app.connection_for_write() as conn:  # nothing left to wake them up
+        assert [conn.default_channel.queue_declare(name).message_count for name in ("forwarder", "dlq")] == [0, 0]
     with worker():
-        time.sleep(1.0)
-        assert ProviderLink.objects.filter(status=LinkStatus.PENDING).count() == 20  # nothing to wake them up
+        assert ProviderLink.objects.filter(status=LinkStatus.PENDING).count() == 20
         settings.OUTBOX_SWEEP_AFTER_SECONDS = 0
         assert outbox.sweep() == {"hubspot": 10, "salesforce": 10}
         bare_stack.wait_until(lambda: all_synced(len(ids)), timeout=30)

@@ -1,8 +1,7 @@
 """The Account caches and the IN-clause chunking (pure parts of accounts.py)."""
 
-import time
-
 from providers.salesforce.accounts import LRU, chunk_for_in
+from sandbox.testing import ManualClock
 
 
 def test_lru_forgets_the_least_recently_used():
@@ -17,10 +16,12 @@ def test_lru_forgets_the_least_recently_used():
 
 
 def test_lru_entries_expire():
-    cache = LRU(10, ttl=0.05)
+    clock = ManualClock()
+    cache = LRU(10, ttl=0.05, clock=clock)
     cache.put("a", "1")
+    clock.advance(0.049)
     assert cache.get("a") == "1"
-    time.sleep(0.06)
+    clock.advance(0.001)
     assert cache.get("a") is None
 
 
