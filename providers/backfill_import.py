@@ -312,34 +312,8 @@ def _would_change(link: ProviderLink, values: dict[str, str], change: InboundCha
 
 
 def _crm_total(provider_name: str, modstamp: datetime | None) -> int | None:
-    """How many records the read will return, when one cheap call can tell (for the progress bar)."""
-    counter = _TOTALS.get(provider_name)
-    if counter is None:
-        return None
+    """How many records the read will return, when the CRM can tell cheaply (for the progress bar)."""
     try:
-        return counter(get_provider(provider_name), modstamp)
-    except (ProviderError, KeyError, TypeError, ValueError):
+        return get_provider(provider_name).count_since(modstamp=modstamp)
+    except ProviderError:
         return None
-
-
-def _hubspot_total(provider, modstamp: datetime | None) -> int | None:
-    from providers.hubspot.transform import MODIFIED_PROPERTY, to_epoch_ms
-
-    body: dict = {"limit": 1, "properties": ["email"], "filterGroups": []}
-    if modstamp is not None:
-        since = {"propertyName": MODIFIED_PROPERTY, "operator": "GTE", "value": str(to_epoch_ms(modstamp))}
-        body["filterGroups"] = [{"filters": [since]}]
-    return int(provider.client.search(body)["total"])
-
-
-def _salesforce_total(provider, modstamp: datetime | None) -> int | None:
-    from providers.salesforce.transform import soql_datetime
-
-    soql = "SELECT COUNT() FROM Contact"
-    if modstamp is not None:
-        soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
-    return int(provider.client.request("GET", "queryAll", params={"q": soql})["totalSize"])
-
-
-# A CRM without an entry here simply gets a progress bar without a total.
-_TOTALS = {"hubspot": _hubspot_total, "salesforce": _salesforce_total}

@@ -156,9 +156,17 @@ class Provider(ABC):
     def webhook_change(self, payload: dict[str, Any]) -> InboundChange | None:
         """Turn one stored inbox payload into a change (None when it concerns nothing we sync)."""
 
-    def webhook_ack(self) -> tuple[str, bytes]:
-        """Content type and body that tell the CRM a delivery was stored (it redelivers otherwise)."""
+    def webhook_ack(self, kind: str | None = None) -> tuple[str, bytes]:
+        """Content type and body that tell the CRM a delivery was stored (it redelivers otherwise).
+
+        `kind`: the `payload["kind"]` the parser wrote into the delivery's events, for a CRM whose
+        acknowledgement differs per kind of delivery."""
         return "application/json", b'{"status":"ok"}'
+
+    def count_since(self, *, modstamp: datetime | None) -> int | None:
+        """How many records `changes_since` would return, when one cheap call can tell (progress
+        bars); None when it cannot."""
+        return None
 
     def record_url(self, external_id: str) -> str | None:
         return None

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from providers.base import InboundChange, ProviderError
+from providers.base import AuthExpired, InboundChange, ProviderError
+from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import change_apply
 from providers.models import SyncCursor
 from providers.registry import get_provider
@@ -48,6 +49,8 @@ def reconcile(*, provider_name: str, limit: int | None = None) -> Counter:
                 break
     except ProviderError as exc:
         # Reading the CRM failed: keep what was applied; the next run reads on from there.
+        if isinstance(exc, AuthExpired):  # refused credentials: the CRM pauses until a probe succeeds
+            crm_mark_auth_failed(provider=provider_name, error=str(exc))
         logger.warning(
             "reconcile read failed", extra={"provider": provider_name, "error": str(exc), "outcomes": dict(counts)}
         )

@@ -3,7 +3,6 @@
 from celery import shared_task
 
 from providers import crm_state, outbox, reconcile, retention
-from providers.base import AuthExpired
 from providers.registry import connected_providers, get_provider
 
 
@@ -41,10 +40,8 @@ def probe_crms() -> None:
 
 @shared_task(name="providers.tasks.reconcile_provider", acks_late=True)
 def reconcile_provider(provider: str) -> None:
-    try:
-        reconcile.reconcile(provider_name=provider)
-    except AuthExpired as exc:  # the credentials are refused: pause the CRM until a probe succeeds
-        crm_state.crm_mark_auth_failed(provider=provider, error=str(exc))
+    """A CRM that refuses the credentials is paused by the reconciler until a probe succeeds."""
+    reconcile.reconcile(provider_name=provider)
 
 
 @shared_task(name="providers.tasks.reconcile_all")

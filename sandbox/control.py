@@ -8,15 +8,12 @@ object body with :meth:`ControlPlane._control_json`.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
 from sandbox.config import ConfigError, coerce_bool, coerce_non_negative
 from sandbox.responses import json_response
-
-if TYPE_CHECKING:
-    from sandbox.core import SandboxApp
 
 __all__ = ["ControlPlane"]
 
@@ -24,7 +21,7 @@ __all__ = ["ControlPlane"]
 class ControlPlane:
     """Control-plane routes and dispatch for :class:`~sandbox.core.SandboxApp`."""
 
-    def _dispatch_control(self: SandboxApp, request: Request) -> Response:
+    def _dispatch_control(self, request: Request) -> Response:
         found = self.control.match(request.method, request.path)
         if not isinstance(found, tuple):
             status = 405 if found else 404
@@ -39,7 +36,7 @@ class ControlPlane:
         except (TypeError, ValueError) as exc:
             return json_response({"error": "bad_request", "message": str(exc)}, 400)
 
-    def _setup_control_routes(self: SandboxApp) -> None:
+    def _setup_control_routes(self) -> None:
         add = self.control.add
         add("GET", "/_sandbox/config", lambda request: json_response(dict(self.config)))
         add("POST", "/_sandbox/config", self._control_set_config)
@@ -60,18 +57,18 @@ class ControlPlane:
             raise TypeError("body must be a JSON object")
         return body
 
-    def _control_set_config(self: SandboxApp, request: Request) -> Response:
+    def _control_set_config(self, request: Request) -> Response:
         return json_response(self.update_config(self._control_json(request)))
 
-    def _control_edit(self: SandboxApp, request: Request) -> Response:
+    def _control_edit(self, request: Request) -> Response:
         return json_response(self.edit_record(self._control_json(request)))
 
-    def _control_reset(self: SandboxApp, request: Request) -> Response:
+    def _control_reset(self, request: Request) -> Response:
         body = self._control_json(request)
         self.reset(config=coerce_bool(body.get("config", False)))
         return json_response({"reset": True, "config": dict(self.config)})
 
-    def _control_flush(self: SandboxApp, request: Request) -> Response:
+    def _control_flush(self, request: Request) -> Response:
         timeout = coerce_non_negative(self._control_json(request).get("timeout_s", 10.0))
         done = self.dispatcher.flush(timeout)
         return json_response({"flushed": done, "webhooks": self.dispatcher.stats()}, 200 if done else 504)

@@ -9,15 +9,12 @@ documents; update and upsert report failed inputs individually.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
 from sandbox.core import ApiError, empty_response, json_response
 from sandbox.hubspot_store import DEFAULT_PROPERTIES, Contact, hs_error, iso_ms
-
-if TYPE_CHECKING:
-    from sandbox.hubspot import HubSpotApp
 
 __all__ = ["MAX_INPUTS", "BatchRoutes"]
 
@@ -64,11 +61,11 @@ def _reply(results: list[dict[str, Any]], errors: list[dict[str, Any]], started_
 class BatchRoutes:
     """Batch create/read/update/upsert/archive handlers for :class:`~sandbox.hubspot.HubSpotApp`."""
 
-    def add_batch_routes(self: HubSpotApp, prefix: str) -> None:
+    def add_batch_routes(self, prefix: str) -> None:
         for verb in ("create", "read", "update", "upsert", "archive"):
             self.router.add("POST", f"{prefix}/{verb}", getattr(self, f"batch_{verb}"))
 
-    def _batch_inputs(self: HubSpotApp, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _batch_inputs(self, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         body = self.json_body(request)
         inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
@@ -84,7 +81,7 @@ class BatchRoutes:
         if duplicates:
             raise hs_error(400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: {duplicates}")
 
-    def batch_create(self: HubSpotApp, request: Request) -> Response:
+    def batch_create(self, request: Request) -> Response:
         started = int(time.time() * 1000)
         _, inputs = self._batch_inputs(request)
         store, source = self.store, self.api_source
@@ -121,7 +118,7 @@ class BatchRoutes:
             self.created(contact, properties, source)
         return _reply(results, errors, started, 201)
 
-    def batch_read(self: HubSpotApp, request: Request) -> Response:
+    def batch_read(self, request: Request) -> Response:
         started = int(time.time() * 1000)
         body, inputs = self._batch_inputs(request)
         names = body.get("properties") or list(DEFAULT_PROPERTIES)
@@ -140,7 +137,7 @@ class BatchRoutes:
             results.append(contact.to_json(names))
         return _reply(results, [_missing(missing, "get")] if missing else [], started, 200)
 
-    def batch_update(self: HubSpotApp, request: Request) -> Response:
+    def batch_update(self, request: Request) -> Response:
         started = int(time.time() * 1000)
         _, inputs = self._batch_inputs(request)
         for item in inputs:
@@ -167,7 +164,7 @@ class BatchRoutes:
             errors.insert(0, _missing(missing, "update"))
         return _reply(results, errors, started, 200)
 
-    def batch_upsert(self: HubSpotApp, request: Request) -> Response:
+    def batch_upsert(self, request: Request) -> Response:
         started = int(time.time() * 1000)
         _, inputs = self._batch_inputs(request)
         for item in inputs:
@@ -186,7 +183,7 @@ class BatchRoutes:
             results.append(result)
         return _reply(results, errors, started, 200)
 
-    def _upsert_one(self: HubSpotApp, email: str, properties: Any) -> dict[str, Any]:
+    def _upsert_one(self, email: str, properties: Any) -> dict[str, Any]:
         store, source = self.store, self.api_source
         clean = store.validate({**(properties if isinstance(properties, dict) else {}), "email": email}, creating=False)
         with store.lock:
@@ -206,7 +203,7 @@ class BatchRoutes:
             self.changed(contact, changed, source)
         return {**contact.to_json(), "new": new}
 
-    def batch_archive(self: HubSpotApp, request: Request) -> Response:
+    def batch_archive(self, request: Request) -> Response:
         _, inputs = self._batch_inputs(request)
         for item in inputs:
             contact = self.store.archive(str(item.get("id", "")))

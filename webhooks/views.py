@@ -9,10 +9,8 @@ the inbox is unique per (provider, event id).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
-from functools import cache
 
 from django.conf import settings
 from django.db import DataError, InterfaceError, OperationalError
@@ -108,18 +106,10 @@ def _read_body(request: HttpRequest, *, limit: int) -> bytes | None:
 
 
 def _ack(crm: Provider, events: Sequence[WebhookEvent]) -> tuple[str, bytes]:
-    """The provider's acknowledgement for this delivery. A provider whose ack differs per kind of
-    delivery (Salesforce: SOAP for Outbound Messages, JSON for change events) takes the `kind`
-    its parser wrote into each event's payload."""
-    if not _ack_takes_kind(type(crm)):
-        return crm.webhook_ack()
+    """The provider's acknowledgement for this delivery, for the `kind` its parser wrote into the
+    events' payloads (Salesforce: SOAP for Outbound Messages, JSON for change events)."""
     kind = next((e.payload.get("kind") for e in events if isinstance(e.payload, dict) and e.payload.get("kind")), None)
     return crm.webhook_ack(kind)
-
-
-@cache
-def _ack_takes_kind(provider_class: type[Provider]) -> bool:
-    return "kind" in inspect.signature(provider_class.webhook_ack).parameters
 
 
 def _unavailable(service: str) -> JsonResponse:

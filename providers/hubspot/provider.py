@@ -114,6 +114,20 @@ class HubSpotProvider(Provider):
         modified = (transform.object_to_change(obj) for obj in objects)
         yield from heapq.merge(modified, sorted(deletions, key=_when), key=_when)
 
+    def count_since(self, *, modstamp: datetime | None) -> int | None:
+        body: dict[str, Any] = {"limit": 1, "properties": ["email"], "filterGroups": []}
+        if modstamp is not None:
+            since = {
+                "propertyName": transform.MODIFIED_PROPERTY,
+                "operator": "GTE",
+                "value": str(transform.to_epoch_ms(modstamp)),
+            }
+            body["filterGroups"] = [{"filters": [since]}]
+        try:
+            return int(self.client.search(body)["total"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
     # --- inbound -------------------------------------------------------------------------------
     def parse_webhook(self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]):
         return webhook.parse_webhook(

@@ -122,6 +122,13 @@ class SalesforceProvider(Provider):
             yield change
         yield from _after(tied, last_id)
 
+    def count_since(self, *, modstamp: datetime | None) -> int | None:
+        soql = "SELECT COUNT() FROM Contact"
+        if modstamp is not None:
+            soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
+        answer = self.client.request("GET", "queryAll", params={"q": soql})
+        return int(answer["totalSize"]) if isinstance(answer, dict) and "totalSize" in answer else None
+
     # --- webhooks --------------------------------------------------------------------------
     def parse_webhook(
         self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]
