@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -30,15 +29,14 @@ def classify(response: requests.Response, body: Any) -> ProviderError | None:
 class Client:
     """The smallest client: a CallPath, a token fetched with the sandbox's refresh token, a record list."""
 
-    def __init__(self, url: str, *, token: str, can_refresh: bool = True, before_fetch=None) -> None:
+    def __init__(self, url: str, *, token: str, can_refresh: bool = True, session=None) -> None:
         self.url = url
         self.records: list[CallRecord] = []
-        self.before_fetch = before_fetch or (lambda: None)
         self.limiter = RateLimiter(f"http-test-{uuid.uuid4().hex}", "10000/second")
         self.tokens = TokenCache(self.fetch, can_refresh=can_refresh, token=token)
         self.path = CallPath(
             name="test",
-            session=new_session(pool_connections=1, pool_maxsize=16),
+            session=session or new_session(pool_connections=1, pool_maxsize=16),
             timeout=(1.0, 5.0),
             classify=classify,
             limiter=self.limiter,
@@ -47,7 +45,6 @@ class Client:
         )
 
     def fetch(self) -> Token:
-        self.before_fetch()
         form = {
             "grant_type": "refresh_token",
             "client_id": "sandbox-client",
@@ -82,18 +79,23 @@ def control(hubspot) -> SandboxControl:
     return SandboxControl(hubspot.url)
 
 
+class GatedSession(requests.Session):
+    """Holds every call carrying `stale` until `gate` opens: all of them are sent with it."""
+
+    def __init__(self, gate: threading.Barrier, stale: str) -> None:
+        super().__init__()
+        self.gate, self.stale = gate, stale
+
+    def request(self, method, url, *args, headers=None, **kwargs):
+        if (headers or {}).get("Authorization") == f"Bearer {self.stale}":
+            self.gate.wait(timeout=10)
+        return super().request(method, url, *args, headers=headers, **kwargs)
+
+
 def test_threads_refused_with_the_same_stale_token_cause_one_token_request(hubspot, control):
     threads_n = 8
-    client: Client
-
-    def wait_for_every_refusal() -> None:
-        # Fetch only once every thread has had its 401: all of them then ask to refresh the same
-        # stale token, and all but one must take the token that one fetch brings.
-        deadline = time.monotonic() + 10
-        while client.outcomes().count(("list", "auth_refresh")) < threads_n and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    client = Client(hubspot.url, token="expired-token", before_fetch=wait_for_every_refusal)
+    session = GatedSession(threading.Barrier(threads_n), stale="expired-token")
+    client = Client(hubspot.url, token="expired-token", session=session)
     answers: list[Any] = []
     threads = [threading.Thread(target=lambda: answers.append(client.list_contacts())) for _ in range(threads_n)]
     for thread in threads:
