@@ -117,6 +117,7 @@ class SalesforceClient:
         self.tokens.refresh(self.tokens.value)
 
     def _fetch_token(self) -> Token:
+        """The token endpoint's answer (TokenCache calls it once at a time); notes instance and user."""
         if not self.can_login:
             raise AuthExpired(
                 "Salesforce session expired and no OAuth credentials are configured", code="NO_CREDENTIALS"
