@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import prometheus_client
 import redis
@@ -116,30 +116,27 @@ def retention_pruned_record(*, kind: str, rows: int) -> None:
         logger.warning("pruned rows not counted: Redis unavailable", extra={"kind": kind, "error": str(exc)})
 
 
-def crm_response_hook(provider: str) -> Callable[..., None]:
-    """The `on_response` hook for `provider`'s client (the registry hands it over in the config).
+class CallRecord(Protocol):
+    """What `crm_response_hook` reads of a client's call record (providers.http.CallRecord)."""
 
-    HubSpot's client calls it with (operation, outcome, status, seconds); Salesforce's with one
-    CallOutcome whose path is already free of record ids.
-    """
+    operation: str
+    outcome: str
+    status: int | None
+    seconds: float
 
-    def hook(*call: Any) -> None:
-        if len(call) == 1:
-            outcome = call[0]
-            error = outcome.error
-            if error is not None:
-                result = type(error).__name__
-            elif outcome.status is None or outcome.status >= 400:
-                result = "error"
-            else:
-                result = "ok"
-            operation = f"{outcome.method} {outcome.path}"
-            crm_call_record(
-                provider=provider, operation=operation, outcome=result, status=outcome.status, seconds=outcome.seconds
-            )
-        else:
-            operation, result, status, seconds = call
-            crm_call_record(provider=provider, operation=operation, outcome=result, status=status, seconds=seconds)
+
+def crm_response_hook(provider: str) -> Callable[[CallRecord], None]:
+    """The `on_response` hook for `provider`'s client (the registry hands it over in the config):
+    one record per HTTP call, whichever CRM made it."""
+
+    def hook(record: CallRecord) -> None:
+        crm_call_record(
+            provider=provider,
+            operation=record.operation,
+            outcome=record.outcome,
+            status=record.status,
+            seconds=record.seconds,
+        )
 
     return hook
 

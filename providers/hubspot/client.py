@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,15 +18,16 @@ from urllib.parse import quote
 
 import requests
 from limits import parse as parse_rate
-from requests.adapters import HTTPAdapter
 
 from providers.base import AuthExpired, Permanent, ProviderError, RateLimited, Transient
+from providers.http import CallPath, CallRecord, Token, TokenCache, new_session
 from providers.hubspot.transform import ID_PROPERTY, MODIFIED_PROPERTY, id_order, parse_time, to_epoch_ms
 from providers.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
 CONTACTS = "/crm/v3/objects/contacts"
+RECORD_ROUTE = CONTACTS + "/{id}"  # what single-record calls report, without the id
 TOKEN_PATH = "/oauth/v1/token"
 BATCH_LIMIT = 100  # inputs per batch request
 SEARCH_PAGE_LIMIT = 200  # results per search page
@@ -38,8 +38,6 @@ TOKEN_EARLY_REFRESH = 60.0  # refresh an OAuth token this long before it expires
 # (operation, outcome) → calls, for metrics; outcome is "ok" or the error class in lower case.
 CALLS: Counter[tuple[str, str]] = Counter()
 _calls_lock = threading.Lock()
-
-ResponseHook = Callable[[str, str, "int | None", float], None]  # operation, outcome, status, seconds
 
 
 @dataclass
@@ -83,6 +81,27 @@ def classify(status: int, body: Any, headers: Mapping[str, str]) -> ProviderErro
         if isinstance(inner, list) and inner and isinstance(inner[0], dict):
             code = str(inner[0].get("code") or "")
     return Permanent(detail or message, code=code or category or f"HTTP_{status}", status=status)
+
+
+def classify_response(response: requests.Response, body: Any) -> ProviderError | None:
+    """The CallPath's view of `classify`: None for a 2xx answer."""
+    status = response.status_code
+    return None if 200 <= status < 300 else classify(status, body, response.headers)
+
+
+def classify_token_answer(response: requests.Response, body: Any) -> ProviderError | None:
+    """A token endpoint answer without an access token is a refusal, unless HubSpot is down."""
+    status = response.status_code
+    if status == 200 and isinstance(body, dict) and body.get("access_token"):
+        return None
+    error = classify(status, body, response.headers)
+    if isinstance(error, Permanent | AuthExpired) or status == 200:
+        # A refused refresh token cannot fix itself: the app must be authorised again.
+        # The token endpoint names its refusal in `status` (BAD_REFRESH_TOKEN, ...).
+        refusal = str(body.get("status") or "") if isinstance(body, dict) else ""
+        code = refusal if refusal and refusal != "error" else error.code
+        return AuthExpired(f"token refresh refused: {error.message}", code=code, status=status)
+    return error
 
 
 def classify_item_error(error: Mapping[str, Any]) -> ProviderError:
@@ -172,29 +191,34 @@ class HubSpotClient:
         config: Mapping[str, Any],
         *,
         session: requests.Session | None = None,
-        on_response: ResponseHook | None = None,
+        on_response: Callable[[CallRecord], None] | None = None,
     ) -> None:
         self.base_url = str(config.get("base_url") or "https://api.hubapi.com").rstrip("/")
-        self._access_token = str(config.get("access_token") or "")
         self._client_id = str(config.get("client_id") or "")
         self._client_secret = str(config.get("client_secret") or "")
         self._refresh_token = str(config.get("refresh_token") or "")
-        self._token_expires_at: float | None = None  # unknown for a configured token
-        self._token_lock = threading.Lock()
         key = str(config.get("limiter_key") or "hubspot")
         self.limiter = RateLimiter(key, with_headroom(str(config.get("rate_limit") or "100/10 seconds")))
         search_rate = with_headroom(str(config.get("search_rate_limit") or "5/second"))
         self.search_limiter = RateLimiter(f"{key}-search", search_rate)
-        self.timeout = (float(config.get("connect_timeout", 3.0)), float(config.get("read_timeout", 15.0)))
         self.on_response = on_response or config.get("on_response")
-        if session is None:
-            session = requests.Session()
-            # Retries are ours to decide (classified errors, shared budget), never urllib3's.
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=10, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-        self.session = session
+        self.session = session or new_session(pool_connections=2, pool_maxsize=10)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "SyncRoot (+hubspot-contacts)"})
+        self.tokens = TokenCache(
+            self._fetch_token,
+            can_refresh=bool(self._client_id and self._client_secret and self._refresh_token),
+            token=str(config.get("access_token") or ""),
+            early_refresh=TOKEN_EARLY_REFRESH,
+        )
+        self.path = CallPath(
+            name="hubspot",
+            session=self.session,
+            timeout=(float(config.get("connect_timeout", 3.0)), float(config.get("read_timeout", 15.0))),
+            classify=classify_response,
+            limiter=self.limiter,
+            tokens=self.tokens,
+            on_call=self._count,
+        )
 
     # --- single records ------------------------------------------------------------------------
     def create(self, properties: Mapping[str, str]) -> dict[str, Any]:
@@ -210,17 +234,20 @@ class HubSpotClient:
             params["properties"] = ",".join(properties)
         if id_property:
             params["idProperty"] = id_property
-        return self.request("GET", f"{CONTACTS}/{quote(str(contact_id), safe='')}", operation="get", params=params)
+        path = f"{CONTACTS}/{quote(str(contact_id), safe='')}"
+        return self.request("GET", path, operation="get", route=RECORD_ROUTE, params=params)
 
     def get_by_email(self, email: str, *, properties: Iterable[str] = ()) -> dict[str, Any]:
         return self.get(email, properties=properties, id_property="email")
 
     def update(self, contact_id: str, properties: Mapping[str, str]) -> dict[str, Any]:
         path = f"{CONTACTS}/{quote(str(contact_id), safe='')}"
-        return self.request("PATCH", path, operation="update", body={"properties": dict(properties)})
+        body = {"properties": dict(properties)}
+        return self.request("PATCH", path, operation="update", route=RECORD_ROUTE, body=body)
 
     def archive(self, contact_id: str) -> None:
-        self.request("DELETE", f"{CONTACTS}/{quote(str(contact_id), safe='')}", operation="archive")
+        path = f"{CONTACTS}/{quote(str(contact_id), safe='')}"
+        self.request("DELETE", path, operation="archive", route=RECORD_ROUTE)
 
     def iter_archived(self, *, properties: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
         """Every archived contact (search never returns them), 100 per page."""
@@ -356,114 +383,47 @@ class HubSpotClient:
         path: str,
         *,
         operation: str,
+        route: str | None = None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
         search: bool = False,
     ) -> Any:
         """Send one API call; the decoded JSON body (None when empty) or a classified ProviderError."""
-        refreshed = False
-        while True:
-            (self.search_limiter if search else self.limiter).acquire()
-            token = self._current_token()
-            response = self._send(method, path, operation, token=token, json=body, params=params)
-            if response.status_code == 401 and not refreshed and self._can_refresh():
-                # One refresh per call: a token refused right after refreshing is a real auth failure.
-                self._count(operation, "auth_refresh", 401, 0.0)
-                self._refresh(stale=token)
-                refreshed = True
-                continue
-            return self._decode(response, operation)
+        return self.path.request(
+            method,
+            self.base_url + path,
+            operation=operation,
+            route=route or path,
+            limiter=self.search_limiter if search else None,
+            json=body,
+            params=params,
+        )
 
-    def _send(self, method: str, path: str, operation: str, *, token: str | None, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        started = time.monotonic()
-        try:
-            return self.session.request(method, self.base_url + path, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.Timeout as exc:
-            error: ProviderError = Transient(f"{method} {path} timed out: {exc}", code="TIMEOUT")
-        except requests.RequestException as exc:
-            error = Transient(f"{method} {path} failed: {exc.__class__.__name__}", code="CONNECTION_ERROR")
-        self._count(operation, "transient", None, time.monotonic() - started)
-        raise error
-
-    def _decode(self, response: requests.Response, operation: str) -> Any:
-        seconds = response.elapsed.total_seconds()
-        status = response.status_code
-        try:
-            data = response.json() if response.content else None
-        except ValueError:
-            data = None
-            if 200 <= status < 300:
-                error: ProviderError = Transient(
-                    f"HubSpot sent a non-JSON {status} answer", code="BAD_RESPONSE", status=status
-                )
-                self._count(operation, "transient", status, seconds)
-                raise error
-        if 200 <= status < 300:
-            self._count(operation, "ok", status, seconds)
-            return data
-        error = classify(status, data, response.headers)
-        self._count(operation, type(error).__name__.lower(), status, seconds)
-        logger.info("hubspot %s answered %s", operation, status, extra={"code": error.code, "status": status})
-        raise error
-
-    def _count(self, operation: str, outcome: str, status: int | None, seconds: float) -> None:
+    def _count(self, record: CallRecord) -> None:
         with _calls_lock:
-            CALLS[(operation, outcome)] += 1
+            CALLS[(record.operation, record.outcome)] += 1
         if self.on_response is not None:
-            try:
-                self.on_response(operation, outcome, status, seconds)
-            except Exception:  # metrics must never break a sync
-                logger.exception("hubspot on_response hook failed")
+            self.on_response(record)
 
     # --- auth ----------------------------------------------------------------------------------
-    def _can_refresh(self) -> bool:
-        return bool(self._client_id and self._client_secret and self._refresh_token)
-
-    def _current_token(self) -> str:
-        token, expires_at = self._access_token, self._token_expires_at
-        if token and (expires_at is None or time.time() < expires_at - TOKEN_EARLY_REFRESH):
-            return token
-        if not self._can_refresh():
-            if token:
-                return token
+    def _fetch_token(self) -> Token:
+        """Exchange the refresh token for a new access token (TokenCache calls it once at a time)."""
+        if not self.tokens.can_refresh:
             raise AuthExpired("no HubSpot access token or refresh credentials configured", code="NOT_CONFIGURED")
-        self._refresh(stale=token)
-        return self._access_token
-
-    def _refresh(self, *, stale: str) -> None:
-        """Exchange the refresh token for a new access token (once, however many threads ask)."""
-        with self._token_lock:
-            if self._access_token and self._access_token != stale:
-                return  # another thread refreshed while this one waited
-            form = {
-                "grant_type": "refresh_token",
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "refresh_token": self._refresh_token,
-            }
-            self.limiter.acquire()
-            response = self._send("POST", TOKEN_PATH, "token", token=None, data=form)
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-            if response.status_code != 200 or not isinstance(data, dict) or not data.get("access_token"):
-                error = classify(response.status_code, data, response.headers)
-                if isinstance(error, Permanent | AuthExpired) or response.status_code == 200:
-                    # A refused refresh token cannot fix itself: the app must be authorised again.
-                    # The token endpoint names its refusal in `status` (BAD_REFRESH_TOKEN, ...).
-                    status = str(data.get("status") or "") if isinstance(data, dict) else ""
-                    code = status if status and status != "error" else error.code
-                    error = AuthExpired(
-                        f"token refresh refused: {error.message}", code=code, status=response.status_code
-                    )
-                self._count(
-                    "token", type(error).__name__.lower(), response.status_code, response.elapsed.total_seconds()
-                )
-                raise error
-            self._count("token", "ok", 200, response.elapsed.total_seconds())
-            self._access_token = str(data["access_token"])
-            self._refresh_token = str(data.get("refresh_token") or self._refresh_token)
-            expires_in = _seconds(str(data.get("expires_in", ""))) or None
-            self._token_expires_at = time.time() + expires_in if expires_in else None
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "refresh_token": self._refresh_token,
+        }
+        data = self.path.request(
+            "POST",
+            self.base_url + TOKEN_PATH,
+            operation="token",
+            route=TOKEN_PATH,
+            authorized=False,
+            classify=classify_token_answer,
+            data=form,
+        )
+        self._refresh_token = str(data.get("refresh_token") or self._refresh_token)
+        return Token(str(data["access_token"]), _seconds(str(data.get("expires_in", ""))) or None)

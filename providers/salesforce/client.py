@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from providers.base import AuthExpired, ProviderError, Transient
+from providers.http import CallPath, CallRecord, Token, TokenCache, new_session
 from providers.ratelimit import RateLimiter
-from providers.salesforce.errors import error_from_response, first_error, parse_body, retry_after_seconds, transient
+from providers.salesforce.errors import error_from_response, first_error, retry_after_seconds, transient
 
 logger = logging.getLogger(__name__)
 
 # Connect fast (a dead host should fail the task quickly), read generously (collections of
 # 200 records and 2,000-row query pages take a few seconds on a busy org).
 DEFAULT_TIMEOUT = (3.05, 20.0)
+TOKEN_PATH = "/services/oauth2/token"
 COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per call
 USER_ID_RETRY_S = 600.0
 _LIMIT_INFO = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
@@ -40,17 +39,6 @@ def route_of(path: str) -> str:
     if more:
         return f"{more.group(1)}/{{locator}}"
     return _ID_SEGMENT.sub("/{id}", path)
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    """What one HTTP call to Salesforce did, for metrics and the audit trail."""
-
-    method: str
-    path: str  # ids and query locators replaced, e.g. "sobjects/Contact/{id}", for low-cardinality metrics
-    status: int | None  # None when no answer came (timeout, connection error)
-    seconds: float
-    error: ProviderError | None
 
 
 class SalesforceClient:
@@ -68,24 +56,36 @@ class SalesforceClient:
         *,
         session: requests.Session | None = None,
         limiter: RateLimiter | None = None,
-        on_response: Callable[[CallOutcome], None] | None = None,
+        on_response: Callable[[CallRecord], None] | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
         self.config = dict(config)
         self.login_url = str(config.get("login_url") or "https://login.salesforce.com").rstrip("/")
         self.api_version = str(config.get("api_version") or "59.0").lstrip("vV")
         self.instance_url = str(config.get("instance_url") or "").rstrip("/")
-        self.session = session or _new_session()
+        self.session = session or new_session(pool_connections=4, pool_maxsize=16)
         self.limiter = limiter or RateLimiter(
             str(config.get("rate_limit_name") or "salesforce"), str(config.get("rate_limit") or "25/second")
         )
         self.on_response = on_response or config.get("on_response")
         self.timeout = timeout
         self.api_usage: tuple[int, int] | None = None  # (used, limit) from the last Sforce-Limit-Info
-        self._access_token = str(config.get("access_token") or "") if self.instance_url else ""
         self._user_id = str(config.get("integration_user_id") or "")
         self._user_id_retry_at = 0.0
-        self._auth_lock = threading.Lock()
+        self.tokens = TokenCache(
+            self._fetch_token,
+            can_refresh=self.can_login,
+            token=str(config.get("access_token") or "") if self.instance_url else "",
+        )
+        self.path = CallPath(
+            name="salesforce",
+            session=self.session,
+            timeout=timeout,
+            classify=self._classify,
+            limiter=self.limiter,
+            tokens=self.tokens,
+            on_call=self.on_response,
+        )
 
     # --- auth ----------------------------------------------------------------------------
     @property
@@ -114,45 +114,45 @@ class SalesforceClient:
 
     def login(self) -> None:
         """Get a fresh access token (and the instance URL and user id) from the token endpoint."""
+        self.tokens.refresh(self.tokens.value)
+
+    def _fetch_token(self) -> Token:
+        """The token endpoint's answer (TokenCache calls it once at a time); notes instance and user."""
         if not self.can_login:
             raise AuthExpired(
                 "Salesforce session expired and no OAuth credentials are configured", code="NO_CREDENTIALS"
             )
-        url = f"{self.login_url}/services/oauth2/token"
-        response, error = self._call("POST", url, "/services/oauth2/token", data=self._token_form(), auth=False)
-        if error is not None:
-            raise error
-        body = parse_body(response.content)
-        if response.status_code != 200 or not isinstance(body, Mapping) or not body.get("access_token"):
-            code, message, _ = first_error(body)
-            status = response.status_code
-            if status >= 500:  # an overloaded org names when to come back, as on any other call
-                raise transient(
-                    message or f"HTTP {status}", code=code or f"HTTP_{status}", status=status,
-                    retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-                )  # fmt: skip
-            # The org refused our credentials: retrying will not help until an operator fixes them.
-            raise AuthExpired(message or "token request refused", code=code or "LOGIN_FAILED", status=status)
-        self._access_token = str(body["access_token"])
+        body = self.path.request(
+            "POST",
+            f"{self.login_url}{TOKEN_PATH}",
+            operation=f"POST {TOKEN_PATH}",
+            route=TOKEN_PATH,
+            authorized=False,
+            classify=self._classify_token_answer,
+            headers={"Accept": "application/json"},
+            data=self._token_form(),
+        )
         if body.get("instance_url"):
             self.instance_url = str(body["instance_url"]).rstrip("/")
         identity = str(body.get("id") or "")
         if identity and not self.config.get("integration_user_id"):
             self._user_id = identity.rstrip("/").rsplit("/", 1)[-1]
         logger.info("salesforce login ok", extra={"instance_url": self.instance_url})
+        return Token(str(body["access_token"]))
 
-    def _ensure_token(self) -> str:
-        if not self._access_token:
-            with self._auth_lock:
-                if not self._access_token:
-                    self.login()
-        return self._access_token
-
-    def _refresh(self, stale: str) -> None:
-        with self._auth_lock:
-            if self._access_token == stale:  # another thread may have refreshed already
-                self._access_token = ""
-                self.login()
+    def _classify_token_answer(self, response: requests.Response, body: Any) -> ProviderError | None:
+        self._read_limit_info(response)
+        status = response.status_code
+        if status == 200 and isinstance(body, Mapping) and body.get("access_token"):
+            return None
+        code, message, _ = first_error(body)
+        if status >= 500:  # an overloaded org names when to come back, as on any other call
+            return transient(
+                message or f"HTTP {status}", code=code or f"HTTP_{status}", status=status,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )  # fmt: skip
+        # The org refused our credentials: retrying will not help until an operator fixes them.
+        return AuthExpired(message or "token request refused", code=code or "LOGIN_FAILED", status=status)
 
     @property
     def integration_user_id(self) -> str:
@@ -165,7 +165,7 @@ class SalesforceClient:
             return self._user_id
         self._user_id_retry_at = time.monotonic() + USER_ID_RETRY_S
         try:
-            self._ensure_token()  # a login reads the user id from the token answer
+            self.tokens.current()  # a login reads the user id from the token answer
             if not self._user_id:
                 info = self.request("GET", "/services/oauth2/userinfo")
                 if isinstance(info, Mapping):
@@ -193,63 +193,28 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One REST call; the parsed JSON answer (None for 204). Raises a ProviderError."""
-        for attempt in range(2):
-            token = self._ensure_token()
-            response, error = self._call(
-                method, self.url_for(path), path, params=params, json=json, headers=headers, token=token
-            )
-            if error is None:
-                return self._body(response)
-            if isinstance(error, AuthExpired) and attempt == 0 and self.can_login:
-                self._refresh(token)
-                continue
-            raise error
-        raise AssertionError("unreachable")
+        route = route_of(path)
+        return self.path.request(
+            method,
+            lambda: self.url_for(path),  # after the token: a login tells the instance URL
+            operation=f"{method} {route}",
+            route=route,
+            params=params,
+            json=json,
+            headers={"Accept": "application/json", **(headers or {})},
+        )
 
-    def _call(
-        self, method: str, url: str, path: str, *, token: str = "", auth: bool = True, **kwargs: Any
-    ) -> tuple[requests.Response, ProviderError | None]:
-        headers = {"Accept": "application/json", **(kwargs.pop("headers", None) or {})}
-        if auth:
-            headers["Authorization"] = f"Bearer {token}"
-        self.limiter.acquire()
-        started = time.monotonic()
-        try:
-            response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            code = "TIMEOUT" if isinstance(exc, requests.Timeout) else "CONNECTION_ERROR"
-            error = transient(str(exc), code=code)
-            self._report(method, path, None, started, error)
-            raise error from exc
+    def _classify(self, response: requests.Response, body: Any) -> ProviderError | None:
+        """Every answer reports the org's API usage; a non-2xx one is an error (see errors.py)."""
         self._read_limit_info(response)
-        failure = None
-        if response.status_code >= 300 and auth:
-            failure = error_from_response(response.status_code, parse_body(response.content), response.headers)
-        self._report(method, path, response.status_code, started, failure)
-        return response, failure
-
-    def _report(self, method: str, path: str, status: int | None, started: float, error: ProviderError | None) -> None:
-        if self.on_response is None:
-            return
-        outcome = CallOutcome(method, route_of(path), status, time.monotonic() - started, error)
-        try:
-            self.on_response(outcome)
-        except Exception:  # metrics must never break a sync
-            logger.exception("salesforce on_response hook failed")
+        if response.status_code < 300:
+            return None
+        return error_from_response(response.status_code, body, response.headers)
 
     def _read_limit_info(self, response: requests.Response) -> None:
         match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
         if match:
             self.api_usage = (int(match.group(1)), int(match.group(2)))
-
-    @staticmethod
-    def _body(response: requests.Response) -> Any:
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise Transient("Salesforce answered with a body that is not JSON", code="BAD_RESPONSE") from None
 
     # --- query ---------------------------------------------------------------------------
     def query_pages(self, soql: str, *, include_deleted: bool = False) -> Iterator[dict[str, Any]]:
@@ -293,11 +258,3 @@ class SalesforceClient:
                 code="BAD_RESPONSE",
             )
         return [dict(item) if isinstance(item, Mapping) else {"success": False, "errors": []} for item in answer]
-
-
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session

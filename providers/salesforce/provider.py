@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 import requests
 
 from providers.base import InboundChange, Provider, PushItem, PushResult, WebhookEvent
+from providers.http import CallRecord
 from providers.ratelimit import RateLimiter
 from providers.salesforce import webhook
 from providers.salesforce.accounts import AccountDirectory
-from providers.salesforce.client import COLLECTION_SIZE, CallOutcome, SalesforceClient
+from providers.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from providers.salesforce.inbound import OUTBOUND_FIELDS, event_change, outbound_change, record_change
 from providers.salesforce.push import ContactPush
 from providers.salesforce.transform import QUERY_FIELDS, soql_datetime, soql_in
@@ -45,7 +46,7 @@ class SalesforceProvider(Provider):
         *,
         session: requests.Session | None = None,
         limiter: RateLimiter | None = None,
-        on_response: Callable[[CallOutcome], None] | None = None,
+        on_response: Callable[[CallRecord], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.client = SalesforceClient(self.config, session=session, limiter=limiter, on_response=on_response)

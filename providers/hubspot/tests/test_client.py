@@ -174,13 +174,13 @@ def test_bad_private_app_token_is_auth_expired_at_once(hubspot_config):
 def test_oauth_401_refreshes_once_and_retries(hubspot_config, control):
     seen = []
     config = {**hubspot_config, "access_token": "expired-token", "refresh_token": "sandbox-refresh-token"}
-    client = HubSpotClient(config, on_response=lambda *call: seen.append(call[:3]))
+    client = HubSpotClient(config, on_response=seen.append)
 
     created = client.create({"email": "oauth@example.com"})
     client.get(created["id"])
 
     assert created["id"].isdigit()
-    assert [(op, outcome) for op, outcome, _ in seen] == [
+    assert [(record.operation, record.outcome) for record in seen] == [
         ("create", "auth_refresh"),
         ("token", "ok"),
         ("create", "ok"),

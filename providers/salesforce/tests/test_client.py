@@ -158,7 +158,7 @@ def test_on_response_sees_every_call(sf_config, limiter):
     client.request("GET", "limits")
     with pytest.raises(Permanent):
         client.request("GET", "sobjects/Contact/003000000000000AAA")
-    assert [(o.method, o.path, o.status) for o in seen] == [
+    assert [(o.method, o.route, o.status) for o in seen] == [
         ("POST", "/services/oauth2/token", 200),
         ("GET", "limits", 200),
         ("GET", "sobjects/Contact/{id}", 404),
