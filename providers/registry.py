@@ -1,13 +1,12 @@
 """Provider registry: adding a CRM means one sub-package and one line here."""
 
 from functools import cache
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-if TYPE_CHECKING:
-    from providers.base import Provider
+from providers.base import Provider
+from syncroot.counters import crm_response_hook
 
 PROVIDER_CLASSES = {
     "salesforce": "providers.salesforce.provider.SalesforceProvider",
@@ -16,15 +15,13 @@ PROVIDER_CLASSES = {
 
 
 @cache
-def _providers() -> dict[str, "Provider"]:
-    from syncroot.metrics import crm_response_hook
-
+def _providers() -> dict[str, Provider]:
     found: dict[str, Provider] = {}
     for name, path in PROVIDER_CLASSES.items():
         provider_class = import_string(path)
         config = getattr(settings, name.upper(), {})
         if provider_class.is_configured(config):
-            # The client reports every call to /metrics through this hook (see syncroot/metrics.py).
+            # The client reports every call to /metrics through this hook (see syncroot/counters.py).
             found[name] = provider_class({**config, "on_response": crm_response_hook(name)})
     return found
 
@@ -34,7 +31,7 @@ def connected_providers() -> list[str]:
     return list(_providers())
 
 
-def get_provider(name: str) -> "Provider":
+def get_provider(name: str) -> Provider:
     try:
         return _providers()[name]
     except KeyError:

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from contacts.models import Contact
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
-from syncroot.metrics import retention_pruned_record
+from syncroot.counters import retention_pruned_record
 from webhooks.models import EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)

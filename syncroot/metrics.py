@@ -6,11 +6,8 @@ Three sources end up on one page:
 - Gauges computed at scrape time from PostgreSQL, the only state that matters: links per provider
   and status, dead letters, the age of the oldest change still waiting, inbox events. One grouped
   query each, so every API process answers the same numbers whichever one Prometheus reaches.
-- CRM call counters. Calls happen in the Celery workers: other processes, often other containers,
-  than the API that serves this page. Each call therefore adds to a Redis hash (HINCRBY, one
-  pipelined round trip) and a scrape reads the hashes back. prometheus_client's multiprocess mode
-  was the alternative; it needs one directory shared by every process, which containers and pods
-  do not have. The counters live as long as Redis keeps them; Prometheus' rate() absorbs a reset.
+- Counters of what the workers did (CRM calls, rows pruned), written to Redis hashes by
+  `syncroot.counters` in whichever process does the work, and read back here.
 
 `/metrics` is on while METRICS_ENABLED; with METRICS_TOKEN set it wants `Authorization: Bearer
 <token>`. A scrape while the database is down answers 503 JSON, never a half page.
@@ -21,11 +18,9 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from functools import cache
-from typing import Any, Protocol
+from typing import Any
 
 import prometheus_client
 import redis
@@ -38,6 +33,7 @@ from prometheus_client import multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from syncroot.counters import counter_key, counters_redis
 from syncroot.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -52,93 +48,7 @@ _ISSUES_QUERY = """
     WHERE link.issues <> '[]'::jsonb
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
-# The vocabulary of SyncAttempt.outcome, so counters and the audit trail speak alike.
-OUTCOMES = {"ratelimited": "rate_limited", "authexpired": "auth", "providererror": "error"}
-REDIS_BACKOFF_SECONDS = 10.0  # after a Redis failure, stop counting for a while instead of stalling calls
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
-COUNTER_TTL_SECONDS = 7 * 24 * 3600
-
-
-# --- CRM call counters (written by whichever process makes the call) -------------------------
-
-
-def _key(name: str) -> str:
-    # The cache prefix keeps deployments sharing a Redis, and test runs, apart.
-    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'syncroot')}:metrics:{name}"
-
-
-@cache
-def _redis(url: str) -> redis.Redis:
-    # Short timeouts: a metric is never worth slowing a CRM call down.
-    return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-
-
-_redis_down_until = 0.0
-
-
-def _outcome_name(outcome: str) -> str:
-    outcome = outcome.lower()
-    return OUTCOMES.get(outcome, outcome)
-
-
-def crm_call_record(*, provider: str, operation: str, outcome: str, status: int | None, seconds: float) -> None:
-    """Count one CRM call in Redis. Never raises: a metric must not break a sync."""
-    global _redis_down_until
-    if time.monotonic() < _redis_down_until:
-        return
-    outcome = _outcome_name(outcome)
-    field = f"{provider}|{operation}|{outcome}"
-    try:
-        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
-        pipe.hincrby(_key("crm_requests"), field, 1)
-        pipe.hincrbyfloat(_key("crm_request_seconds"), f"{provider}|{operation}", max(seconds, 0.0))
-        if outcome == "rate_limited" or status == 429:
-            pipe.hincrby(_key("crm_rate_limited"), provider, 1)
-        for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
-            # Forgotten only after a quiet week (Prometheus reads that as a counter reset), so the
-            # hashes of a deployment or test run that is gone do not stay in Redis for ever.
-            pipe.expire(_key(name), COUNTER_TTL_SECONDS)
-        pipe.execute()
-    except redis.RedisError as exc:
-        _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
-        logger.warning("CRM call not counted: Redis unavailable", extra={"provider": provider, "error": str(exc)})
-
-
-def retention_pruned_record(*, kind: str, rows: int) -> None:
-    """Count rows pruned by retention (providers.retention), in Redis like the CRM calls: the
-    beat task runs in a worker, not in the API that serves the page. Never raises."""
-    try:
-        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
-        pipe.hincrby(_key("retention_pruned"), kind, rows)
-        pipe.expire(_key("retention_pruned"), COUNTER_TTL_SECONDS)
-        pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("pruned rows not counted: Redis unavailable", extra={"kind": kind, "error": str(exc)})
-
-
-class CallRecord(Protocol):
-    """What `crm_response_hook` reads of a client's call record (providers.http.CallRecord)."""
-
-    operation: str
-    outcome: str
-    status: int | None
-    seconds: float
-
-
-def crm_response_hook(provider: str) -> Callable[[CallRecord], None]:
-    """The `on_response` hook for `provider`'s client (the registry hands it over in the config):
-    one record per HTTP call, whichever CRM made it."""
-
-    def hook(record: CallRecord) -> None:
-        crm_call_record(
-            provider=provider,
-            operation=record.operation,
-            outcome=record.outcome,
-            status=record.status,
-            seconds=record.seconds,
-        )
-
-    return hook
 
 
 # --- the collector (runs in the API process at scrape time) ----------------------------------
@@ -275,9 +185,9 @@ class SyncRootCollector:
 
     def _counters(self, families: dict[str, Metric]) -> None:
         try:
-            pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+            pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
             for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited", "retention_pruned"):
-                pipe.hgetall(_key(name))
+                pipe.hgetall(counter_key(name))
             requests, seconds, rate_limited, pruned = pipe.execute()
         except redis.RedisError as exc:
             logger.warning("CRM call counters unavailable: Redis error", extra={"error": str(exc)})

@@ -13,7 +13,7 @@ from providers import registry
 from providers.base import Permanent, RateLimited
 from providers.models import DeadLetter, LinkStatus, ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox
-from syncroot import metrics
+from syncroot import counters, metrics
 from webhooks.tests.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,12 +160,12 @@ def test_redis_down_keeps_the_gauges_and_says_the_counters_are_missing(client, s
 
 
 def test_counting_a_call_never_raises_when_redis_is_down(settings, monkeypatch):
-    monkeypatch.setattr(metrics, "_redis_down_until", 0.0)
+    monkeypatch.setattr(counters, "_redis_down_until", 0.0)
     settings.REDIS_URL = CLOSED_PORT
 
-    metrics.crm_call_record(provider="hubspot", operation="create", outcome="ok", status=201, seconds=0.01)
+    counters.crm_call_record(provider="hubspot", operation="create", outcome="ok", status=201, seconds=0.01)
 
-    assert metrics._redis_down_until > 0  # and the next calls skip Redis for a while instead of waiting
+    assert counters._redis_down_until > 0  # and the next calls skip Redis for a while instead of waiting
 
 
 # --- CRM call counters, driven by real calls against the sandboxes --------------------------------
@@ -208,7 +208,11 @@ def test_hubspot_calls_from_the_registry_client_are_counted(client, settings, hu
     assert moved("syncroot_crm_rate_limited_total", provider="hubspot") == 1
     assert moved("syncroot_crm_request_seconds_total", provider="hubspot", operation="create") > 0
     # Kept while calls keep coming, forgotten after a quiet week.
-    assert 0 < metrics._redis(settings.REDIS_URL).ttl(metrics._key("crm_requests")) <= metrics.COUNTER_TTL_SECONDS
+    assert (
+        0
+        < counters.counters_redis(settings.REDIS_URL).ttl(counters.counter_key("crm_requests"))
+        <= counters.COUNTER_TTL_SECONDS
+    )
 
 
 def test_salesforce_calls_are_counted_by_route_without_record_ids(client, settings):

@@ -1,0 +1,107 @@
+"""Counters written by whichever process does the work, read by `/metrics` (syncroot/metrics.py).
+
+CRM calls happen in the Celery workers: other processes, often other containers, than the API that
+serves the metrics page. Each call therefore adds to a Redis hash (HINCRBY, one pipelined round
+trip) and a scrape reads the hashes back. prometheus_client's multiprocess mode was the
+alternative; it needs one directory shared by every process, which containers and pods do not
+have. The counters live as long as Redis keeps them; Prometheus' rate() absorbs a reset.
+
+Core: imports no app, so the CRM adapters (whose calls it counts) and the engine can use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Protocol
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# The vocabulary of SyncAttempt.outcome, so counters and the audit trail speak alike.
+OUTCOMES = {"ratelimited": "rate_limited", "authexpired": "auth", "providererror": "error"}
+REDIS_BACKOFF_SECONDS = 10.0  # after a Redis failure, stop counting for a while instead of stalling calls
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
+
+
+def counter_key(name: str) -> str:
+    # The cache prefix keeps deployments sharing a Redis, and test runs, apart.
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', 'syncroot')}:metrics:{name}"
+
+
+@cache
+def counters_redis(url: str) -> redis.Redis:
+    # Short timeouts: a metric is never worth slowing a CRM call down.
+    return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+_redis_down_until = 0.0
+
+
+def _outcome_name(outcome: str) -> str:
+    outcome = outcome.lower()
+    return OUTCOMES.get(outcome, outcome)
+
+
+def crm_call_record(*, provider: str, operation: str, outcome: str, status: int | None, seconds: float) -> None:
+    """Count one CRM call in Redis. Never raises: a metric must not break a sync."""
+    global _redis_down_until
+    if time.monotonic() < _redis_down_until:
+        return
+    outcome = _outcome_name(outcome)
+    field = f"{provider}|{operation}|{outcome}"
+    try:
+        pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(counter_key("crm_requests"), field, 1)
+        pipe.hincrbyfloat(counter_key("crm_request_seconds"), f"{provider}|{operation}", max(seconds, 0.0))
+        if outcome == "rate_limited" or status == 429:
+            pipe.hincrby(counter_key("crm_rate_limited"), provider, 1)
+        for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
+            # Forgotten only after a quiet week (Prometheus reads that as a counter reset), so the
+            # hashes of a deployment or test run that is gone do not stay in Redis for ever.
+            pipe.expire(counter_key(name), COUNTER_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+        logger.warning("CRM call not counted: Redis unavailable", extra={"provider": provider, "error": str(exc)})
+
+
+def retention_pruned_record(*, kind: str, rows: int) -> None:
+    """Count rows pruned by retention (providers.retention), in Redis like the CRM calls: the
+    beat task runs in a worker, not in the API that serves the page. Never raises."""
+    try:
+        pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(counter_key("retention_pruned"), kind, rows)
+        pipe.expire(counter_key("retention_pruned"), COUNTER_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("pruned rows not counted: Redis unavailable", extra={"kind": kind, "error": str(exc)})
+
+
+class CallRecord(Protocol):
+    """What `crm_response_hook` reads of a client's call record (providers.http.CallRecord)."""
+
+    operation: str
+    outcome: str
+    status: int | None
+    seconds: float
+
+
+def crm_response_hook(provider: str) -> Callable[[CallRecord], None]:
+    """The `on_response` hook for `provider`'s client (the registry hands it over in the config):
+    one record per HTTP call, whichever CRM made it."""
+
+    def hook(record: CallRecord) -> None:
+        crm_call_record(
+            provider=provider,
+            operation=record.operation,
+            outcome=record.outcome,
+            status=record.status,
+            seconds=record.seconds,
+        )
+
+    return hook
