@@ -29,9 +29,10 @@ migrate: build services
 coverage: build services ## Test suite with a coverage report
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
-lint: build ## ruff, and no model change without its migration
+lint: build ## ruff, the import layers, and no model change without its migration
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	DJANGO_SETTINGS_MODULE=syncroot.test_settings $(BIN)/python manage.py makemigrations --check --dry-run
 
 format: build

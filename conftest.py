@@ -24,7 +24,7 @@ def api_client(api_token):
 @pytest.fixture(autouse=True)
 def _fresh_provider_registry(settings):
     """Each test sees the providers its own settings connect."""
-    from providers import registry
+    from crm import registry
 
     registry.reset()
     yield

@@ -262,7 +262,7 @@ def time_stages(deliveries: int, events: int, subscription_id: int) -> None:
     import django
 
     django.setup()
-    from providers.registry import get_provider
+    from crm.registry import get_provider
     from webhooks import services
     from webhooks.models import WebhookEvent
 

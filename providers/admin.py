@@ -2,10 +2,10 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from crm.registry import connected_providers, get_provider
 from providers import crm_state, outbox
 from providers.issues import link_issues_resolve, presented_status
 from providers.models import CrmState, DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt, SyncCursor
-from providers.registry import connected_providers, get_provider
 
 
 def _record_link(provider: str, external_id: str | None) -> str:

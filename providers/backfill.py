@@ -22,11 +22,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from contacts.models import Contact
-from providers.base import ProviderError
+from crm.base import ProviderError
+from crm.registry import connected_providers, get_provider
 from providers.dispatch import enqueue_drain
 from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
 from providers.outbox import schedule_retry
-from providers.registry import connected_providers, get_provider
 from providers.sync import drain, due_links
 
 logger = logging.getLogger(__name__)

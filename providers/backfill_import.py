@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from contacts.models import Contact
 from contacts.selectors import normalise_email
+from crm.base import InboundChange, Provider, ProviderError, Transient, field_hash
+from crm.registry import connected_providers, get_provider
 from providers.backfill import (
     SYNCROOT,
     BackfillReport,
@@ -32,12 +34,10 @@ from providers.backfill import (
     drain_all,
 )
 from providers.backoff import retry_delay
-from providers.base import InboundChange, Provider, ProviderError, Transient, field_hash
 from providers.inbound import APPLIED, CONFLICT, CREATED, NO_EMAIL_OUTCOME, REFUSED, UNCHANGED, change_apply, is_linked
 from providers.issues import split_values
 from providers.ledger import changed_values
 from providers.models import LinkStatus, ProviderLink
-from providers.registry import connected_providers, get_provider
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from crm.base import AuthExpired, ProviderError
+from crm.registry import connected_providers, get_provider
 from providers import services
-from providers.base import AuthExpired, ProviderError
 from providers.models import CrmState, CrmStatus
-from providers.registry import connected_providers, get_provider
 
 logger = logging.getLogger(__name__)
 

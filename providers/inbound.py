@@ -14,7 +14,8 @@ from django.utils.dateparse import parse_datetime
 
 from contacts.models import SYNCED_FIELDS, Contact
 from contacts.selectors import contact_by_email
-from providers.base import InboundChange, ProviderError, field_hash
+from crm.base import InboundChange, ProviderError, field_hash
+from crm.registry import get_provider
 from providers.issues import (
     DUPLICATE_RECORD,
     NO_EMAIL,
@@ -28,7 +29,6 @@ from providers.issues import (
 )
 from providers.ledger import changed_values, prior_hashes
 from providers.models import LinkStatus, ProviderLink
-from providers.registry import get_provider
 from providers.services import enqueue_forward, links_mark_pending
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from contacts.models import MAX_LENGTHS, SYNCED_FIELDS, Contact
-from providers.base import field_hash
+from crm.base import field_hash
 from providers.models import LinkStatus, ProviderLink, RecordIssue
 from providers.services import enqueue_forward
 

@@ -6,7 +6,7 @@ apply path and the backfills alike.
 """
 
 from contacts.models import Contact
-from providers.base import field_hash
+from crm.base import field_hash
 from providers.issues import blocked_fields
 from providers.models import ProviderLink
 

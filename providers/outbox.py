@@ -11,10 +11,10 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from crm.registry import connected_providers
 from providers import dispatch
 from providers.crm_state import crm_paused
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
-from providers.registry import connected_providers
 from providers.sync import drain, due_links
 from syncroot.locks import advisory_lock
 from syncroot.queues import BROKER_ERRORS

@@ -19,11 +19,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from providers.base import AuthExpired, InboundChange, ProviderError
+from crm.base import AuthExpired, InboundChange, ProviderError
+from crm.registry import get_provider
 from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import change_apply
 from providers.models import SyncCursor
-from providers.registry import get_provider
 
 logger = logging.getLogger(__name__)
 

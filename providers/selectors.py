@@ -4,10 +4,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from contacts.models import Contact
+from crm.registry import connected_providers
 from providers.crm_state import crm_paused
 from providers.issues import presented_status, public_issues
 from providers.models import LinkStatus, ProviderLink
-from providers.registry import connected_providers
 
 
 def contact_sync_status(

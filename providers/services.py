@@ -7,9 +7,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from contacts.models import Contact
+from crm.registry import connected_providers
 from providers import dispatch
 from providers.models import LinkStatus, ProviderLink
-from providers.registry import connected_providers
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
+from crm.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from crm.registry import get_provider
 from providers.backoff import retry_delay
-from providers.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
 from providers.crm_state import crm_is_paused, crm_mark_auth_failed
 from providers.inbound import matched_records_fill
 from providers.issues import counterparts_clear, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, prior_hashes
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
-from providers.registry import get_provider
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
+from crm.registry import connected_providers, get_provider
 from providers import crm_state, outbox, reconcile, retention
-from providers.registry import connected_providers, get_provider
 
 
 @shared_task(name="providers.tasks.drain_provider", acks_late=True)

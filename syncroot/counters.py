@@ -83,7 +83,7 @@ def retention_pruned_record(*, kind: str, rows: int) -> None:
 
 
 class CallRecord(Protocol):
-    """What `crm_response_hook` reads of a client's call record (providers.http.CallRecord)."""
+    """What `crm_response_hook` reads of a client's call record (crm.http.CallRecord)."""
 
     operation: str
     outcome: str

@@ -132,8 +132,8 @@ class SyncRootCollector:
         return iter(families.values())
 
     def _database(self, families: dict[str, Metric]) -> None:
+        from crm.registry import PROVIDER_CLASSES
         from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink, RecordIssue
-        from providers.registry import PROVIDER_CLASSES
         from providers.retention import retention_oldest
         from webhooks.models import WebhookEvent
 

@@ -13,13 +13,13 @@ from rest_framework.exceptions import Throttled
 
 from contacts.models import SYNCED_FIELDS
 from contacts.tests.factories import ContactFactory
-from providers.base import InboundChange, PushResult, Transient, value_hash
+from crm.base import InboundChange, PushResult, Transient, value_hash
+from crm.ratelimit import RateLimiter
+from crm.salesforce.client import SalesforceClient
+from crm.salesforce.errors import error_from_response
 from providers.inbound import change_apply
 from providers.ledger import prior_hashes
 from providers.models import LinkStatus, ProviderLink
-from providers.ratelimit import RateLimiter
-from providers.salesforce.client import SalesforceClient
-from providers.salesforce.errors import error_from_response
 from providers.sync import DrainReport, _mark_failed
 from sandbox.testing import running_sandbox
 from syncroot.errors import exception_handler

@@ -11,13 +11,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
+from crm.base import AuthExpired, InboundChange, ProviderError, RateLimited
+from crm.base import WebhookEvent as ParsedEvent
+from crm.registry import get_provider
 from providers import dispatch
 from providers.backoff import retry_delay
-from providers.base import AuthExpired, InboundChange, ProviderError, RateLimited
-from providers.base import WebhookEvent as ParsedEvent
 from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import ECHO, change_apply, is_linked
-from providers.registry import get_provider
 from syncroot.queues import BROKER_ERRORS
 from webhooks.models import EventStatus, WebhookEvent
 

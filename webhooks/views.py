@@ -17,8 +17,8 @@ from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from providers.base import Provider, WebhookEvent, WebhookRejected
-from providers.registry import get_provider
+from crm.base import Provider, WebhookEvent, WebhookRejected
+from crm.registry import get_provider
 from syncroot.chunked import read_limited
 from syncroot.errors import error_body
 from webhooks.services import inbox_store

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.models import SYNCED_FIELDS, Contact
+from crm.registry import connected_providers
 from providers.models import LinkStatus, ProviderLink
-from providers.registry import connected_providers
 from providers.services import enqueue_forward
 
 

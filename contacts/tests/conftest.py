@@ -3,7 +3,7 @@
 import pytest
 
 import providers.services
-from providers import registry
+from crm import registry
 
 
 @pytest.fixture

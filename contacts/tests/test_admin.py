@@ -8,7 +8,7 @@ from django.contrib.messages import get_messages
 import providers.services
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, hash_token
 from contacts.tests.factories import ApiTokenFactory, ContactFactory
-from providers import registry
+from crm import registry
 from providers.models import LinkStatus, ProviderLink
 
 pytestmark = pytest.mark.django_db

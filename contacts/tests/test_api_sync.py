@@ -7,7 +7,7 @@ import pytest
 
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
-from providers import registry
+from crm import registry
 from providers.models import LinkStatus, ProviderLink
 from syncroot.celery import app as celery_app
 

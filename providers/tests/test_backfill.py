@@ -14,9 +14,9 @@ from django.core.management import CommandError, call_command
 
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
-from providers import registry
+from crm import registry
+from crm.hubspot.provider import HubSpotProvider
 from providers.backfill import checkpoint_key
-from providers.hubspot.provider import HubSpotProvider
 from providers.models import LinkStatus, ProviderLink, RecordIssue, SyncCursor
 from sandbox.testing import SandboxControl, running_sandbox
 

@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 
 import providers.services
 from contacts.models import Contact
-from providers import crm_state, registry, sync
+from crm import registry
+from providers import crm_state, sync
 from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox
 

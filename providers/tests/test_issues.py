@@ -6,8 +6,9 @@ from django.contrib.messages import get_messages
 import providers.services
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
-from providers import inbound, registry
-from providers.base import InboundChange, field_hash
+from crm import registry
+from crm.base import InboundChange, field_hash
+from providers import inbound
 from providers.issues import link_issues_resolve, presented_status, refusal, split_values
 from providers.ledger import changed_values
 from providers.models import LinkStatus, ProviderLink, RecordIssue

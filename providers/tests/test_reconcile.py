@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from contacts.models import Contact
-from providers import registry
-from providers.hubspot.transform import parse_time
+from crm import registry
+from crm.hubspot.transform import parse_time
 from providers.models import SyncCursor
 from providers.reconcile import reconcile
 from sandbox.testing import SandboxControl, running_sandbox

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 import providers.services
 from contacts.models import Contact
-from providers import registry, sync
-from providers.base import Permanent, PushResult, value_hash
+from crm import registry
+from crm.base import Permanent, PushResult, value_hash
+from providers import sync
 from providers.models import DeadLetter, LinkStatus, ProviderLink
 from providers.services import links_mark_pending
 from sandbox.testing import SandboxControl, running_sandbox

@@ -9,8 +9,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from contacts.tests.factories import ContactFactory
-from providers import registry
-from providers.base import Permanent, RateLimited
+from crm import registry
+from crm.base import Permanent, RateLimited
 from providers.models import DeadLetter, LinkStatus, ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox
 from syncroot import counters, metrics

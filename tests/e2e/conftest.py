@@ -14,7 +14,7 @@ import requests.adapters
 from celery.contrib.testing.worker import start_worker
 from rest_framework.test import APIClient
 
-from providers import registry
+from crm import registry
 from sandbox.server import RunningSandbox
 from sandbox.testing import SandboxControl, running_sandbox
 from syncroot import queues
@@ -174,7 +174,7 @@ def bare_stack(live_server, settings, api_client, sandbox_options) -> Iterator[S
 def _reset_limiter(name: str) -> None:
     from django.core.cache import cache
 
-    from providers.ratelimit import _strategy
+    from crm.ratelimit import _strategy
 
     connection = _strategy().storage.get_connection()
     for key in connection.scan_iter(f"*crm/{name}*"):

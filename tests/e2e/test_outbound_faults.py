@@ -96,7 +96,7 @@ def test_shared_limiter_keeps_requests_under_the_crm_limit(stack, settings):
     # A 10% margin: our window and the CRM's are measured a network hop apart.
     settings.HUBSPOT = {**settings.HUBSPOT, "rate_limit": "9/second"}
     settings.SYNC_BATCH_LINGER_MS = 0  # one request per change: the limiter must do the pacing
-    from providers import registry
+    from crm import registry
 
     registry.reset()
     started = time.monotonic()

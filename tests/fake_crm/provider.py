@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from providers.base import (
+from crm.base import (
     AuthExpired,
     InboundChange,
     Provider,

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from providers import crm_state, outbox, reconcile, registry
+from crm import registry
+from providers import crm_state, outbox, reconcile
 from providers.models import LinkStatus, ProviderLink
 from tests.fake_crm.provider import SIGNATURE_HEADER, STORE
 from webhooks.models import WebhookEvent

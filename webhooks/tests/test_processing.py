@@ -15,7 +15,7 @@ from django.utils import timezone
 import providers.inbound
 import webhooks.services
 from contacts.models import Contact
-from providers import registry
+from crm import registry
 from providers.crm_state import crm_paused
 from providers.models import ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox

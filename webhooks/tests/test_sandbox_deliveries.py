@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from providers import registry
+from crm import registry
 from sandbox.testing import SandboxControl, running_sandbox
 from webhooks.models import WebhookEvent
 from webhooks.tests.factories import (

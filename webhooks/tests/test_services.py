@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from providers.base import WebhookEvent as ParsedEvent
+from crm.base import WebhookEvent as ParsedEvent
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.services import inbox_store
 from webhooks.tests.factories import hubspot_events

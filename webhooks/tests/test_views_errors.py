@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 import webhooks.services
-from providers import registry
+from crm import registry
 from syncroot.celery import app as celery_app
 from webhooks.models import WebhookEvent
 from webhooks.tests.factories import HUBSPOT_SECRET, PUBLIC_BASE_URL, hubspot_body, hubspot_events, hubspot_headers

@@ -4,9 +4,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from tqdm import tqdm
 
+from crm.registry import PROVIDER_CLASSES, connected_providers
 from providers.backfill import COLUMNS, SYNCROOT, BackfillReport, backfill_from_syncroot
 from providers.backfill_import import backfill_from_crm
-from providers.registry import PROVIDER_CLASSES, connected_providers
 
 WORKER_HINT = "celery -A syncroot worker -Q forwarder,dlq"
 

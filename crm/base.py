@@ -1,0 +1,172 @@
+"""The provider interface every CRM sub-package implements, and the errors clients raise.
+
+A provider speaks one CRM: it pushes our contacts (batched), reads the CRM's changes back, and
+verifies and parses the CRM's webhooks. Field names crossing this interface are SyncRoot's own
+(`contacts.models.SYNCED_FIELDS`); each provider's `transform.py` maps them to the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+# --- Errors: classified once, in the client, from the CRM's answer -----------------------------
+class ProviderError(Exception):
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, code: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.__class__.__name__.upper()
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+
+class Transient(ProviderError):
+    """Timeouts, connection errors, 5xx: worth retrying with backoff."""
+
+
+class RateLimited(Transient):
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str = "RATE_LIMITED", status=429):
+        super().__init__(message, code=code, status=status)
+        self.retry_after = retry_after
+
+
+class AuthExpired(ProviderError):
+    """The token was refused even after one refresh."""
+
+
+class Permanent(ProviderError):
+    """The CRM refused the data itself (validation, duplicates): retrying as is cannot help."""
+
+    retryable = False
+
+
+# --- What crosses the interface ----------------------------------------------------------------
+@dataclass(frozen=True)
+class PushItem:
+    """One contact's current state to write to a CRM (or a tombstone to delete)."""
+
+    key: Any  # the caller's handle (a link id), echoed back in the result
+    values: Mapping[str, str]
+    external_id: str | None = None
+    delete: bool = False
+
+
+@dataclass
+class PushResult:
+    key: Any
+    external_id: str | None = None
+    error: ProviderError | None = None
+    operation: str = "update"  # create | update | delete | match
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class InboundChange:
+    """A contact as a CRM reports it: from a webhook, a fetch or the reconciler."""
+
+    external_id: str
+    values: dict[str, str] = field(default_factory=dict)  # only the fields the CRM reported
+    occurred_at: datetime | None = None  # when the change happened at the source
+    field_times: dict[str, datetime] = field(default_factory=dict)  # per-field times when known
+    deleted: bool = False
+    from_integration: bool = False  # written by SyncRoot's own integration user/app
+    complete: bool = True  # False when values must be fetched from the CRM first
+
+
+@dataclass
+class WebhookEvent:
+    """One event parsed out of a verified webhook delivery, ready for the inbox."""
+
+    event_id: str
+    payload: dict[str, Any]
+
+
+class WebhookRejected(Exception):
+    def __init__(self, message: str, *, status: int = 400, code: str = "bad_webhook") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+def value_hash(value: str | None) -> str:
+    """Hash of a field value as stored in the echo ledger (normalised like comparisons are)."""
+    return hashlib.sha256((value or "").strip().encode()).hexdigest()[:16]
+
+
+def field_hash(field: str, value: str | None) -> str:
+    """`value_hash` for one field: emails compare without case (a case-only edit is no change)."""
+    return value_hash((value or "").lower() if field == "email" else value)
+
+
+class Provider(ABC):
+    """Base class; see crm/hubspot and crm/salesforce."""
+
+    name: ClassVar[str]
+    label: ClassVar[str] = ""  # how people write the CRM's name, for messages ("HubSpot")
+    webhook_queue: ClassVar[str]
+    batch_size: ClassVar[int]
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    @classmethod
+    @abstractmethod
+    def is_configured(cls, config: Mapping[str, Any]) -> bool:
+        """Whether the settings hold enough credentials to connect."""
+
+    @abstractmethod
+    def push(self, items: list[PushItem]) -> list[PushResult]:
+        """Write items, batched where the CRM allows; per-item failures come back in results.
+
+        Raises a ProviderError when the whole call failed (nothing known to be written).
+        """
+
+    @abstractmethod
+    def probe(self) -> None:
+        """One cheap authenticated call (refreshing the token once if need be), to learn whether
+        the credentials work. Raises AuthExpired when they are refused, another ProviderError when
+        the CRM could not tell (timeout, 5xx)."""
+
+    @abstractmethod
+    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
+        """Current state of the given records (deleted ones flagged)."""
+
+    @abstractmethod
+    def changes_since(self, *, modstamp: datetime | None, last_id: str) -> Iterator[InboundChange]:
+        """Every change after the compound cursor, oldest first (for the reconciler)."""
+
+    @abstractmethod
+    def parse_webhook(self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]):
+        """Verify a delivery and split it into events; raises WebhookRejected."""
+
+    @abstractmethod
+    def webhook_change(self, payload: dict[str, Any]) -> InboundChange | None:
+        """Turn one stored inbox payload into a change (None when it concerns nothing we sync)."""
+
+    def webhook_ack(self, kind: str | None = None) -> tuple[str, bytes]:
+        """Content type and body that tell the CRM a delivery was stored (it redelivers otherwise).
+
+        `kind`: the `payload["kind"]` the parser wrote into the delivery's events, for a CRM whose
+        acknowledgement differs per kind of delivery."""
+        return "application/json", b'{"status":"ok"}'
+
+    def count_since(self, *, modstamp: datetime | None) -> int | None:
+        """How many records `changes_since` would return, when one cheap call can tell (progress
+        bars); None when it cannot."""
+        return None
+
+    def record_url(self, external_id: str) -> str | None:
+        return None

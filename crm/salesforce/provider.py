@@ -1,0 +1,185 @@
+"""Salesforce behind the provider interface."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from crm.base import InboundChange, Provider, PushItem, PushResult, WebhookEvent
+from crm.http import CallRecord
+from crm.ratelimit import RateLimiter
+from crm.salesforce import webhook
+from crm.salesforce.accounts import AccountDirectory
+from crm.salesforce.client import COLLECTION_SIZE, SalesforceClient
+from crm.salesforce.inbound import OUTBOUND_FIELDS, event_change, outbound_change, record_change
+from crm.salesforce.push import ContactPush
+from crm.salesforce.transform import QUERY_FIELDS, soql_datetime, soql_in
+from syncroot import queues
+
+logger = logging.getLogger(__name__)
+
+_CONTACT_ID = re.compile(r"^003[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
+_GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
+_SELECT = f"SELECT {', '.join(QUERY_FIELDS)} FROM Contact"
+
+
+class SalesforceProvider(Provider):
+    name = "salesforce"
+    label = "Salesforce"
+    webhook_queue = queues.WEBHOOKS_SALESFORCE
+    batch_size = COLLECTION_SIZE  # sObject Collections
+
+    @classmethod
+    def is_configured(cls, config: Mapping[str, Any]) -> bool:
+        grant = config.get("client_id") and (config.get("client_secret") or config.get("refresh_token"))
+        return bool(config.get("access_token") or grant)
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        session: requests.Session | None = None,
+        limiter: RateLimiter | None = None,
+        on_response: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.client = SalesforceClient(self.config, session=session, limiter=limiter, on_response=on_response)
+        self.accounts = AccountDirectory(self.client)
+        fields = self.config.get("outbound_fields")
+        self.outbound_fields: tuple[str, ...] = tuple(fields) if fields else OUTBOUND_FIELDS
+
+    # --- outbound --------------------------------------------------------------------------
+    def push(self, items: list[PushItem]) -> list[PushResult]:
+        return ContactPush(self.client, self.accounts, list(items)).run()
+
+    def probe(self) -> None:
+        self.client.request("GET", "query", params={"q": "SELECT Id FROM Contact LIMIT 1"})
+
+    # --- reads -----------------------------------------------------------------------------
+    def _change(self, record: Mapping[str, Any]) -> InboundChange:
+        account = record.get("Account")
+        if record.get("AccountId") and isinstance(account, Mapping) and account.get("Name"):
+            self.accounts.remember(str(record["AccountId"]), str(account["Name"]))
+        return record_change(
+            record, integration_user_id=self.client.integration_user_id, account_name=self.accounts.name_for
+        )
+
+    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
+        """Current state via queryAll, so deleted records come back flagged; ids Salesforce no
+        longer knows at all (purged from the recycle bin) are reported deleted too."""
+        wanted = []
+        for external_id in dict.fromkeys(external_ids):
+            if _CONTACT_ID.match(external_id or ""):
+                wanted.append(external_id)
+            else:  # a malformed id would fail the whole query; it is no proof of deletion either
+                logger.warning("salesforce fetch skips a malformed contact id", extra={"external_id": external_id})
+        found: dict[str, Mapping[str, Any]] = {}
+        for start in range(0, len(wanted), COLLECTION_SIZE):
+            chunk = wanted[start : start + COLLECTION_SIZE]
+            for record in self.client.query(f"{_SELECT} WHERE Id IN {soql_in(chunk)}", include_deleted=True):
+                found[str(record["Id"])[:15]] = record
+        changes = []
+        for external_id in wanted:
+            record = found.get(external_id[:15])
+            if record is None:
+                changes.append(InboundChange(external_id=external_id, deleted=True))
+                continue
+            change = self._change(record)
+            change.external_id = external_id  # the caller's spelling (15 or 18 characters)
+            changes.append(change)
+        return changes
+
+    def changes_since(self, *, modstamp: datetime | None, last_id: str) -> Iterator[InboundChange]:
+        """Changes after (modstamp, last_id), in (SystemModstamp, Id) order, deletions included.
+
+        The query starts at the cursor's whole second (SOQL literals carry no milliseconds) and
+        the records sharing the cursor's exact modstamp are skipped up to `last_id` by their
+        position in Salesforce's own order; when `last_id` is no longer among them (it changed
+        again since) they are all yielded again, which the idempotent apply path absorbs.
+        """
+        soql = _SELECT
+        if modstamp is not None:
+            soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
+        soql += " ORDER BY SystemModstamp, Id"
+        tied: list[InboundChange] = []  # records stamped exactly at the cursor
+        for record in self.client.query(soql, include_deleted=True):
+            change = self._change(record)
+            at = change.occurred_at
+            if modstamp is not None and at is not None:
+                if at < modstamp:
+                    continue
+                if at == modstamp:
+                    tied.append(change)
+                    continue
+            if tied:
+                yield from _after(tied, last_id)
+                tied = []
+            yield change
+        yield from _after(tied, last_id)
+
+    def count_since(self, *, modstamp: datetime | None) -> int | None:
+        soql = "SELECT COUNT() FROM Contact"
+        if modstamp is not None:
+            soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
+        answer = self.client.request("GET", "queryAll", params={"q": soql})
+        return int(answer["totalSize"]) if isinstance(answer, dict) and "totalSize" in answer else None
+
+    # --- webhooks --------------------------------------------------------------------------
+    def parse_webhook(
+        self, *, body: bytes, headers: Mapping[str, str], url: str, query: Mapping[str, str]
+    ) -> list[WebhookEvent]:
+        return webhook.parse_delivery(body=body, headers=headers, query=query, config=self.config)
+
+    def webhook_change(self, payload: dict[str, Any]) -> InboundChange | None:
+        kind = payload.get("kind")
+        if kind == webhook.OUTBOUND_MESSAGE:
+            return outbound_change(
+                payload,
+                integration_user_id=self.client.integration_user_id,
+                account_name=self.accounts.name_for,
+                selected_fields=self.outbound_fields,
+            )
+        if kind == webhook.CHANGE_EVENT:
+            header = payload.get("ChangeEventHeader") or {}
+            if header.get("entityName") == "Account":  # a renamed or deleted Account: stop trusting the cache
+                for account_id in header.get("recordIds") or ():
+                    self.accounts.forget_id(str(account_id))
+                return None
+            return event_change(
+                payload, integration_user_id=self.client.integration_user_id, account_name=self.accounts.name_for
+            )
+        return None
+
+    def webhook_ack(self, kind: str | None = None) -> tuple[str, bytes]:
+        """The ack for a delivery of `kind` (the `payload["kind"]` of its events): Outbound
+        Messages need the SOAP `<Ack>true</Ack>`, change events a JSON 2xx. Default: SOAP."""
+        return webhook.ack_for(kind)
+
+    def record_url(self, external_id: str) -> str | None:
+        template = str(self.config.get("record_url") or "")
+        instance_url = self.client.instance_url or str(self.config.get("instance_url") or "")
+        if not instance_url and urlsplit(self.client.login_url).hostname not in _GENERIC_LOGIN_HOSTS:
+            # client_credentials needs a My Domain login URL, which is the instance URL too: the admin
+            # process can link records without ever logging in.
+            instance_url = self.client.login_url
+        if not template or ("{instance_url}" in template and not instance_url):
+            return None
+        try:
+            return template.format(instance_url=instance_url.rstrip("/"), id=external_id)
+        except (KeyError, IndexError, ValueError):
+            logger.warning("salesforce record_url template is invalid")
+            return None
+
+
+def _after(tied: list[InboundChange], last_id: str) -> list[InboundChange]:
+    """The tied records after `last_id` in Salesforce's order (all of them when it is absent)."""
+    for position, change in enumerate(tied):
+        if last_id and change.external_id[:15] == last_id[:15]:
+            return tied[position + 1 :]
+    return tied
