@@ -32,6 +32,11 @@ def _issues_html(link: ProviderLink) -> str:
     return format_html("<ul>{}</ul>", format_html_join("", "{}", ((item,) for item in items)))
 
 
+def _no(self, request, obj=None) -> bool:
+    """For admin pages of rows the system writes: nobody adds or deletes them by hand."""
+    return False
+
+
 @admin.register(LinkIssue)
 class LinkIssueAdmin(admin.ModelAdmin):
     """What needs a person: values refused for SyncRoot, email clashes. Fixing the value in the CRM
@@ -65,11 +70,7 @@ class LinkIssueAdmin(admin.ModelAdmin):
         resolved = sum(link_issues_resolve(link_id=pk) for pk in queryset.values_list("pk", flat=True))
         messages.success(request, f"Queued SyncRoot's values for {resolved} record(s).")
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    has_add_permission = has_delete_permission = _no
 
 
 @admin.register(RecordIssue)
@@ -142,11 +143,7 @@ class CrmStateAdmin(admin.ModelAdmin):
                 detail = state.last_error[:200]
                 messages.error(request, f"{provider}: not confirmed ({detail}); sync stays {state.status}.")
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    has_add_permission = has_delete_permission = _no
 
 
 @admin.register(SyncAttempt)

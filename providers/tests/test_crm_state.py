@@ -4,7 +4,6 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 
-import providers.services
 from contacts.models import Contact
 from crm import registry
 from providers import crm_state, sync
@@ -12,25 +11,6 @@ from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, Provid
 from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[list[str]]:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(providers.services, "enqueue_forward", lambda *, providers: calls.append(list(providers)))
-    return calls
-
-
-@pytest.fixture
-def hubspot(settings, enqueued):
-    with running_sandbox("hubspot", rate_limit=None) as running:
-        settings.HUBSPOT = {**settings.HUBSPOT, "base_url": running.url, "access_token": "sandbox-token",
-                            "rate_limit": "1000/1 second"}  # fmt: skip
-        settings.SALESFORCE = {**settings.SALESFORCE, "client_id": "", "client_secret": "", "access_token": ""}
-        settings.SYNC_BATCH_LINGER_MS = 0
-        registry.reset()
-        yield SandboxControl(running.url)
-        registry.reset()
 
 
 def _create(api_client, email: str) -> str:

@@ -8,36 +8,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-import providers.services
 from contacts.models import Contact
-from crm import registry
 from crm.base import Permanent, PushResult, value_hash
 from providers import sync
 from providers.models import DeadLetter, LinkStatus, ProviderLink
 from providers.services import links_mark_pending
-from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[list[str]]:
-    calls: list[list[str]] = []
-    monkeypatch.setattr(providers.services, "enqueue_forward", lambda *, providers: calls.append(list(providers)))
-    return calls
-
-
-@pytest.fixture
-def hubspot(settings, enqueued):
-    """A HubSpot sandbox, the only CRM connected."""
-    with running_sandbox("hubspot", rate_limit=None) as running:
-        settings.HUBSPOT = {**settings.HUBSPOT, "base_url": running.url, "access_token": "sandbox-token",
-                            "rate_limit": "1000/1 second"}  # fmt: skip
-        settings.SALESFORCE = {**settings.SALESFORCE, "client_id": "", "client_secret": "", "access_token": ""}
-        settings.SYNC_BATCH_LINGER_MS = 0
-        registry.reset()
-        yield SandboxControl(running.url)
-        registry.reset()
 
 
 def _create(api_client, email: str) -> Contact:
