@@ -210,3 +210,8 @@ def test_a_field_in_use_cannot_be_deleted(api_client, monkeypatch):
 
     assert assert_error(response, 409, "field_in_use")["details"] == {"key": "tier", "uses": ["mapping hubspot:tier"]}
     assert CustomField.objects.filter(key="tier").exists()
+
+
+def test_the_fields_endpoints_need_a_token(client):
+    assert_error(client.get("/fields"), 401, "unauthenticated")
+    assert_error(client.post("/fields", {"key": "tier"}, content_type="application/json"), 401, "unauthenticated")
