@@ -2,7 +2,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.validators import validate_email
 
-from contacts.models import SYNCED_FIELDS, ApiToken, Contact
+from contacts.field_services import custom_field_create, custom_field_delete, custom_field_update
+from contacts.models import SYNCED_FIELDS, ApiToken, Contact, CustomField
 from contacts.selectors import contact_by_email
 from contacts.services import contact_create, contact_delete, contact_update
 from providers.admin import ProviderLinkInline, SyncAttemptInline
@@ -42,7 +43,8 @@ class ContactAdmin(admin.ModelAdmin):
     list_display = ("email", "first_name", "last_name", "company", "version", "sync_status", "updated_at", "deleted_at")
     search_fields = ("email", "first_name", "last_name", "company")
     list_filter = (DeletedFilter,)
-    readonly_fields = ("id", "version", "field_times", "created_at", "updated_at", "deleted_at")
+    # Custom values are shown, not edited here: the API validates them against their fields.
+    readonly_fields = ("id", "version", "custom", "field_times", "created_at", "updated_at", "deleted_at")
     ordering = ("-updated_at",)
     inlines = (ProviderLinkInline, SyncAttemptInline)
 
@@ -88,3 +90,42 @@ class ApiTokenAdmin(admin.ModelAdmin):
         token, raw = ApiToken.generate(name=obj.name, is_active=obj.is_active)
         obj.pk, obj.prefix, obj.key_hash = token.pk, token.prefix, token.key_hash
         messages.warning(request, f"New API token for {obj.name} (shown once, copy it now): {raw}")
+
+
+@admin.register(CustomField)
+class CustomFieldAdmin(admin.ModelAdmin):
+    """Custom fields, written through the same services as the API (no stored value ever stops fitting)."""
+
+    list_display = ("key", "label", "type", "max_length", "options", "updated_at")
+    list_filter = ("type",)
+    search_fields = ("key", "label")
+    fields = ("key", "label", "type", "options", "max_length", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("key", "type", "created_at", "updated_at") if obj else ("created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            if change:
+                changes = {
+                    name: data.get(name) for name in ("label", "options", "max_length") if name in form.changed_data
+                }
+                custom_field_update(key=obj.key, changes=changes)
+            else:
+                obj.pk = custom_field_create(
+                    key=data["key"], label=data["label"], type=data["type"],
+                    options=data.get("options") or None, max_length=data.get("max_length"),
+                ).pk  # fmt: skip
+        except ApplicationError as exc:
+            messages.error(request, f"Not saved: {exc.message} {exc.details or ''}")
+
+    def delete_model(self, request, obj):
+        try:
+            custom_field_delete(key=obj.key)
+        except ApplicationError as exc:
+            messages.error(request, f"Not deleted: {exc.message}")
+
+    def delete_queryset(self, request, queryset):
+        for field in queryset:
+            self.delete_model(request, field)

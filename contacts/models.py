@@ -2,6 +2,7 @@ import hashlib
 import secrets
 import uuid
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -30,6 +31,9 @@ class Contact(models.Model):
     # When each field last changed at its source (ISO-8601), so the latest change per field wins
     # whatever order CRM events arrive in.
     field_times = models.JSONField(default=dict, blank=True)
+    # Values of the custom fields (CustomField), by key; validated against their definitions by
+    # contacts.fields before every write. Not synced to the CRMs yet (see synced_values).
+    custom = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -42,7 +46,12 @@ class Contact(models.Model):
                 Lower("email"), condition=models.Q(deleted_at__isnull=True), name="contact_email_ci_unique"
             ),
         ]
-        indexes = [models.Index(Lower("email"), name="contact_email_ci_idx")]
+        indexes = [
+            models.Index(Lower("email"), name="contact_email_ci_idx"),
+            # Serves `custom @> {"key": value}` (GET /contacts?custom.<key>=<value>); jsonb_path_ops
+            # is smaller and faster than the default opclass for containment, the only query made.
+            GinIndex(fields=["custom"], opclasses=["jsonb_path_ops"], name="contact_custom_gin"),
+        ]
 
     def __str__(self) -> str:
         return self.email
@@ -53,6 +62,36 @@ class Contact(models.Model):
 
     def synced_values(self) -> dict[str, str]:
         return {field: getattr(self, field) for field in SYNCED_FIELDS}
+
+
+class FieldType(models.TextChoices):
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    ENUM = "enum"
+
+
+class CustomField(models.Model):
+    """A field of SyncRoot's own beyond the built-ins; its values live in `Contact.custom`.
+
+    Written only through contacts.services (custom_field_*), which keep stored values valid.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=255)
+    type = models.CharField(max_length=16, choices=FieldType.choices)
+    options = models.JSONField(default=list, blank=True, help_text="The allowed values of an enum field.")
+    max_length = models.PositiveIntegerField(null=True, blank=True, help_text="Of a string field.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("key",)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 def hash_token(raw: str) -> str:

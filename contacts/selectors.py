@@ -1,11 +1,13 @@
 """Reads of contacts."""
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from django.db.models import QuerySet
 from django.db.models.functions import Lower
 
-from contacts.models import Contact
+from contacts.fields import InvalidValues, filter_value, is_key
+from contacts.models import Contact, CustomField
 from syncroot.errors import NotFound
 
 
@@ -33,10 +35,47 @@ def contact_by_email(*, email: str) -> Contact | None:
     )
 
 
-def contact_list(*, email: str | None = None, updated_since: datetime | None = None) -> QuerySet[Contact]:
+def contact_list(
+    *, email: str | None = None, updated_since: datetime | None = None, custom: Mapping[str, str] | None = None
+) -> QuerySet[Contact]:
+    """Live contacts; `custom` filters by custom values given as query-string text, by key."""
     queryset = contact_live_queryset()
     if email:
         queryset = queryset.alias(email_ci=Lower("email")).filter(email_ci=normalise_email(email))
     if updated_since:
         queryset = queryset.filter(updated_at__gte=updated_since)
+    if custom:
+        fields = CustomField.objects.in_bulk([key for key in custom if is_key(key)], field_name="key")
+        if unknown := sorted(set(custom) - set(fields)):
+            raise InvalidValues({f"custom.{key}": ["Unknown custom field."] for key in unknown})
+        # One containment test (`custom @> {...}`) for all of them: the GIN index serves it.
+        queryset = queryset.filter(
+            custom__contains={key: filter_value(fields[key], text) for key, text in custom.items()}
+        )
     return queryset
+
+
+def custom_field_list() -> list[CustomField]:
+    return list(CustomField.objects.order_by("key"))
+
+
+def custom_field_get(*, key: str) -> CustomField:
+    field = CustomField.objects.filter(key=key).first() if is_key(key) else None
+    if field is None:
+        raise NotFound("Field not found.", details={"key": key})
+    return field
+
+
+def custom_fields_locked(*, keys: Iterable[str]) -> dict[str, CustomField]:
+    """The definitions of these fields, held (FOR SHARE) until the transaction ends.
+
+    A contact write validates its custom values against them: a concurrent change of a field's
+    options or length, or its deletion, waits for the write (and then sees its values), so no
+    value that does not fit its field is ever stored. Writes share the lock with one another.
+    """
+    keys = sorted({key for key in keys if is_key(key)})  # no other key is known: nothing to look up
+    if not keys:
+        return {}
+    table = CustomField._meta.db_table
+    fields = CustomField.objects.raw(f"SELECT * FROM {table} WHERE key = ANY(%s) ORDER BY key FOR SHARE", [keys])
+    return {field.key: field for field in fields}

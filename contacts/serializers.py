@@ -5,7 +5,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from contacts.models import MAX_LENGTHS, Contact
+from contacts.fields import STRING_MAX_LENGTH
+from contacts.models import MAX_LENGTHS, Contact, FieldType
 from providers.crm_state import crm_paused
 from providers.selectors import contact_sync_status
 
@@ -56,6 +57,36 @@ def _text(field: str) -> StrictCharField:
     return StrictCharField(max_length=MAX_LENGTHS[field], allow_blank=True, required=False)
 
 
+CUSTOM_VALUE = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
+CUSTOM_HELP = (
+    "Custom field values by key (see GET /fields): a string, number, boolean, date (YYYY-MM-DD), date-time "
+    "(ISO 8601 with a time zone) or one of an enum's options, as the field's type says; never coerced."
+)
+
+
+@extend_schema_field(
+    {"type": "object", "additionalProperties": {**CUSTOM_VALUE, "nullable": True},
+     "description": CUSTOM_HELP + " PATCH merges the keys given (null removes one); POST and PUT replace them all."}
+)  # fmt: skip
+class CustomValuesInputField(serializers.Field):
+    """A JSON object of custom values; each value is checked against its field by the service."""
+
+    default_error_messages = {"not_an_object": "Expected an object of custom field values."}
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.fail("not_an_object")
+        return data
+
+    def to_representation(self, value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+
+@extend_schema_field({"type": "object", "additionalProperties": CUSTOM_VALUE, "description": CUSTOM_HELP})
+class CustomValuesField(serializers.DictField):
+    pass
+
+
 class ContactInputSerializer(StrictSerializer):
     email = StrictEmailField(max_length=MAX_LENGTHS["email"])
     first_name = _text("first_name")
@@ -63,6 +94,7 @@ class ContactInputSerializer(StrictSerializer):
     phone = _text("phone")
     company = _text("company")
     job_title = _text("job_title")
+    custom = CustomValuesInputField(required=False)
 
 
 BATCH_MAX_CONTACTS = 1000
@@ -116,12 +148,13 @@ class SyncEntrySerializer(serializers.Serializer):
 class ContactSerializer(serializers.ModelSerializer):
     """A contact with its sync state. Context `links`: the contact's links when already known."""
 
+    custom = CustomValuesField()
     sync = serializers.SerializerMethodField()
 
     class Meta:
         model = Contact
         fields = (
-            "id", "email", "first_name", "last_name", "phone", "company", "job_title",
+            "id", "email", "first_name", "last_name", "phone", "company", "job_title", "custom",
             "version", "created_at", "updated_at", "sync",
         )  # fmt: skip
 
@@ -142,6 +175,7 @@ class ContactSerializer(serializers.ModelSerializer):
             "phone": contact.phone,
             "company": contact.company,
             "job_title": contact.job_title,
+            "custom": contact.custom,
             "version": contact.version,
             "created_at": _iso(contact.created_at),
             "updated_at": _iso(contact.updated_at),
@@ -155,3 +189,57 @@ def _iso(value: datetime | None) -> str | None:
         return None
     text = value.astimezone(UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class FieldSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    type = serializers.ChoiceField(choices=FieldType.values)
+    options = serializers.ListField(child=serializers.CharField(), allow_null=True, help_text="An enum's values.")
+    max_length = serializers.IntegerField(allow_null=True, help_text="A string's longest value, in characters.")
+    builtin = serializers.BooleanField(help_text="One of the six built-in fields: cannot be changed or deleted.")
+    created_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+def field_output(field: Any) -> dict[str, Any]:
+    return {
+        "key": field.key,
+        "label": field.label,
+        "type": field.type,
+        "options": field.options if field.type == FieldType.ENUM else None,
+        "max_length": field.max_length if field.type == FieldType.STRING else None,
+        "builtin": False,
+        "created_at": _iso(field.created_at),
+        "updated_at": _iso(field.updated_at),
+    }
+
+
+class FieldCreateSerializer(StrictSerializer):
+    key = StrictCharField(max_length=64, help_text="a-z, then a-z, 0-9 or _; not a built-in's.")
+    label = StrictCharField(max_length=255)
+    type = serializers.ChoiceField(choices=FieldType.values)
+    options = serializers.ListField(
+        child=StrictCharField(max_length=255), required=False, allow_null=True, help_text="For enum fields only."
+    )
+    max_length = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=STRING_MAX_LENGTH,
+        help_text="For string fields only; 255 when not given.",
+    )  # fmt: skip
+
+
+class FieldUpdateSerializer(StrictSerializer):
+    label = StrictCharField(max_length=255, required=False)
+    options = serializers.ListField(child=StrictCharField(max_length=255), required=False)
+    max_length = serializers.IntegerField(required=False, min_value=1, max_value=STRING_MAX_LENGTH)
+
+
+class FieldPurgeSerializer(serializers.Serializer):
+    purge = serializers.BooleanField(
+        required=False, default=False, help_text="Also remove the field's values from the contacts holding them."
+    )
+
+
+class FieldDeletedSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    purged = serializers.IntegerField(help_text="How many contacts held a value, now removed.")

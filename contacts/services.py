@@ -12,8 +12,9 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from contacts.fields import InvalidValues, custom_changed, custom_errors, custom_merge, keys_of
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
-from contacts.selectors import contact_by_email, normalise_email
+from contacts.selectors import contact_by_email, custom_fields_locked, normalise_email
 from providers.services import links_mark_pending, links_mark_pending_many
 from syncroot.db import retry_on_conflict
 from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
@@ -29,6 +30,14 @@ def _duplicate(email: str) -> Conflict | None:
     )
 
 
+def _custom_checked(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The custom values given, checked against their fields (locked until the transaction ends)."""
+    given = data.get("custom") or {}
+    if errors := custom_errors(given, custom_fields_locked(keys=given)):
+        raise InvalidValues(errors)
+    return custom_merge({}, given, partial=False)
+
+
 def _check_version(contact: Contact, expected_version: int | None) -> None:
     if expected_version is not None and expected_version != contact.version:
         raise PreconditionFailed(
@@ -38,13 +47,15 @@ def _check_version(contact: Contact, expected_version: int | None) -> None:
 
 
 @retry_on_conflict
-def contact_create(*, data: Mapping[str, str]) -> Contact:
+def contact_create(*, data: Mapping[str, Any]) -> Contact:
     """Create a contact and mark it pending in every connected CRM."""
     values = {field: data.get(field, "") for field in SYNCED_FIELDS}
     now = timezone.now().isoformat()
     try:
         with transaction.atomic():
-            contact = Contact.objects.create(**values, field_times={f: now for f in SYNCED_FIELDS})
+            custom = _custom_checked(data)
+            times = {f: now for f in SYNCED_FIELDS} | {f"custom.{key}": now for key in custom}
+            contact = Contact.objects.create(**values, custom=custom, field_times=times)
             links_mark_pending(contact=contact)
     except IntegrityError:
         # The unique index on the lower-cased email is the check (no SELECT before every insert,
@@ -77,51 +88,70 @@ def _duplicates_of(emails: Sequence[str]) -> Conflict | None:
 
 
 @retry_on_conflict
-def contact_create_many(*, items: Sequence[Mapping[str, str]]) -> list[Contact]:
+def contact_create_many(*, items: Sequence[Mapping[str, Any]]) -> list[Contact]:
     """Create many contacts at once, all or none: one INSERT for the contacts, one for their links.
 
     The emails must be distinct (the caller validates that); one already held by a live contact
     refuses the whole batch with a 409 naming each such email.
     """
     now = timezone.now().isoformat()
-    contacts = [
-        Contact(
-            **{field: item.get(field, "") for field in SYNCED_FIELDS}, field_times=dict.fromkeys(SYNCED_FIELDS, now)
-        )
-        for item in items
-    ]
     try:
         with transaction.atomic():
+            fields = custom_fields_locked(keys=keys_of(items))
+            if errors := {
+                i: e for i, item in enumerate(items) if (e := custom_errors(item.get("custom") or {}, fields))
+            }:
+                raise InvalidValues({"contacts": errors})  # by position, like the serializer's own errors
+            contacts = [_new(item, now) for item in items]
             Contact.objects.bulk_create(contacts)
             links_mark_pending_many(contacts=contacts)
     except IntegrityError:
-        if conflict := _duplicates_of([contact.email for contact in contacts]):
+        if conflict := _duplicates_of([item["email"] for item in items]):
             raise conflict from None
         raise
     return contacts
 
 
+def _new(item: Mapping[str, Any], now: str) -> Contact:
+    custom = custom_merge({}, item.get("custom"), partial=False)
+    times = dict.fromkeys(SYNCED_FIELDS, now) | {f"custom.{key}": now for key in custom}
+    return Contact(**{field: item.get(field, "") for field in SYNCED_FIELDS}, custom=custom, field_times=times)
+
+
 @retry_on_conflict
 @transaction.atomic
 def contact_update(
-    *, contact_id: UUID, data: Mapping[str, str], partial: bool, expected_version: int | None = None
+    *, contact_id: UUID, data: Mapping[str, Any], partial: bool, expected_version: int | None = None
 ) -> Contact:
-    """Replace (PUT) or patch (PATCH) a contact; a change bumps its version and syncs it."""
+    """Replace (PUT) or patch (PATCH) a contact; a change bumps its version and syncs it.
+
+    Custom values: PATCH merges the keys given (null removes one), PUT replaces them all.
+    """
+    # The fields' locks before the contact's: a field's purge takes them in the same order.
+    if "custom" in data:
+        _custom_checked(data)
     contact = Contact.objects.select_for_update(no_key=True).filter(pk=contact_id, deleted_at__isnull=True).first()
     if contact is None:
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     _check_version(contact, expected_version)
-    values = dict(data) if partial else {field: data.get(field, "") for field in SYNCED_FIELDS}
+    values = (
+        {f: data[f] for f in SYNCED_FIELDS if f in data} if partial else {f: data.get(f, "") for f in SYNCED_FIELDS}
+    )
     changed = [field for field, value in values.items() if getattr(contact, field) != value]
     if "email" in changed and values["email"].strip().lower() != contact.email.strip().lower():
         if conflict := _duplicate(values["email"]):
             raise conflict
-    if not changed:
+    custom = custom_merge(contact.custom, data.get("custom"), partial=partial)
+    custom_keys = custom_changed(contact.custom, custom)
+    if not changed and not custom_keys:
         return contact
     now = timezone.now().isoformat()
     for field in changed:
         setattr(contact, field, values[field])
         contact.field_times[field] = now
+    for key in custom_keys:
+        contact.field_times[f"custom.{key}"] = now
+    contact.custom = custom
     contact.version += 1
     try:
         with transaction.atomic():

@@ -1,10 +1,19 @@
 from django.urls import path
 
-from contacts.views import ContactBatchView, ContactDetailView, ContactListView, ContactSyncView
+from contacts.views import (
+    ContactBatchView,
+    ContactDetailView,
+    ContactListView,
+    ContactSyncView,
+    FieldDetailView,
+    FieldListView,
+)
 
 urlpatterns = [
     path("contacts", ContactListView.as_view(), name="contact-list"),
     path("contacts/batch", ContactBatchView.as_view(), name="contact-batch"),
     path("contacts/<uuid:contact_id>", ContactDetailView.as_view(), name="contact-detail"),
     path("contacts/<uuid:contact_id>/sync", ContactSyncView.as_view(), name="contact-sync"),
+    path("fields", FieldListView.as_view(), name="field-list"),
+    path("fields/<str:key>", FieldDetailView.as_view(), name="field-detail"),
 ]

@@ -10,13 +10,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contacts import selectors, services
+from contacts import field_services, selectors, services
+from contacts.fields import builtin_fields
 from contacts.models import Contact
 from contacts.serializers import (
     BATCH_MAX_CONTACTS,
     ContactBatchInputSerializer,
     ContactInputSerializer,
     ContactSerializer,
+    FieldCreateSerializer,
+    FieldDeletedSerializer,
+    FieldPurgeSerializer,
+    FieldSerializer,
+    FieldUpdateSerializer,
+    field_output,
 )
 from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
@@ -34,7 +41,8 @@ class ErrorSerializer(serializers.Serializer):
 # framework's own refusals (405, 406, 413, 415, 503) are as much part of the contract as ours.
 ERRORS = {code: OpenApiResponse(response=ErrorSerializer, description=text) for code, text in {
     400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 405: "Method not allowed",
-    406: "Only application/json can be returned", 409: "Duplicate email", 412: "Stale If-Match",
+    406: "Only application/json can be returned", 409: "Conflict: a duplicate email, or a field's values or uses",
+    412: "Stale If-Match",
     413: "Request body too large", 415: "Body is not application/json",
     422: "Idempotency-Key reused with another body", 429: "Throttled (see Retry-After)",
     503: "Database or broker unavailable (see Retry-After)",
@@ -89,12 +97,25 @@ class ContactListView(APIView):
     # Declared on the view (not only used in `get`) so the OpenAPI schema shows the paginated envelope.
     pagination_class = ContactPagination
 
-    @extend_schema(parameters=[ContactFilterSerializer], responses={200: ContactSerializer(many=True), **ERRORS})
+    @extend_schema(
+        parameters=[ContactFilterSerializer],
+        responses={200: ContactSerializer(many=True), **ERRORS},
+        description="Filter by custom values with `custom.<key>=<value>` (e.g. `?custom.tier=gold&custom.seats=40`): "
+        "numbers and booleans as JSON (`40`, `true`), the rest as text; an unknown key or a value that does not fit "
+        "its field is a 400 naming `custom.<key>`. Served by an index.",
+    )
     def get(self, request: Request) -> Response:
         filters = ContactFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
+        custom = {
+            name.removeprefix("custom."): value
+            for name, value in request.query_params.items()
+            if name.startswith("custom.")
+        }
         queryset = selectors.contact_list(
-            email=filters.validated_data.get("email"), updated_since=filters.validated_data.get("updated_since")
+            email=filters.validated_data.get("email"),
+            updated_since=filters.validated_data.get("updated_since"),
+            custom=custom,
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
@@ -199,3 +220,45 @@ class ContactSyncView(APIView):
         contact = selectors.contact_get(contact_id=contact_id)
         contact_resync(contact=contact)
         return contact_response(selectors.contact_get(contact_id=contact.pk), status_code=status.HTTP_202_ACCEPTED)
+
+
+class FieldListView(APIView):
+    @extend_schema(responses={200: FieldSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        """Every field of a contact: the six built-ins (`builtin: true`), then the custom fields by key."""
+        return Response(builtin_fields() + [field_output(field) for field in selectors.custom_field_list()])
+
+    @extend_schema(request=FieldCreateSerializer, responses={201: FieldSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        """Add a custom field; its values go in each contact's `custom` object under `key`."""
+        serializer = FieldCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        field = field_services.custom_field_create(**serializer.validated_data)
+        headers = {"Location": reverse("field-detail", args=[field.key])}
+        return Response(field_output(field), status=status.HTTP_201_CREATED, headers=headers)
+
+
+class FieldDetailView(APIView):
+    @extend_schema(request=FieldUpdateSerializer, responses={200: FieldSerializer, **ERRORS})
+    def patch(self, request: Request, key: str) -> Response:
+        """Change a custom field's label, options or max_length. A change that values contacts hold
+        would no longer fit is refused (409 `field_values_conflict`, with how many contacts)."""
+        serializer = FieldUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        field = field_services.custom_field_update(key=key, changes=serializer.validated_data)
+        return Response(field_output(field))
+
+    @extend_schema(
+        parameters=[FieldPurgeSerializer],
+        responses={204: None, 200: FieldDeletedSerializer, **ERRORS},
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        """Delete a custom field: 409 `field_has_values` while contacts hold values of it, unless
+        `?purge=true`, which removes them and answers 200 with how many. Built-ins: 409 `builtin_field`."""
+        options = FieldPurgeSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        purge = options.validated_data["purge"]
+        purged = field_services.custom_field_delete(key=key, purge=purge)
+        if purge:
+            return Response({"key": key, "purged": purged})
+        return Response(status=status.HTTP_204_NO_CONTENT)

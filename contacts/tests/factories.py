@@ -1,7 +1,7 @@
 import factory
 from django.utils import timezone
 
-from contacts.models import ApiToken, Contact
+from contacts.models import ApiToken, Contact, CustomField, FieldType
 
 
 class ContactFactory(factory.django.DjangoModelFactory):
@@ -34,3 +34,15 @@ class ApiTokenFactory(factory.django.DjangoModelFactory):
         token, raw = model_class.generate(name=name, is_active=is_active)
         token.raw = raw
         return token
+
+
+class CustomFieldFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CustomField
+        django_get_or_create = ("key",)
+
+    key = factory.Sequence(lambda n: f"field_{n}")
+    label = factory.LazyAttribute(lambda field: field.key.replace("_", " ").capitalize())
+    type = FieldType.STRING
+    options = factory.LazyAttribute(lambda field: ["gold", "silver"] if field.type == FieldType.ENUM else [])
+    max_length = factory.LazyAttribute(lambda field: 255 if field.type == FieldType.STRING else None)

@@ -26,7 +26,9 @@ def generic(contact, **context) -> dict:
     ],
 )
 def test_the_hand_built_output_equals_the_generic_one(connected, moment):
-    contact = ContactFactory(first_name="Zoë", company="Ünïcode GmbH")
+    contact = ContactFactory(
+        first_name="Zoë", company="Ünïcode GmbH", custom={"tier": "gold", "seats": 4.5, "vip": True}
+    )
     ProviderLink.objects.create(
         contact=contact, provider="hubspot", status=LinkStatus.SYNCED, external_id="42", synced_version=1,
         synced_at=moment,
@@ -38,12 +40,13 @@ def test_the_hand_built_output_equals_the_generic_one(connected, moment):
     assert fast == generic(contact)
     assert list(fast) == list(ContactSerializer.Meta.fields)
     assert fast["created_at"] == generic(contact)["created_at"]
+    assert fast["custom"] == {"tier": "gold", "seats": 4.5, "vip": True}
     assert fast["sync"]["hubspot"]["status"] == "synced"
     assert fast["sync"]["salesforce"]["status"] == "pending"
 
 
 def test_many_and_known_links_give_the_same_as_the_generic_path(connected):
-    contacts = ContactFactory.create_batch(3)
+    contacts = ContactFactory.create_batch(3, custom={"tier": "gold"})
 
     fast = ContactSerializer(contacts, many=True, context={"links": ()}).data
 
