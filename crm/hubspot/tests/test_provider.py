@@ -7,7 +7,8 @@ import pytest
 from crm.base import Permanent, PushItem, RateLimited, Transient
 from crm.hubspot import transform
 from crm.hubspot.client import BatchResult
-from crm.hubspot.provider import HubSpotProvider, _PushRun
+from crm.hubspot.provider import HubSpotProvider
+from crm.hubspot.push import PushRun
 from crm.registry import get_provider
 
 FULL = {
@@ -241,7 +242,7 @@ def test_a_batch_refused_whole_is_split_until_the_bad_record_is_alone(provider):
     items = [
         PushItem(key=n, values={"email": "bad" if n == 5 else f"e{n}@x.com"}, external_id=str(n)) for n in range(8)
     ]
-    run = _PushRun(provider.client, items)
+    run = PushRun(provider.client, items)
     run.client = type("Stub", (), {"batch_update": staticmethod(batch_update)})()
 
     run._update(list(range(8)))
