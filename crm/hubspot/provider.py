@@ -17,9 +17,10 @@ from crm.base import (
     ProviderError,
     PushItem,
     PushResult,
+    RemoteField,
     Transient,
 )
-from crm.hubspot import transform, webhook
+from crm.hubspot import schema, transform, webhook
 from crm.hubspot.client import (
     BATCH_LIMIT,
     SEARCH_PAGE_LIMIT,
@@ -77,6 +78,9 @@ class HubSpotProvider(Provider):
 
     def probe(self) -> None:
         self.client.probe()
+
+    def fields(self) -> list[RemoteField]:
+        return [schema.remote_field(prop) for prop in schema.list_properties(self.client)]
 
     def fetch(self, external_ids: list[str]) -> list[InboundChange]:
         found: dict[str, dict[str, Any]] = {}
