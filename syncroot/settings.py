@@ -148,6 +148,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # A CRM field's `type` and a SyncRoot field's `type` are two choice sets under one name.
+    "ENUM_NAME_OVERRIDES": {
+        "TypeEnum": "contacts.models.FieldType.values",
+        "RemoteFieldTypeEnum": "crm.base.FIELD_TYPES",
+    },
 }
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ------------------
