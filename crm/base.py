@@ -93,6 +93,32 @@ class WebhookEvent:
     payload: dict[str, Any]
 
 
+# The types every CRM's fields are reported in (each field also keeps the CRM's own name for it).
+FIELD_TYPES = ("string", "number", "boolean", "date", "datetime", "enum", "email", "phone", "reference", "id", "other")
+
+
+@dataclass(frozen=True)
+class FieldOption:
+    """One allowed value of a picklist/enumeration: what is stored and what people see."""
+
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class RemoteField:
+    """One field of a CRM's contact object, as its schema API describes it."""
+
+    name: str  # the CRM's API name (`jobtitle`, `Tier__c`)
+    label: str
+    type: str  # one of FIELD_TYPES
+    remote_type: str  # the CRM's own type (`enumeration/select`, `picklist`)
+    length: int | None = None  # longest value the CRM keeps, where it has such a limit
+    options: tuple[FieldOption, ...] | None = None  # picklists and enumerations only
+    writable: bool = True  # SyncRoot's integration may set it on created and updated records
+    custom: bool = False  # defined by the CRM's admins, not shipped by the CRM
+
+
 class WebhookRejected(Exception):
     def __init__(self, message: str, *, status: int = 400, code: str = "bad_webhook") -> None:
         super().__init__(message)
@@ -155,6 +181,11 @@ class Provider(ABC):
     @abstractmethod
     def webhook_change(self, payload: dict[str, Any]) -> InboundChange | None:
         """Turn one stored inbox payload into a change (None when it concerns nothing we sync)."""
+
+    @abstractmethod
+    def fields(self) -> list[RemoteField]:
+        """The contact object's fields, built-in and custom, read from the CRM's schema API (one
+        or a few calls: callers cache the answer)."""
 
     def webhook_ack(self, kind: str | None = None) -> tuple[str, bytes]:
         """Content type and body that tell the CRM a delivery was stored (it redelivers otherwise).

@@ -148,6 +148,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # A CRM field's `type` and a SyncRoot field's `type` are two choice sets under one name.
+    "ENUM_NAME_OVERRIDES": {
+        "TypeEnum": "contacts.models.FieldType.values",
+        "RemoteFieldTypeEnum": "crm.base.FIELD_TYPES",
+    },
 }
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ------------------
@@ -266,6 +271,8 @@ SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
 SYNC_CLAIM_LEASE_SECONDS = env.int("SYNC_CLAIM_LEASE_SECONDS", default=120)
 # A CRM that refused our credentials is paused; a probe checks them this often (beat).
 CRM_PROBE_INTERVAL_SECONDS = env.int("CRM_PROBE_INTERVAL_SECONDS", default=60)
+# How long a CRM's contact fields (GET /providers/<provider>/fields) are kept before it is asked again.
+CRM_SCHEMA_CACHE_SECONDS = env.int("CRM_SCHEMA_CACHE_SECONDS", default=3600)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
 # An inbox event that fails this many times (backoff between attempts) is `failed`, for an operator.

@@ -6,6 +6,7 @@ from syncroot import health, metrics
 
 urlpatterns = [
     path("", include("contacts.urls")),
+    path("", include("providers.urls")),
     path("", include("webhooks.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -14,8 +14,9 @@ from crm.base import (
     Provider,
     PushItem,
     PushResult,
+    RemoteField,
 )
-from crm.hubspot import transform, webhook
+from crm.hubspot import schema, transform, webhook
 from crm.hubspot.client import (
     BATCH_LIMIT,
     SEARCH_PAGE_LIMIT,
@@ -71,6 +72,9 @@ class HubSpotProvider(Provider):
 
     def probe(self) -> None:
         self.client.probe()
+
+    def fields(self) -> list[RemoteField]:
+        return [schema.remote_field(prop) for prop in schema.list_properties(self.client)]
 
     def fetch(self, external_ids: list[str]) -> list[InboundChange]:
         found: dict[str, dict[str, Any]] = {}

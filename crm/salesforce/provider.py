@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from crm.base import InboundChange, Provider, PushItem, PushResult, WebhookEvent
+from crm.base import InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
 from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
-from crm.salesforce import webhook
+from crm.salesforce import schema, webhook
 from crm.salesforce.accounts import AccountDirectory
 from crm.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from crm.salesforce.inbound import OUTBOUND_FIELDS, event_change, outbound_change, record_change
@@ -60,6 +60,9 @@ class SalesforceProvider(Provider):
 
     def probe(self) -> None:
         self.client.request("GET", "query", params={"q": "SELECT Id FROM Contact LIMIT 1"})
+
+    def fields(self) -> list[RemoteField]:
+        return [schema.remote_field(described) for described in schema.describe_contact(self.client)]
 
     # --- reads -----------------------------------------------------------------------------
     def _change(self, record: Mapping[str, Any]) -> InboundChange:

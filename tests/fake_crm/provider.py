@@ -15,6 +15,7 @@ from crm.base import (
     Provider,
     PushItem,
     PushResult,
+    RemoteField,
     WebhookEvent,
     WebhookRejected,
 )
@@ -75,6 +76,13 @@ class FakeCrm(Provider):
 
     def probe(self) -> None:
         self._call("probe")
+
+    def fields(self) -> list[RemoteField]:
+        self._call("fields")
+        return [
+            RemoteField(name, name.title(), "email" if name == "email" else "string", "text", length=255)
+            for name in ("email", "first_name", "last_name", "phone", "company", "title")
+        ]
 
     def fetch(self, external_ids: list[str]) -> list[InboundChange]:
         self._call("fetch")
