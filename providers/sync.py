@@ -145,12 +145,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
             claimed_until=None, claimed_by=None
         )
         raise
-    # A create matched to an existing CRM record, while SyncRoot has blanks: the record's values fill them.
-    if matched := [
-        link.pk
-        for link in synced
-        if link.matched and link.status == LinkStatus.SYNCED and not all(link.contact.synced_values().values())
-    ]:
+    if matched := [link.pk for link in synced if _fills_blanks(link)]:
         matched_records_fill(provider_name=provider_name, link_ids=matched)
     logger.info(
         "drained batch",
@@ -158,6 +153,13 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                "failed": report.failed, "parked": report.parked, "paused": report.paused},
     )  # fmt: skip
     return report
+
+
+def _fills_blanks(link: ProviderLink) -> bool:
+    """A create matched to an existing CRM record while SyncRoot has blanks: the record's values
+    fill them (also when the contact changed again during the call: the blanks are still blank)."""
+    matched_now = link.matched and link.status in (LinkStatus.SYNCED, LinkStatus.PENDING)
+    return matched_now and not all(link.contact.synced_values().values())
 
 
 def _record(
