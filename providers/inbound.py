@@ -75,7 +75,7 @@ def _apply_fields(
       snapshot of an older state, not a change (it must not revert what we wrote);
     - a value older than what the ledger already knows: it must not rewrite the ledger;
     - anything else is a change a person made; whether SyncRoot takes it is the field mapping's
-      rule (`_takes`). Under `two_way` it wins if it happened after the value SyncRoot holds. A
+      rule (`value_taken`). Under `two_way` it wins if it happened after the value SyncRoot holds. A
       value not taken stays in the ledger, so the forwarder writes SyncRoot's back where the rule
       says so (`syncroot_wins`); it goes back to this CRM too when the CRM holds something else by now.
     """
@@ -93,7 +93,7 @@ def _apply_fields(
             link.field_hashes[field], link.field_seen_at[field] = digest, source_time.isoformat()
         if digest == held or _same(getattr(contact, field), value, field):
             continue  # nothing new for SyncRoot
-        if not _takes(rules[field], value, getattr(contact, field), source_time, _field_time(contact, field)):
+        if not value_taken(rules[field], value, getattr(contact, field), source_time, _field_time(contact, field)):
             continue
         setattr(contact, field, value)
         contact.field_times[field] = source_time.isoformat()
@@ -101,7 +101,7 @@ def _apply_fields(
     return applied
 
 
-def _takes(rule: str, value: str, current: str, source_time: datetime, known: datetime | None) -> bool:
+def value_taken(rule: str, value: str, current: str, source_time: datetime, known: datetime | None) -> bool:
     """Whether SyncRoot takes a CRM's changed value (`value`) over its own (`current`, set at `known`)."""
     if rule in NOT_APPLIED:
         return False
