@@ -9,15 +9,19 @@ version token kept in the shared cache: a change writes a new token, and every p
 rows again on its next use (one cache read per use, no wait for an expiry).
 """
 
+import logging
 import uuid
 
 from django.core.cache import cache
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from contacts.models import SYNCED_FIELDS
 from crm.registry import connected_providers
 from providers.models import FieldMapping, MappingRule
 from syncroot.errors import ApplicationError, Conflict, NotFound
+
+logger = logging.getLogger(__name__)
 
 # The CRMs' own names for the built-in fields (Salesforce's company is its Account's name).
 BUILTIN_REMOTE_FIELDS: dict[str, dict[str, str]] = {
@@ -70,14 +74,19 @@ def mappings_changed() -> None:
 
 def mapping_rules(*, provider: str) -> dict[str, str]:
     """{field: rule} for one CRM, every built-in field present (`two_way` when it has no row)."""
-    token = _version()
+    try:
+        token: str | None = _version()
+    except RedisError as exc:  # without the version no memo can be trusted: read the rows
+        logger.warning("field mapping version unreadable", extra={"provider": provider, "error": str(exc)})
+        token = None
     memo = _memo.get(provider)
-    if memo is not None and memo[0] == token:
+    if token is not None and memo is not None and memo[0] == token:
         return memo[1]
     rules = dict.fromkeys(SYNCED_FIELDS, MappingRule.TWO_WAY.value)
     rules.update(FieldMapping.objects.filter(provider=provider).values_list("field", "rule"))
     rules[IDENTITY_FIELD] = MappingRule.TWO_WAY.value
-    _memo[provider] = (token, rules)
+    if token is not None:
+        _memo[provider] = (token, rules)
     return rules
 
 

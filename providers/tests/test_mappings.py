@@ -180,3 +180,12 @@ def test_the_email_mapping_stays_two_way():
         mappings.mapping_delete(mapping_id=email.pk)
     email.refresh_from_db()
     assert email.rule == "two_way"
+
+
+def test_without_the_cache_the_rules_are_read_from_the_database_every_time(settings):
+    rule_set("off")
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
+
+    assert mappings.mapping_rules(provider="hubspot")["job_title"] == "off"
+    FieldMapping.objects.filter(provider="hubspot", field="job_title").update(rule="crm_wins")
+    assert mappings.mapping_rules(provider="hubspot")["job_title"] == "crm_wins"  # no memo it cannot check
