@@ -29,3 +29,13 @@ def _fresh_provider_registry(settings):
     registry.reset()
     yield
     registry.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_field_mappings():
+    """Rules cached by an earlier test whose transaction was rolled back must not outlive it."""
+    from providers.mappings import mappings_changed
+
+    mappings_changed()
+    yield
+    mappings_changed()

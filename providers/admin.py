@@ -1,11 +1,22 @@
+from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from crm.registry import connected_providers, get_provider
-from providers import crm_state, outbox
+from providers import crm_state, mappings, outbox
 from providers.issues import link_issues_resolve, presented_status
-from providers.models import CrmState, DeadLetter, LinkIssue, ProviderLink, RecordIssue, SyncAttempt, SyncCursor
+from providers.models import (
+    CrmState,
+    DeadLetter,
+    FieldMapping,
+    LinkIssue,
+    MappingRule,
+    ProviderLink,
+    RecordIssue,
+    SyncAttempt,
+    SyncCursor,
+)
 
 
 def _record_link(provider: str, external_id: str | None) -> str:
@@ -209,3 +220,38 @@ class SyncAttemptInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("-created_at")
+
+
+class FieldMappingForm(forms.ModelForm):
+    class Meta:
+        model = FieldMapping
+        fields = ("rule",)
+
+    def clean_rule(self) -> str:
+        rule = self.cleaned_data["rule"]
+        if self.instance.field == mappings.IDENTITY_FIELD and rule != MappingRule.TWO_WAY:
+            raise forms.ValidationError("The email mapping is how records are recognised: it stays two_way.")
+        return rule
+
+
+@admin.register(FieldMapping)
+class FieldMappingAdmin(admin.ModelAdmin):
+    """Which side wins, per CRM and field: a rule changed here applies to the next change either way."""
+
+    form = FieldMappingForm
+    list_display = ("provider", "field", "remote_field", "rule", "updated_at")
+    list_editable = ("rule",)
+    list_filter = ("provider", "rule")
+    fields = ("provider", "field", "remote_field", "rule", "updated_at")
+    readonly_fields = ("provider", "field", "remote_field", "updated_at")
+    has_add_permission = has_delete_permission = _no
+
+    def get_changelist_form(self, request, **kwargs):
+        return FieldMappingForm
+
+    def changelist_view(self, request, extra_context=None):
+        mappings.mappings_ensure()  # a CRM connected since the migration gets its built-in mappings
+        return super().changelist_view(request, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)

@@ -34,9 +34,20 @@ from providers.backfill import (
     drain_all,
 )
 from providers.backoff import retry_delay
-from providers.inbound import APPLIED, CONFLICT, CREATED, NO_EMAIL_OUTCOME, REFUSED, UNCHANGED, change_apply, is_linked
+from providers.inbound import (
+    APPLIED,
+    CONFLICT,
+    CREATED,
+    NO_EMAIL_OUTCOME,
+    REFUSED,
+    UNCHANGED,
+    change_apply,
+    is_linked,
+    value_taken,
+)
 from providers.issues import split_values
 from providers.ledger import changed_values
+from providers.mappings import mapping_rules
 from providers.models import LinkStatus, ProviderLink
 
 logger = logging.getLogger(__name__)
@@ -297,16 +308,19 @@ def _classify(
 
 
 def _would_change(link: ProviderLink, values: dict[str, str], change: InboundChange) -> bool:
-    """Mirrors the field rule of `change_apply`: differs, is not our own write, and is newer."""
+    """Mirrors the field rule of `change_apply`: differs, is not our own write, and the field's
+    mapping takes it (under `two_way`: it is newer)."""
     contact = link.contact
     when = change.occurred_at or timezone.now()
+    rules = mapping_rules(provider=link.provider)
     for name, value in values.items():
         current = getattr(contact, name)
         same = normalise_email(current) == normalise_email(value) if name == "email" else current == value
         if same or link.field_hashes.get(name) == field_hash(name, value):
             continue
         known = contact.field_times.get(name)
-        if known is None or change.field_times.get(name, when) > datetime.fromisoformat(known):
+        source_time = change.field_times.get(name, when)
+        if value_taken(rules[name], value, current, source_time, datetime.fromisoformat(known) if known else None):
             return True
     return False
 

@@ -28,7 +28,8 @@ from providers.issues import (
     split_values,
 )
 from providers.ledger import changed_values, prior_hashes
-from providers.models import LinkStatus, ProviderLink
+from providers.mappings import NOT_APPLIED, mapping_rules
+from providers.models import LinkStatus, MappingRule, ProviderLink
 from providers.services import enqueue_forward, links_mark_pending
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,12 @@ def _apply_fields(
     - a value from before our last write that equals what the CRM held then or holds now: a
       snapshot of an older state, not a change (it must not revert what we wrote);
     - a value older than what the ledger already knows: it must not rewrite the ledger;
-    - anything else is a change a person made; it wins if it happened after the value SyncRoot
-      holds, and goes back to this CRM too when the CRM holds something else by now.
+    - anything else is a change a person made; whether SyncRoot takes it is the field mapping's
+      rule (`value_taken`). Under `two_way` it wins if it happened after the value SyncRoot holds. A
+      value not taken stays in the ledger, so the forwarder writes SyncRoot's back where the rule
+      says so (`syncroot_wins`); it goes back to this CRM too when the CRM holds something else by now.
     """
+    rules = mapping_rules(provider=link.provider)
     applied: list[str] = []
     for field, value in values.items():
         digest, source_time = field_hash(field, value), field_times.get(field, when)
@@ -89,13 +93,25 @@ def _apply_fields(
             link.field_hashes[field], link.field_seen_at[field] = digest, source_time.isoformat()
         if digest == held or _same(getattr(contact, field), value, field):
             continue  # nothing new for SyncRoot
-        known = _field_time(contact, field)
-        if known is not None and source_time <= known:
-            continue  # an older change never overwrites a newer value
+        if not value_taken(rules[field], value, getattr(contact, field), source_time, _field_time(contact, field)):
+            continue
         setattr(contact, field, value)
         contact.field_times[field] = source_time.isoformat()
         applied.append(field)
     return applied
+
+
+def value_taken(rule: str, value: str, current: str, source_time: datetime, known: datetime | None) -> bool:
+    """Whether SyncRoot takes a CRM's changed value (`value`) over its own (`current`, set at `known`)."""
+    if rule in NOT_APPLIED:
+        return False
+    if rule == MappingRule.CRM_WINS:
+        return True
+    if rule == MappingRule.PREFER_CRM_UNLESS_BLANK:
+        return bool(value)
+    if rule == MappingRule.PREFER_SYNCROOT_UNLESS_BLANK:
+        return not current
+    return known is None or source_time > known  # two_way: an older change never overwrites a newer value
 
 
 def _record(link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime) -> None:
@@ -184,7 +200,10 @@ def _link_record(
     existing = contact_by_email(email=email)
     try:
         with transaction.atomic():  # a contact created here goes again if it cannot be linked
-            contact = _create(values=values, change=change) if existing is None else _lock_contact(existing.pk)
+            if existing is None:
+                contact = _create(provider=provider, values=values, change=change)
+            else:
+                contact = _lock_contact(existing.pk)
             link = _link(provider=provider, contact=contact, external_id=change.external_id)
             if link is None:
                 raise _Unlinkable
@@ -220,9 +239,11 @@ def _lock_contact(contact_id) -> Contact:
     return Contact.objects.select_for_update(no_key=True).get(pk=contact_id)
 
 
-def _create(*, values: dict[str, str], change: InboundChange) -> Contact:
+def _create(*, provider: str, values: dict[str, str], change: InboundChange) -> Contact:
+    """A contact from a CRM record takes all its values, but those of fields the mapping turned off."""
     when = (change.occurred_at or timezone.now()).isoformat()
-    full = {field: values.get(field, "") for field in SYNCED_FIELDS}
+    rules = mapping_rules(provider=provider)
+    full = {field: values.get(field, "") if rules[field] != MappingRule.OFF else "" for field in SYNCED_FIELDS}
     with transaction.atomic():
         return Contact.objects.create(**full, field_times={f: when for f in SYNCED_FIELDS})
 
@@ -314,12 +335,13 @@ def _fill_blanks(*, provider: str, link_id: int, record: InboundChange) -> bool:
     values, refused = split_values(record.values, source=source_label(provider))
     when = record.occurred_at or timezone.now()
     filled = []
+    rules = mapping_rules(provider=provider)
     for field, value in values.items():
         if field in link.field_hashes:
             continue  # SyncRoot sent this field in the match: the record holds SyncRoot's value
         link.field_hashes[field] = field_hash(field, value)
         link.field_seen_at[field] = record.field_times.get(field, when).isoformat()
-        if value and not getattr(contact, field):
+        if value and not getattr(contact, field) and rules[field] not in NOT_APPLIED:
             setattr(contact, field, value)
             contact.field_times[field] = timezone.now().isoformat()
             filled.append(field)

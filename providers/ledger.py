@@ -8,7 +8,8 @@ apply path and the backfills alike.
 from contacts.models import Contact
 from crm.base import field_hash
 from providers.issues import blocked_fields
-from providers.models import ProviderLink
+from providers.mappings import NOT_SENT, mapping_rules
+from providers.models import MappingRule, ProviderLink
 
 
 def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
@@ -17,17 +18,33 @@ def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
     Never a blank the CRM may not have: a create matched by email to an existing record must not
     blank what that record holds (its values fill SyncRoot's blanks instead, see
     `providers.inbound.matched_records_fill`). Nor a value the CRM's own was refused in favour of
-    (see providers/issues.py).
+    (see providers/issues.py). Nor a field its mapping keeps from this CRM (see `_sendable`).
     """
-    values = contact.synced_values()
+    rules = mapping_rules(provider=link.provider)
+    values = {f: v for f, v in contact.synced_values().items() if rules[f] not in NOT_SENT}
     if not link.external_id:
         return {f: v for f, v in values.items() if v}
     blocked = blocked_fields(link, values) if link.issues else ()
     return {
         f: v
         for f, v in values.items()
-        if link.field_hashes.get(f) != field_hash(f, v) and (v or f in link.field_hashes) and f not in blocked
+        if link.field_hashes.get(f) != field_hash(f, v)
+        and (v or f in link.field_hashes)
+        and f not in blocked
+        and _sendable(rules[f], f, v, link.field_hashes.get(f))
     }
+
+
+def _sendable(rule: str, field: str, value: str, held: str | None) -> bool:
+    """What the rule says of sending SyncRoot's `value` over the CRM's (`held`: its hash, None if
+    unknown). A CRM preferred unless blank gets SyncRoot's value only where it holds a blank (or
+    nothing known); SyncRoot preferred unless blank sends no blank over a value."""
+    crm_blank = held is None or held == field_hash(field, "")
+    if rule == MappingRule.PREFER_CRM_UNLESS_BLANK:
+        return crm_blank
+    if rule == MappingRule.PREFER_SYNCROOT_UNLESS_BLANK:
+        return bool(value) or crm_blank
+    return True
 
 
 PRIOR_HASHES_KEPT = 8

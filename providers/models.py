@@ -187,3 +187,32 @@ class CrmState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} ({self.status})"
+
+
+class MappingRule(models.TextChoices):
+    """Which side's value a mapped field takes (see providers/mappings.py)."""
+
+    TWO_WAY = "two_way"  # the later change at its source wins
+    SYNCROOT_WINS = "syncroot_wins"  # SyncRoot's value is written to the CRM; a CRM edit is reverted
+    CRM_WINS = "crm_wins"  # the CRM's value is applied; SyncRoot never writes the field there
+    PREFER_SYNCROOT_UNLESS_BLANK = "prefer_syncroot_unless_blank"
+    PREFER_CRM_UNLESS_BLANK = "prefer_crm_unless_blank"
+    OFF = "off"  # not synced either way
+
+
+class FieldMapping(models.Model):
+    """One SyncRoot field tied to one CRM's field, with the rule that decides which side wins."""
+
+    provider = models.CharField(max_length=32)
+    field = models.CharField(max_length=64)
+    remote_field = models.CharField(max_length=255)
+    rule = models.CharField(max_length=32, choices=MappingRule.choices, default=MappingRule.TWO_WAY)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("provider", "id")
+        constraints = [models.UniqueConstraint(fields=("provider", "field"), name="mapping_provider_field_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.field} ↔ {self.remote_field} ({self.rule})"

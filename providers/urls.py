@@ -1,7 +1,9 @@
 from django.urls import path
 
-from providers.views import RemoteFieldListView
+from providers.views import MappingDetailView, MappingListView, RemoteFieldListView
 
 urlpatterns = [
     path("providers/<str:provider>/fields", RemoteFieldListView.as_view(), name="provider-fields"),
+    path("mappings", MappingListView.as_view(), name="mapping-list"),
+    path("mappings/<int:mapping_id>", MappingDetailView.as_view(), name="mapping-detail"),
 ]

@@ -6,8 +6,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.views import ERRORS, ErrorSerializer
-from providers import remote_fields
-from providers.serializers import RemoteFieldQuerySerializer, RemoteFieldSerializer
+from providers import mappings, remote_fields
+from providers.serializers import (
+    MappingQuerySerializer,
+    MappingSerializer,
+    MappingUpdateSerializer,
+    RemoteFieldQuerySerializer,
+    RemoteFieldSerializer,
+)
 
 CRM_ERRORS = {
     **ERRORS,
@@ -33,3 +39,36 @@ class RemoteFieldListView(APIView):
         query.is_valid(raise_exception=True)
         fields = remote_fields.remote_field_list(provider=provider, refresh=query.validated_data["refresh"])
         return Response(fields)
+
+
+class MappingListView(APIView):
+    @extend_schema(parameters=[MappingQuerySerializer], responses={200: MappingSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        """Each connected CRM's field mappings: which CRM field each SyncRoot field travels to, and
+        which side wins (`rule`)."""
+        query = MappingQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        found = mappings.mapping_list(provider=query.validated_data.get("provider"))
+        return Response(MappingSerializer(found, many=True).data)
+
+
+class MappingDetailView(APIView):
+    @extend_schema(responses={200: MappingSerializer, **ERRORS})
+    def get(self, request: Request, mapping_id: int) -> Response:
+        return Response(MappingSerializer(mappings.mapping_get(mapping_id=mapping_id)).data)
+
+    @extend_schema(request=MappingUpdateSerializer, responses={200: MappingSerializer, **ERRORS})
+    def patch(self, request: Request, mapping_id: int) -> Response:
+        """Change a mapping's rule (the only thing a built-in field's mapping changes). It applies at
+        once to every change sent or received after it; the email mapping stays `two_way`
+        (400 `identity_mapping`)."""
+        changes = MappingUpdateSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        mapping = mappings.mapping_update(mapping_id=mapping_id, rule=changes.validated_data["rule"])
+        return Response(MappingSerializer(mapping).data)
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request: Request, mapping_id: int) -> Response:
+        """A built-in field's mapping is never deleted (409 `builtin_mapping`): set its rule to `off`."""
+        mappings.mapping_delete(mapping_id=mapping_id)
+        return Response(status=204)

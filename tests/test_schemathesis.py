@@ -76,7 +76,7 @@ def test_every_operation_documents_every_error_status_with_the_error_body():
         for method, operation in item.items()
         if method in ("get", "put", "patch", "post", "delete")
     ]
-    assert len(operations) == 13
+    assert len(operations) == 17
     for method, path, operation in operations:
         for status in ("400", "401", "404", "405", "406", "409", "412", "413", "415", "422", "429", "503"):
             response = operation["responses"].get(status)
@@ -91,6 +91,7 @@ def test_request_bodies_refuse_unknown_properties_as_the_api_does():
     assert components["ContactBatchInputRequest"]["additionalProperties"] is False
     assert components["FieldCreateRequest"]["additionalProperties"] is False
     assert components["PatchedFieldUpdateRequest"]["additionalProperties"] is False
+    assert components["PatchedMappingUpdateRequest"]["additionalProperties"] is False
 
 
 def test_the_schema_describes_custom_values_and_the_fields_endpoints():

@@ -16,8 +16,9 @@ from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
 from crm import registry
 from crm.hubspot.provider import HubSpotProvider
+from providers import mappings
 from providers.backfill import checkpoint_key
-from providers.models import LinkStatus, ProviderLink, RecordIssue, SyncCursor
+from providers.models import FieldMapping, LinkStatus, ProviderLink, RecordIssue, SyncCursor
 from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db
@@ -141,6 +142,19 @@ def test_import_applies_a_crm_edit_to_a_linked_contact_as_an_update(crms):
     assert row(backfill("--from", "hubspot", "--dry-run"), "syncroot") == counts(updated=1)
     assert row(backfill("--from", "hubspot"), "syncroot") == counts(updated=1)
     assert Contact.objects.get(email="alan@example.com").job_title == "Cryptanalyst"
+
+
+def test_import_and_its_dry_run_honour_the_field_mapping(crms):
+    record = crms.add_hubspot("alan@example.com", "Alan", "Turing")
+    backfill("--from", "hubspot")
+    mappings.mappings_ensure(providers=["hubspot"])
+    job_title = FieldMapping.objects.get(provider="hubspot", field="job_title")
+    mappings.mapping_update(mapping_id=job_title.pk, rule="off")
+    crms.hubspot.edit(record, {"jobtitle": "Cryptanalyst"})
+
+    assert row(backfill("--from", "hubspot", "--dry-run"), "syncroot") == counts(skipped=1)
+    assert row(backfill("--from", "hubspot"), "syncroot") == counts(skipped=1)
+    assert Contact.objects.get(email="alan@example.com").job_title == ""
 
 
 def test_an_interrupted_import_resumes_from_its_checkpoint(crms):
