@@ -1,6 +1,7 @@
 import hashlib
 import secrets
 import uuid
+from typing import Any
 
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
@@ -32,7 +33,8 @@ class Contact(models.Model):
     # whatever order CRM events arrive in.
     field_times = models.JSONField(default=dict, blank=True)
     # Values of the custom fields (CustomField), by key; validated against their definitions by
-    # contacts.fields before every write. Not synced to the CRMs yet (see synced_values).
+    # contacts.fields before every write. A custom field travels to a CRM where a mapping ties it
+    # to one of the CRM's fields (providers/mappings.py).
     custom = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -62,6 +64,29 @@ class Contact(models.Model):
 
     def synced_values(self) -> dict[str, str]:
         return {field: getattr(self, field) for field in SYNCED_FIELDS}
+
+    # One way to read and write any field, built-in (`email`) or custom (`tier`): a built-in's blank
+    # is "", a custom field's is None (no key). Custom keys never collide with built-ins.
+    def value_of(self, field: str) -> Any:
+        return getattr(self, field) if field in MAX_LENGTHS else self.custom.get(field)
+
+    def set_value(self, field: str, value: Any) -> None:
+        if field in MAX_LENGTHS:
+            setattr(self, field, value)
+        elif value is None or value == "":
+            self.custom = {key: held for key, held in self.custom.items() if key != field}
+        else:
+            self.custom = {**self.custom, field: value}
+
+
+def time_key(field: str) -> str:
+    """The key of `Contact.field_times` for a field: a custom field's is `custom.<key>`."""
+    return field if field in MAX_LENGTHS else f"custom.{field}"
+
+
+def is_blank(value: Any) -> bool:
+    """No value: "" for a built-in, None for a custom field (0 and false are values)."""
+    return value is None or value == ""
 
 
 class FieldType(models.TextChoices):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -58,6 +58,9 @@ class PushItem:
     values: Mapping[str, str]
     external_id: str | None = None
     delete: bool = False
+    # The CRM's own fields beyond the built-ins (mapped custom fields), by the CRM's name: text,
+    # numbers, booleans, or None to clear one. The provider writes them as its wire wants.
+    remote: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +81,10 @@ class InboundChange:
 
     external_id: str
     values: dict[str, str] = field(default_factory=dict)  # only the fields the CRM reported
+    # The extra fields SyncRoot asked for (`Provider.extra_fields`) as the CRM reported them, by
+    # the CRM's name, in JSON types (None: no value); only those the CRM reported.
+    remote: dict[str, Any] = field(default_factory=dict)
+    remote_times: dict[str, datetime] = field(default_factory=dict)  # per extra field, when known
     occurred_at: datetime | None = None  # when the change happened at the source
     field_times: dict[str, datetime] = field(default_factory=dict)  # per-field times when known
     deleted: bool = False
@@ -127,14 +134,36 @@ class WebhookRejected(Exception):
         self.code = code
 
 
-def value_hash(value: str | None) -> str:
+def value_text(value: Any) -> str:
+    """A value's canonical text: "" for none, `true`/`false`, 40 and 40.0 alike (CRMs differ there)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def value_hash(value: Any) -> str:
     """Hash of a field value as stored in the echo ledger (normalised like comparisons are)."""
-    return hashlib.sha256((value or "").strip().encode()).hexdigest()[:16]
+    return hashlib.sha256(value_text(value).strip().encode()).hexdigest()[:16]
 
 
-def field_hash(field: str, value: str | None) -> str:
+def field_hash(field: str, value: Any) -> str:
     """`value_hash` for one field: emails compare without case (a case-only edit is no change)."""
     return value_hash((value or "").lower() if field == "email" else value)
+
+
+# Which of a CRM's fields beyond the built-ins SyncRoot reads (the mapped custom fields), by CRM
+# name. The sync engine owns the mappings and installs the answer (`extra_fields_source`), so the
+# adapters read exactly what is mapped without depending on the engine.
+_extra_fields: Callable[[str], tuple[str, ...]] = lambda name: ()  # noqa: E731
+
+
+def extra_fields_source(source: Callable[[str], tuple[str, ...]]) -> None:
+    global _extra_fields
+    _extra_fields = source
 
 
 class Provider(ABC):
@@ -167,8 +196,9 @@ class Provider(ABC):
         the CRM could not tell (timeout, 5xx)."""
 
     @abstractmethod
-    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
-        """Current state of the given records (deleted ones flagged)."""
+    def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
+        """Current state of the given records (deleted ones flagged); `extra`: the custom fields
+        to read instead of `extra_fields()`."""
 
     @abstractmethod
     def changes_since(self, *, modstamp: datetime | None, last_id: str) -> Iterator[InboundChange]:
@@ -181,6 +211,10 @@ class Provider(ABC):
     @abstractmethod
     def webhook_change(self, payload: dict[str, Any]) -> InboundChange | None:
         """Turn one stored inbox payload into a change (None when it concerns nothing we sync)."""
+
+    def extra_fields(self) -> tuple[str, ...]:
+        """The CRM fields beyond the built-ins every read asks for (see `extra_fields_source`)."""
+        return _extra_fields(self.name)
 
     @abstractmethod
     def fields(self) -> list[RemoteField]:

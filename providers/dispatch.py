@@ -20,6 +20,7 @@ DRAIN = "providers.tasks.drain_provider"
 RETRY = "providers.tasks.retry_provider"
 PROCESS_EVENTS = "webhooks.tasks.process_events"
 RECONCILE = "providers.tasks.reconcile_provider"
+FIELD_BACKFILL = "providers.tasks.field_backfill"
 
 
 def task_send(name: str, *, args: list[Any], **options: Any) -> None:
@@ -55,3 +56,12 @@ def drain_flag_clear(*, provider: str) -> None:
         cache.delete(_scheduled_key(provider))
     except BROKER_ERRORS:
         pass
+
+
+def send_field_backfill(*, mapping_id: int) -> None:
+    """Start (or resume) one mapping's field backfill; a lost message is resumed by the sweeper."""
+    try:
+        task_send(FIELD_BACKFILL, args=[mapping_id])
+    except BROKER_ERRORS as exc:
+        logger.warning("field backfill enqueue failed; the sweeper will retry", extra={"mapping_id": mapping_id,
+                                                                                      "error": str(exc)})  # fmt: skip

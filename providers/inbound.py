@@ -5,17 +5,20 @@ through exactly the same path.
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.models import SYNCED_FIELDS, Contact
+from contacts.models import SYNCED_FIELDS, Contact, is_blank, time_key
 from contacts.selectors import contact_by_email
 from crm.base import InboundChange, ProviderError, field_hash
 from crm.registry import get_provider
+from providers.field_values import canonical, from_crm
 from providers.issues import (
     DUPLICATE_RECORD,
     NO_EMAIL,
@@ -28,7 +31,7 @@ from providers.issues import (
     split_values,
 )
 from providers.ledger import changed_values, prior_hashes
-from providers.mappings import NOT_APPLIED, mapping_rules
+from providers.mappings import NOT_APPLIED, MappingSet, mapping_set
 from providers.models import LinkStatus, MappingRule, ProviderLink
 from providers.services import enqueue_forward, links_mark_pending
 
@@ -42,10 +45,48 @@ APPLIED, CREATED, DELETED, ECHO, UNCHANGED, STALE, CONFLICT = (
 REFUSED, NO_EMAIL_OUTCOME = "refused", "no email"
 
 
-def _same(a: str, b: str, field: str) -> bool:
+def _same(a: Any, b: Any, field: str) -> bool:
     if field == "email":
         return a.strip().lower() == b.strip().lower()
-    return a == b
+    return a == b or (is_blank(a) and is_blank(b))
+
+
+@dataclass
+class Reported:
+    """A CRM's change in SyncRoot's terms: the values it can hold (built-ins by name, mapped custom
+    fields by key, canonical), those it refuses, and what the CRM holds for each (for the ledger)."""
+
+    values: dict[str, Any]
+    refused: dict[str, tuple[str, str]]
+    raw: dict[str, Any]
+    times: dict[str, datetime]
+    mapped: MappingSet
+
+
+def reported(provider: str, change: InboundChange, *, source: str) -> Reported:
+    mapped = mapping_set(provider=provider)
+    values, refused = split_values(change.values, source=source)
+    raw: dict[str, Any] = dict(change.values)
+    times = dict(change.field_times)
+    for remote_name, remote_value in change.remote.items():
+        key = mapped.by_remote.get(remote_name)
+        if key is None or mapped.custom[key].rule == MappingRule.OFF:
+            continue
+        value, refusal = from_crm(mapped.custom[key], remote_value, source=source)
+        raw[key] = remote_value
+        if refusal is not None:
+            refused[key] = refusal
+        else:
+            values[key] = value
+        if remote_name in change.remote_times:
+            times[key] = change.remote_times[remote_name]
+    return Reported(values=values, refused=refused, raw=raw, times=times, mapped=mapped)
+
+
+def current_value(contact: Contact, field: str, mapped: MappingSet) -> Any:
+    """SyncRoot's value of a field as the engine compares it (a custom one in canonical form)."""
+    mapping = mapped.custom.get(field)
+    return canonical(mapping.type, contact.custom.get(field)) if mapping else getattr(contact, field)
 
 
 def _lock_record(provider: str, external_id: str) -> None:
@@ -55,7 +96,7 @@ def _lock_record(provider: str, external_id: str) -> None:
 
 
 def _field_time(contact: Contact, field: str) -> datetime | None:
-    raw = contact.field_times.get(field)
+    raw = contact.field_times.get(time_key(field))
     return parse_datetime(raw) if raw else None
 
 
@@ -64,7 +105,12 @@ def _parse(raw: str | None) -> datetime | None:
 
 
 def _apply_fields(
-    contact: Contact, link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime
+    contact: Contact,
+    link: ProviderLink,
+    values: dict[str, Any],
+    field_times: dict[str, datetime],
+    when: datetime,
+    mapped: MappingSet,
 ) -> list[str]:
     """Field by field: keep the echo ledger true to what the CRM holds, apply what is newer.
 
@@ -79,7 +125,7 @@ def _apply_fields(
       value not taken stays in the ledger, so the forwarder writes SyncRoot's back where the rule
       says so (`syncroot_wins`); it goes back to this CRM too when the CRM holds something else by now.
     """
-    rules = mapping_rules(provider=link.provider)
+    rules = mapped.rules
     applied: list[str] = []
     for field, value in values.items():
         digest, source_time = field_hash(field, value), field_times.get(field, when)
@@ -91,30 +137,31 @@ def _apply_fields(
         seen = _parse(link.field_seen_at.get(field))
         if not before_our_write and (seen is None or source_time > seen):
             link.field_hashes[field], link.field_seen_at[field] = digest, source_time.isoformat()
-        if digest == held or _same(getattr(contact, field), value, field):
+        current = current_value(contact, field, mapped)
+        if digest == held or _same(current, value, field):
             continue  # nothing new for SyncRoot
-        if not value_taken(rules[field], value, getattr(contact, field), source_time, _field_time(contact, field)):
+        if not value_taken(rules[field], value, current, source_time, _field_time(contact, field)):
             continue
-        setattr(contact, field, value)
-        contact.field_times[field] = source_time.isoformat()
+        contact.set_value(field, value)
+        contact.field_times[time_key(field)] = source_time.isoformat()
         applied.append(field)
     return applied
 
 
-def value_taken(rule: str, value: str, current: str, source_time: datetime, known: datetime | None) -> bool:
+def value_taken(rule: str, value: Any, current: Any, source_time: datetime, known: datetime | None) -> bool:
     """Whether SyncRoot takes a CRM's changed value (`value`) over its own (`current`, set at `known`)."""
     if rule in NOT_APPLIED:
         return False
     if rule == MappingRule.CRM_WINS:
         return True
     if rule == MappingRule.PREFER_CRM_UNLESS_BLANK:
-        return bool(value)
+        return not is_blank(value)
     if rule == MappingRule.PREFER_SYNCROOT_UNLESS_BLANK:
-        return not current
+        return is_blank(current)
     return known is None or source_time > known  # two_way: an older change never overwrites a newer value
 
 
-def _record(link: ProviderLink, values: dict[str, str], field_times: dict[str, datetime], when: datetime) -> None:
+def _record(link: ProviderLink, values: dict[str, Any], field_times: dict[str, datetime], when: datetime) -> None:
     """A contact created from this CRM's record: the CRM holds exactly these values."""
     for field, value in values.items():
         link.field_hashes[field] = field_hash(field, value)
@@ -150,10 +197,11 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     if change.deleted:
         return _apply_delete(provider=provider, link=link, contact=contact, change=change)
     label = source_label(provider)
-    values, refused = split_values(change.values, source=label)
+    report = reported(provider, change, source=label)
+    values = report.values
     created = False
     if link is None:
-        contact, link, outcome = _link_record(provider=provider, change=change, values=values, refused=refused)
+        contact, link, outcome = _link_record(provider=provider, change=change, report=report)
         if link is None:
             return outcome
         created = outcome == CREATED
@@ -161,9 +209,9 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
         return STALE  # a change older than (or racing with) the deletion
     when = change.occurred_at or timezone.now()
     email_before = (contact.email, contact.field_times.get("email"))
-    applied = [] if created else _apply_fields(contact, link, values, change.field_times, when)
+    applied = [] if created else _apply_fields(contact, link, values, report.times, when, report.mapped)
     if created:
-        _record(link, values, change.field_times, when)
+        _record(link, values, report.times, when)
     dropped = issues_clear(link, values, reported=values)  # the CRM now holds values SyncRoot can hold
     if "email" in applied and (holder := contact_by_email(email=contact.email)) and holder.pk != contact.pk:
         # Another contact holds this email: keep SyncRoot's, show the clash on both for a person.
@@ -171,7 +219,7 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
         contact.email, contact.field_times["email"] = email_before
         applied.remove("email")
         email_clash_record(link=link, contact=contact, holder=holder, email=email, source=label)
-    _refuse(link, contact, refused, change, when)
+    _refuse(link, contact, report, when)
     if applied:
         contact.version += 1
         contact.save()
@@ -185,9 +233,10 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
 
 
 def _link_record(
-    *, provider: str, change: InboundChange, values: dict[str, str], refused: dict[str, tuple[str, str]]
+    *, provider: str, change: InboundChange, report: Reported
 ) -> tuple[Contact | None, ProviderLink | None, str]:
     """A record SyncRoot does not know yet: link it to the contact with its email, or create one."""
+    values, refused = report.values, report.refused
     if "email" in refused:
         code, message = refused["email"]
         record_issue_raise(provider=provider, external_id=change.external_id, code=code, message=message)
@@ -201,7 +250,7 @@ def _link_record(
     try:
         with transaction.atomic():  # a contact created here goes again if it cannot be linked
             if existing is None:
-                contact = _create(provider=provider, values=values, change=change)
+                contact = _create(provider=provider, report=report, change=change)
             else:
                 contact = _lock_contact(existing.pk)
             link = _link(provider=provider, contact=contact, external_id=change.external_id)
@@ -222,15 +271,14 @@ def _link_record(
     return contact, link, CREATED if existing is None else APPLIED
 
 
-def _refuse(
-    link: ProviderLink, contact: Contact, refused: dict[str, tuple[str, str]], change: InboundChange, when: datetime
-) -> None:
+def _refuse(link: ProviderLink, contact: Contact, report: Reported, when: datetime) -> None:
     """Values SyncRoot cannot hold: not applied; the ledger knows the CRM holds them, the link shows why."""
-    for field, (code, message) in refused.items():
-        link.field_hashes[field] = field_hash(field, str(change.values[field]))
-        link.field_seen_at[field] = change.field_times.get(field, when).isoformat()
-        held = field_hash(field, getattr(contact, field))
-        issue_raise(link, field=field, code=code, message=message, held=held, crm=link.field_hashes[field])
+    for field, (code, message) in report.refused.items():
+        link.field_hashes[field] = field_hash(field, report.raw[field])
+        link.field_seen_at[field] = report.times.get(field, when).isoformat()
+        held = field_hash(field, current_value(contact, field, report.mapped))
+        extra = {"remote_field": m.remote_field} if (m := report.mapped.custom.get(field)) else {}
+        issue_raise(link, field=field, code=code, message=message, held=held, crm=link.field_hashes[field], **extra)
 
 
 def _lock_contact(contact_id) -> Contact:
@@ -239,13 +287,15 @@ def _lock_contact(contact_id) -> Contact:
     return Contact.objects.select_for_update(no_key=True).get(pk=contact_id)
 
 
-def _create(*, provider: str, values: dict[str, str], change: InboundChange) -> Contact:
+def _create(*, provider: str, report: Reported, change: InboundChange) -> Contact:
     """A contact from a CRM record takes all its values, but those of fields the mapping turned off."""
     when = (change.occurred_at or timezone.now()).isoformat()
-    rules = mapping_rules(provider=provider)
+    rules, values = report.mapped.rules, report.values
     full = {field: values.get(field, "") if rules[field] != MappingRule.OFF else "" for field in SYNCED_FIELDS}
+    custom = {key: values[key] for key in report.mapped.custom if not is_blank(values.get(key))}
+    times = {f: when for f in SYNCED_FIELDS} | {time_key(key): when for key in custom}
     with transaction.atomic():
-        return Contact.objects.create(**full, field_times={f: when for f in SYNCED_FIELDS})
+        return Contact.objects.create(**full, custom=custom, field_times=times)
 
 
 def _link(*, provider: str, contact: Contact, external_id: str) -> ProviderLink | None:
@@ -332,20 +382,22 @@ def _fill_blanks(*, provider: str, link_id: int, record: InboundChange) -> bool:
     link = ProviderLink.objects.select_for_update().get(pk=link_id)
     if contact.is_deleted or link.external_id != record.external_id:
         return False
-    values, refused = split_values(record.values, source=source_label(provider))
+    report = reported(provider, record, source=source_label(provider))
     when = record.occurred_at or timezone.now()
     filled = []
-    rules = mapping_rules(provider=provider)
-    for field, value in values.items():
+    rules = report.mapped.rules
+    for field, value in report.values.items():
         if field in link.field_hashes:
             continue  # SyncRoot sent this field in the match: the record holds SyncRoot's value
         link.field_hashes[field] = field_hash(field, value)
-        link.field_seen_at[field] = record.field_times.get(field, when).isoformat()
-        if value and not getattr(contact, field) and rules[field] not in NOT_APPLIED:
-            setattr(contact, field, value)
-            contact.field_times[field] = timezone.now().isoformat()
+        link.field_seen_at[field] = report.times.get(field, when).isoformat()
+        current = current_value(contact, field, report.mapped)
+        if not is_blank(value) and is_blank(current) and rules[field] not in NOT_APPLIED:
+            contact.set_value(field, value)
+            contact.field_times[time_key(field)] = timezone.now().isoformat()
             filled.append(field)
-    _refuse(link, contact, {f: r for f, r in refused.items() if f not in link.field_hashes}, record, when)
+    report.refused = {f: r for f, r in report.refused.items() if f not in link.field_hashes}
+    _refuse(link, contact, report, when)
     if filled:
         contact.version += 1
         contact.save()

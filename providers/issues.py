@@ -148,7 +148,12 @@ def presented_status(link: ProviderLink) -> str:
 
 
 def public_issues(link: ProviderLink) -> list[dict[str, str]]:
-    return [{"field": i["field"], "code": i["code"], "message": i["message"]} for i in link.issues]
+    """Each issue as the API shows it; `remote_field` names the CRM's field of a mapped custom one."""
+    return [
+        {"field": i["field"], "code": i["code"], "message": i["message"]}
+        | ({"remote_field": i["remote_field"]} if i.get("remote_field") else {})
+        for i in link.issues
+    ]
 
 
 @transaction.atomic

@@ -5,14 +5,26 @@ CRM holds; these functions compare it with SyncRoot's values. Used by the forwar
 apply path and the backfills alike.
 """
 
-from contacts.models import Contact
+from typing import Any
+
+from contacts.models import Contact, is_blank
 from crm.base import field_hash
+from providers.field_values import canonical
 from providers.issues import blocked_fields
-from providers.mappings import NOT_SENT, mapping_rules
+from providers.mappings import NOT_SENT, MappingSet, mapping_set
 from providers.models import MappingRule, ProviderLink
 
 
-def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
+def contact_values(contact: Contact, mapped: MappingSet) -> dict[str, Any]:
+    """Every value the CRM's mappings carry, as the engine compares them: the built-in fields', and
+    each mapped custom field's in its canonical form (None: no value)."""
+    values: dict[str, Any] = contact.synced_values()
+    for key, mapping in mapped.custom.items():
+        values[key] = canonical(mapping.type, contact.custom.get(key))
+    return values
+
+
+def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, Any]:
     """What the CRM does not have yet: every value for an unlinked contact, else changed fields.
 
     Never a blank the CRM may not have: a create matched by email to an existing record must not
@@ -20,22 +32,23 @@ def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, str]:
     `providers.inbound.matched_records_fill`). Nor a value the CRM's own was refused in favour of
     (see providers/issues.py). Nor a field its mapping keeps from this CRM (see `_sendable`).
     """
-    rules = mapping_rules(provider=link.provider)
-    values = {f: v for f, v in contact.synced_values().items() if rules[f] not in NOT_SENT}
+    mapped = mapping_set(provider=link.provider)
+    rules = mapped.rules
+    values = {f: v for f, v in contact_values(contact, mapped).items() if rules[f] not in NOT_SENT}
     if not link.external_id:
-        return {f: v for f, v in values.items() if v}
+        return {f: v for f, v in values.items() if not is_blank(v)}
     blocked = blocked_fields(link, values) if link.issues else ()
     return {
         f: v
         for f, v in values.items()
         if link.field_hashes.get(f) != field_hash(f, v)
-        and (v or f in link.field_hashes)
+        and (not is_blank(v) or f in link.field_hashes)
         and f not in blocked
         and _sendable(rules[f], f, v, link.field_hashes.get(f))
     }
 
 
-def _sendable(rule: str, field: str, value: str, held: str | None) -> bool:
+def _sendable(rule: str, field: str, value: Any, held: str | None) -> bool:
     """What the rule says of sending SyncRoot's `value` over the CRM's (`held`: its hash, None if
     unknown). A CRM preferred unless blank gets SyncRoot's value only where it holds a blank (or
     nothing known); SyncRoot preferred unless blank sends no blank over a value."""
@@ -43,7 +56,7 @@ def _sendable(rule: str, field: str, value: str, held: str | None) -> bool:
     if rule == MappingRule.PREFER_CRM_UNLESS_BLANK:
         return crm_blank
     if rule == MappingRule.PREFER_SYNCROOT_UNLESS_BLANK:
-        return bool(value) or crm_blank
+        return not is_blank(value) or crm_blank
     return True
 
 

@@ -200,6 +200,14 @@ class MappingRule(models.TextChoices):
     OFF = "off"  # not synced either way
 
 
+class BackfillStatus(models.TextChoices):
+    NONE = "none"  # never needed one (a built-in field's mapping as shipped)
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # stopped on an error it cannot retry; `backfill_error` says which
+
+
 class FieldMapping(models.Model):
     """One SyncRoot field tied to one CRM's field, with the rule that decides which side wins."""
 
@@ -207,12 +215,28 @@ class FieldMapping(models.Model):
     field = models.CharField(max_length=64)
     remote_field = models.CharField(max_length=255)
     rule = models.CharField(max_length=32, choices=MappingRule.choices, default=MappingRule.TWO_WAY)
+    # SyncRoot's enum value → the CRM's picklist value (and back): {"gold": "Gold"}.
+    value_map = models.JSONField(default=dict, blank=True)
+    # What the CRM's field takes, as its schema said when the mapping was made or the schema was
+    # last read: {"type", "length", "options"}. A value that does not fit is refused before sending.
+    remote_spec = models.JSONField(default=dict, blank=True)
+    # The backfill of this one field a new mapping or rule starts (providers/field_backfill.py):
+    # its phase (`to_crm`, then `from_crm`) and the last link id done, to resume after a restart.
+    backfill_status = models.CharField(max_length=16, choices=BackfillStatus.choices, default=BackfillStatus.NONE)
+    backfill_phase = models.CharField(max_length=16, blank=True, default="")
+    backfill_after = models.BigIntegerField(default=0)
+    backfill_done = models.PositiveIntegerField(default=0)
+    backfill_total = models.PositiveIntegerField(default=0)
+    backfill_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ("provider", "id")
-        constraints = [models.UniqueConstraint(fields=("provider", "field"), name="mapping_provider_field_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=("provider", "field"), name="mapping_provider_field_unique"),
+            models.UniqueConstraint(fields=("provider", "remote_field"), name="mapping_provider_remote_unique"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.field} ↔ {self.remote_field} ({self.rule})"

@@ -2,12 +2,13 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictSerializer
 from crm.base import FIELD_TYPES
-from providers.models import MappingRule
+from providers.models import BackfillStatus, MappingRule
 
 RULES_HELP = (
     "`two_way`: the later change at its source wins. `syncroot_wins`: SyncRoot's value is written to the "
@@ -41,27 +42,86 @@ class RemoteFieldQuerySerializer(serializers.Serializer):
     )
 
 
+class BackfillSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=BackfillStatus.choices,
+        help_text=(
+            "`none`: never needed one; `pending`, `running`, `done`; `failed`: stopped on an error the CRM gave."
+        ),
+    )
+    done = serializers.IntegerField(help_text="Linked contacts handled so far.")
+    total = serializers.IntegerField(help_text="Linked contacts in this CRM when the backfill began.")
+    error = serializers.CharField(help_text="The CRM's last error, if the backfill met one.")
+
+
 class MappingSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     provider = serializers.CharField(read_only=True, help_text="The CRM (`hubspot`, `salesforce`).")
-    field = serializers.CharField(read_only=True, help_text="SyncRoot's field (one of the six built-ins).")
-    remote_field = serializers.CharField(read_only=True, help_text="The CRM's field (`jobtitle`, `Title`).")
+    field = serializers.CharField(read_only=True, help_text="SyncRoot's field: a built-in or a custom field's key.")
+    remote_field = serializers.CharField(read_only=True, help_text="The CRM's field (`jobtitle`, `Tier__c`).")
     rule = serializers.ChoiceField(choices=MappingRule.choices, help_text=RULES_HELP)
+    value_map = serializers.DictField(
+        child=serializers.CharField(), help_text="An enum field's options → the CRM's picklist values (both ways)."
+    )
     builtin = serializers.SerializerMethodField(help_text="A built-in field's mapping: only its rule changes.")
+    backfill = serializers.SerializerMethodField(help_text="The backfill of this field that the mapping started.")
 
     def get_builtin(self, mapping) -> bool:
         return mapping.field in SYNCED_FIELDS
+
+    @extend_schema_field(BackfillSerializer)
+    def get_backfill(self, mapping) -> dict:
+        return {"status": mapping.backfill_status, "done": mapping.backfill_done, "total": mapping.backfill_total,
+                "error": mapping.backfill_error}  # fmt: skip
 
 
 class MappingQuerySerializer(serializers.Serializer):
     provider = serializers.CharField(required=False, help_text="Only this CRM's mappings.")
 
 
+class MappingCreateSerializer(StrictSerializer):
+    provider = serializers.CharField(help_text="A connected CRM (`hubspot`, `salesforce`).")
+    field = serializers.CharField(help_text="A custom field's key (GET /fields).")
+    remote_field = serializers.CharField(help_text="The CRM's field (GET /providers/{provider}/fields).")
+    rule = serializers.ChoiceField(choices=MappingRule.choices, default=MappingRule.TWO_WAY, help_text=RULES_HELP)
+    value_map = serializers.DictField(
+        child=serializers.CharField(), required=False, default=dict,
+        help_text="For an enum field: SyncRoot's option → the CRM's picklist value, e.g. {\"gold\": \"Gold\"}.",
+    )  # fmt: skip
+
+
 class MappingUpdateSerializer(StrictSerializer):
-    rule = serializers.ChoiceField(choices=MappingRule.choices, help_text=RULES_HELP)
+    rule = serializers.ChoiceField(choices=MappingRule.choices, required=False, help_text=RULES_HELP)
+    value_map = serializers.DictField(
+        child=serializers.CharField(), required=False, help_text="A custom enum field's option translation."
+    )
 
     def to_internal_value(self, data: Any) -> dict:
         if isinstance(data, dict) and (fixed := sorted({"provider", "field", "remote_field"} & set(data))):
-            message = "A built-in field's mapping changes only its rule."
+            message = "A mapping changes only its rule and value_map: delete it and create another instead."
             raise serializers.ValidationError({name: [message] for name in fixed})
-        return super().to_internal_value(data)
+        values = super().to_internal_value(data)
+        if not values:
+            raise serializers.ValidationError({"rule": ["Give a rule, a value_map, or both."]})
+        return values
+
+
+class PreviewSampleSerializer(serializers.Serializer):
+    contact_id = serializers.UUIDField()
+    external_id = serializers.CharField()
+    side = serializers.ChoiceField(choices=["syncroot", "crm", "refused"], help_text="Which side would change.")
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+    reason = serializers.DictField(required=False, help_text="Why a value would be refused: code and message.")
+
+
+class PreviewCountsSerializer(serializers.Serializer):
+    syncroot = serializers.IntegerField(help_text="Contacts whose SyncRoot value would change.")
+    crm = serializers.IntegerField(help_text="CRM records that would be written.")
+    refused = serializers.IntegerField(help_text="Values that would not fit and become sync issues.")
+    unchanged = serializers.IntegerField()
+
+
+class PreviewSerializer(serializers.Serializer):
+    changes = PreviewCountsSerializer()
+    samples = PreviewSampleSerializer(many=True, help_text="Up to 20 before/after examples.")

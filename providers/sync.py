@@ -21,7 +21,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -30,13 +32,16 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
+from contacts.models import is_blank
 from crm.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
 from crm.registry import get_provider
 from providers.backoff import retry_delay
 from providers.crm_state import crm_is_paused, crm_mark_auth_failed
+from providers.field_values import to_crm
 from providers.inbound import matched_records_fill
-from providers.issues import counterparts_clear, issues_clear
-from providers.ledger import PRIOR_HASHES_KEPT, changed_values, prior_hashes
+from providers.issues import counterparts_clear, issue_raise, issues_clear
+from providers.ledger import PRIOR_HASHES_KEPT, changed_values, contact_values, prior_hashes
+from providers.mappings import MappingSet, mapping_set
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
 
 logger = logging.getLogger(__name__)
@@ -117,6 +122,8 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
         return report
     items: list[PushItem] = []
     unsent: list[PushResult] = []  # nothing to send: recorded as synced as they are
+    outgoing: dict[int, Outgoing] = {}
+    mapped = mapping_set(provider=provider_name)
     for claim in claims:
         link, contact = claim.link, claim.link.contact
         if contact.is_deleted:
@@ -125,11 +132,11 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
             else:  # never reached this CRM: nothing to delete there
                 unsent.append(PushResult(key=link.pk, operation="delete"))
             continue
-        values = changed_values(contact=contact, link=link)
-        if link.external_id and not values:
+        out = outgoing[link.pk] = _outgoing(changed_values(contact=contact, link=link), mapped, provider.label)
+        if link.external_id and not out.values and not out.remote:
             unsent.append(PushResult(key=link.pk, external_id=link.external_id))
             continue
-        items.append(PushItem(key=link.pk, values=values, external_id=link.external_id))
+        items.append(PushItem(key=link.pk, values=out.values, external_id=link.external_id, remote=out.remote))
     results: list[PushResult] = []
     try:
         if items:  # outside any transaction: a slow CRM holds no lock
@@ -137,7 +144,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 results = provider.push(items)
             except ProviderError as exc:
                 results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
-        synced = _record(provider_name, claims, items, results, unsent, report)
+        synced = _record(provider_name, claims, outgoing, results, unsent, report)
     except Exception:
         # Let go of the claim at once (the next drain sends the batch again: every write is safe
         # to repeat) rather than leave it to the lease while this process lives on.
@@ -155,17 +162,53 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
     return report
 
 
+@dataclass
+class Outgoing:
+    """What a push carries for one contact: built-in values by SyncRoot's names, mapped custom
+    fields by the CRM's (translated), and the custom values that do not fit the CRM's field."""
+
+    values: dict[str, Any] = dc_field(default_factory=dict)
+    remote: dict[str, Any] = dc_field(default_factory=dict)
+    sent: dict[str, Any] = dc_field(default_factory=dict)  # by SyncRoot's names, for the ledger
+    refused: dict[str, tuple[str, str, Any]] = dc_field(default_factory=dict)  # field → (code, message, value)
+
+
+def _outgoing(values: dict[str, Any], mapped: MappingSet, crm: str) -> Outgoing:
+    out = Outgoing()
+    for name, value in values.items():
+        mapping = mapped.custom.get(name)
+        if mapping is None:
+            out.values[name] = out.sent[name] = value
+            continue
+        remote_value, refusal = to_crm(mapping, value, crm=crm)
+        if refusal is not None:
+            out.refused[name] = (*refusal, value)
+        else:
+            out.remote[mapping.remote_field] = remote_value
+            out.sent[name] = value
+    return out
+
+
+def _refused_record(link: ProviderLink, out: Outgoing | None, mapped: MappingSet) -> None:
+    """Values that do not fit the CRM's field: an issue on the link each (blocking the value while
+    SyncRoot holds it, so it is not tried again and again), never a cut or coerced value."""
+    for name, (code, message, value) in (out.refused if out else {}).items():
+        issue_raise(link, field=name, code=code, message=message, held=field_hash(name, value),
+                    remote_field=mapped.custom[name].remote_field)  # fmt: skip
+
+
 def _fills_blanks(link: ProviderLink) -> bool:
     """A create matched to an existing CRM record while SyncRoot has blanks: the record's values
     fill them (also when the contact changed again during the call: the blanks are still blank)."""
     matched_now = link.matched and link.status in (LinkStatus.SYNCED, LinkStatus.PENDING)
-    return matched_now and not all(link.contact.synced_values().values())
+    values = contact_values(link.contact, mapping_set(provider=link.provider))
+    return matched_now and any(is_blank(value) for value in values.values())
 
 
 def _record(
     provider_name: str,
     claims: list[Claim],
-    items: list[PushItem],
+    outgoing: dict[int, Outgoing],
     results: list[PushResult],
     unsent: list[PushResult],
     report: DrainReport,
@@ -173,7 +216,7 @@ def _record(
     """Short transaction: write the results on the links as they are now, and let go of the claim.
     Returns the links written as synced."""
     by_pk = {claim.link.pk: claim for claim in claims}
-    sent = {item.key: item for item in items}
+    mapped = mapping_set(provider=provider_name)
     refused: AuthExpired | None = None
     with transaction.atomic():
         current = ProviderLink.objects.select_for_update().filter(pk__in=list(by_pk)).order_by("pk")
@@ -188,9 +231,10 @@ def _record(
             link.contact = claim.link.contact  # the state that was sent
             superseded = link.pending_since != claim.pending_since
             if result.ok:
-                values = dict(sent[result.key].values) if result.key in sent else {}
+                out = outgoing.get(result.key)
                 newer_since = link.pending_since
-                synced.append(_mark_synced(link, result, values, claim.version))
+                synced.append(_mark_synced(link, result, dict(out.sent) if out else {}, claim.version))
+                _refused_record(link, out, mapped)
                 if superseded:  # changed again during the call: stays pending, the newer version goes next
                     link.status, link.pending_since = LinkStatus.PENDING, newer_since
             elif isinstance(result.error, AuthExpired):
@@ -200,7 +244,7 @@ def _record(
                 _mark_failed(link, result, claim.version, report, superseded=superseded)
         logged = [result for result in results if result.key in fresh]
         if logged:
-            _log_attempts(provider_name, by_pk, logged, batch_size=len(items))
+            _log_attempts(provider_name, by_pk, logged, batch_size=len(results))
         _save_synced(synced, versions, report)
         ProviderLink.objects.filter(pk__in=list(by_pk)).update(claimed_until=None, claimed_by=None)
     if refused is not None:

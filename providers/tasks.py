@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from crm.registry import connected_providers, get_provider
-from providers import crm_state, outbox, reconcile, retention
+from providers import crm_state, field_backfill, outbox, reconcile, retention
 
 
 @shared_task(name="providers.tasks.drain_provider", acks_late=True)
@@ -23,10 +23,17 @@ def retry_dead_letter(dead_letter_id: int) -> None:
     outbox.dead_letter_retry(dead_letter_id=dead_letter_id)
 
 
+@shared_task(name="providers.tasks.field_backfill", acks_late=True)
+def run_field_backfill(mapping_id: int) -> None:
+    """DLQ queue: carry one mapping's field across every linked contact, resumably."""
+    field_backfill.field_backfill_run(mapping_id=mapping_id)
+
+
 @shared_task(name="providers.tasks.sweep_outbox")
 def sweep_outbox() -> None:
     """Beat: re-enqueue what Redis may have lost; PostgreSQL is the only state."""
     outbox.sweep()
+    field_backfill.field_backfills_resume()
     from webhooks.services import inbox_sweep
 
     inbox_sweep()

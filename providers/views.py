@@ -6,11 +6,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.views import ERRORS, ErrorSerializer
-from providers import mappings, remote_fields
+from providers import field_backfill, mappings, remote_fields
 from providers.serializers import (
+    MappingCreateSerializer,
     MappingQuerySerializer,
     MappingSerializer,
     MappingUpdateSerializer,
+    PreviewSerializer,
     RemoteFieldQuerySerializer,
     RemoteFieldSerializer,
 )
@@ -51,6 +53,27 @@ class MappingListView(APIView):
         found = mappings.mapping_list(provider=query.validated_data.get("provider"))
         return Response(MappingSerializer(found, many=True).data)
 
+    @extend_schema(request=MappingCreateSerializer, responses={201: MappingSerializer, **CRM_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Map a custom field onto a CRM field. Checked against the CRM's schema: the field exists,
+        is writable when the rule writes to it, and takes the custom field's type (400 with the
+        reason). Starts the backfill of that one field, whose progress `backfill` shows."""
+        given = MappingCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        mapping = mappings.mapping_create(**given.validated_data)
+        return Response(MappingSerializer(mapping).data, status=201)
+
+
+class MappingPreviewView(APIView):
+    @extend_schema(request=MappingCreateSerializer, responses={200: PreviewSerializer, **CRM_ERRORS})
+    def post(self, request: Request) -> Response:
+        """What a would-be mapping would change: how many contacts on each side, and up to 20
+        before/after samples. Reads the CRM; changes nothing. A built-in field's mapping can be
+        previewed with another rule."""
+        given = MappingCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        return Response(field_backfill.mapping_preview(**given.validated_data))
+
 
 class MappingDetailView(APIView):
     @extend_schema(responses={200: MappingSerializer, **ERRORS})
@@ -59,16 +82,17 @@ class MappingDetailView(APIView):
 
     @extend_schema(request=MappingUpdateSerializer, responses={200: MappingSerializer, **ERRORS})
     def patch(self, request: Request, mapping_id: int) -> Response:
-        """Change a mapping's rule (the only thing a built-in field's mapping changes). It applies at
-        once to every change sent or received after it; the email mapping stays `two_way`
-        (400 `identity_mapping`)."""
+        """Change a mapping's rule, or a custom enum field's value_map. It applies at once to every
+        change sent or received after it, and backfills the field as the new rule says; the email
+        mapping stays `two_way` (400 `identity_mapping`)."""
         changes = MappingUpdateSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        mapping = mappings.mapping_update(mapping_id=mapping_id, rule=changes.validated_data["rule"])
+        mapping = mappings.mapping_update(mapping_id=mapping_id, **changes.validated_data)
         return Response(MappingSerializer(mapping).data)
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, mapping_id: int) -> Response:
-        """A built-in field's mapping is never deleted (409 `builtin_mapping`): set its rule to `off`."""
+        """Stop syncing a custom field with the CRM. A built-in field's mapping is never deleted
+        (409 `builtin_mapping`): set its rule to `off`."""
         mappings.mapping_delete(mapping_id=mapping_id)
         return Response(status=204)

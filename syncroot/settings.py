@@ -185,6 +185,7 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_provider": {"queue": queues.DLQ},
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.probe_crms": {"queue": queues.DLQ},
+    "providers.tasks.field_backfill": {"queue": queues.DLQ},  # behind live changes (the forwarder's)
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
     "contacts.tasks.expire_idempotency_keys": {"queue": queues.FORWARDER},
     "providers.tasks.prune_retention": {"queue": queues.FORWARDER},

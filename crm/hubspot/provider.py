@@ -76,14 +76,18 @@ class HubSpotProvider(Provider):
     def fields(self) -> list[RemoteField]:
         return [schema.remote_field(prop) for prop in schema.list_properties(self.client)]
 
-    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
+    def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
         found: dict[str, dict[str, Any]] = {}
+        extra = self.extra_fields() if extra is None else extra
+        properties = transform.read_properties(extra)  # in the request body: no URL grows with them
         for chunk in chunked(list(dict.fromkeys(external_ids))):
-            outcome = self.client.batch_read(chunk, properties=transform.READ_PROPERTIES)
+            outcome = self.client.batch_read(chunk, properties=properties)
             found.update((str(obj["id"]), obj) for obj in outcome.results)
         # Ids HubSpot does not return are archived (deleted) or never existed: both mean gone.
         return [
-            transform.object_to_change(found[eid]) if eid in found else InboundChange(external_id=eid, deleted=True)
+            transform.object_to_change(found[eid], extra)
+            if eid in found
+            else InboundChange(external_id=eid, deleted=True)
             for eid in (str(e) for e in external_ids)
         ]
 
@@ -103,13 +107,14 @@ class HubSpotProvider(Provider):
                 archived_at = transform.parse_time(obj.get("archivedAt"))
                 if modstamp is None or (archived_at is not None and archived_at >= modstamp):
                     deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True))
+        extra = self.extra_fields()
         objects = self.client.iter_modified_since(
             since_ms=since_ms,
             after_id=last_id if since_ms is not None else "",
-            properties=transform.READ_PROPERTIES,
+            properties=transform.read_properties(extra),
             page_size=self.search_page_size,
         )
-        modified = (transform.object_to_change(obj) for obj in objects)
+        modified = (transform.object_to_change(obj, extra) for obj in objects)
         yield from heapq.merge(modified, sorted(deletions, key=_when), key=_when)
 
     def count_since(self, *, modstamp: datetime | None) -> int | None:
@@ -150,10 +155,14 @@ class HubSpotProvider(Provider):
         )
         base = {"external_id": external_id, "occurred_at": occurred_at, "from_integration": from_integration}
         if action == "propertyChange":
-            field = transform.field_for_property(str(payload.get("propertyName") or ""))
+            prop = str(payload.get("propertyName") or "")
+            field = transform.field_for_property(prop)
             if field is None:
-                return None
-            value = transform.from_hubspot({payload["propertyName"]: payload.get("propertyValue")})[field]
+                if prop not in self.extra_fields():
+                    return None  # a property nothing maps: it changes nothing anywhere
+                remote = transform.extra_values({prop: payload.get("propertyValue")}, (prop,))
+                return InboundChange(remote=remote, remote_times={prop: occurred_at} if occurred_at else {}, **base)
+            value = transform.from_hubspot({prop: payload.get("propertyValue")})[field]
             field_times = {field: occurred_at} if occurred_at else {}
             return InboundChange(values={field: value}, field_times=field_times, **base)
         if action in _FETCH_EVENTS:

@@ -48,7 +48,7 @@ class PushRun:
     # --- one item: single-record endpoints -----------------------------------------------------
     def single(self, index: int) -> None:
         item = self.items[index]
-        properties = transform.to_hubspot(item.values)
+        properties = transform.item_properties(item)
         try:
             if item.delete:
                 self._delete_one(index)
@@ -159,7 +159,7 @@ class PushRun:
 
         for group in _rounds(indexes, lambda i: str(self.items[i].external_id)):
             for chunk in chunked(group):
-                inputs = [(str(self.items[i].external_id), transform.to_hubspot(self.items[i].values)) for i in chunk]
+                inputs = [(str(self.items[i].external_id), transform.item_properties(self.items[i])) for i in chunk]
                 self._call_batch(list(chunk), inputs, self.client.batch_update, apply)
         return gone
 
@@ -180,7 +180,7 @@ class PushRun:
 
         for group in _rounds(indexes, email):
             for chunk in chunked(group):
-                properties = [transform.to_hubspot(self.items[i].values) for i in chunk]
+                properties = [transform.item_properties(self.items[i]) for i in chunk]
                 inputs = [(email(i), props) for i, props in zip(chunk, properties, strict=True)]
                 self._call_batch(list(chunk), inputs, self.client.batch_upsert, apply)
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm.base import InboundChange
+from crm.base import InboundChange, PushItem, value_text
 
 # SyncRoot field → HubSpot contact property (standard properties, present in every portal).
 FIELD_MAP: dict[str, str] = {
@@ -33,6 +33,17 @@ _MS = timedelta(milliseconds=1)
 def to_hubspot(values: Mapping[str, Any]) -> dict[str, str]:
     """HubSpot properties for the SyncRoot fields present in `values` (others have no home there)."""
     return {FIELD_MAP[name]: _text(value) for name, value in values.items() if name in FIELD_MAP}
+
+
+def item_properties(item: PushItem) -> dict[str, str]:
+    """Every property a push writes: the built-ins' and the mapped custom fields' (HubSpot takes
+    text for every type: `40`, `true`, `2026-03-01`; `""` clears a property)."""
+    return {**{prop: _text(value) for prop, value in item.remote.items()}, **to_hubspot(item.values)}
+
+
+def read_properties(extra: tuple[str, ...] = ()) -> list[str]:
+    """The properties a read asks for: the built-ins', the mapped custom ones, the change time."""
+    return list(dict.fromkeys([*READ_PROPERTIES, *extra]))
 
 
 def from_hubspot(properties: Mapping[str, Any]) -> dict[str, str]:
@@ -85,21 +96,29 @@ def id_order(external_id: str) -> tuple[int, int | str]:
     return (0, int(text)) if text.isdigit() else (1, text)
 
 
-def object_to_change(obj: Mapping[str, Any]) -> InboundChange:
-    """An InboundChange from a HubSpot object (SimplePublicObject from read, batch or search)."""
+def object_to_change(obj: Mapping[str, Any], extra: tuple[str, ...] = ()) -> InboundChange:
+    """An InboundChange from a HubSpot object (SimplePublicObject from read, batch or search);
+    `extra`: the custom properties asked for, reported under `remote` (an unset one as None)."""
     properties = obj.get("properties") or {}
     modified = properties.get(MODIFIED_PROPERTY) or obj.get("updatedAt")
     return InboundChange(
         external_id=str(obj["id"]),
         values=from_hubspot(properties),
+        remote=extra_values(properties, extra),
         occurred_at=parse_time(modified),
         deleted=bool(obj.get("archived")),
     )
 
 
+def extra_values(properties: Mapping[str, Any], extra: tuple[str, ...]) -> dict[str, Any]:
+    """The custom properties asked for, as reported (HubSpot's unset `""`, null or absent: None)."""
+    return {prop: _or_none(properties.get(prop)) for prop in extra if prop not in PROPERTY_MAP}
+
+
+def _or_none(value: Any) -> Any:
+    """HubSpot's unset (`""`, null or absent) as None: a custom field's blank."""
+    return None if value is None or value == "" else value
+
+
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):  # HubSpot's own form for booleans
-        return "true" if value else "false"
-    return str(value)
+    return value_text(value)  # HubSpot's own forms: `true`/`false`, 40 (not 40.0)

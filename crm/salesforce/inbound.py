@@ -10,6 +10,7 @@ from crm.base import InboundChange
 from crm.salesforce.transform import (
     COMPANY,
     FIELD_MAP,
+    REVERSE_MAP,
     from_epoch_ms,
     from_salesforce,
     parse_datetime,
@@ -33,13 +34,24 @@ def _with_company(record: Mapping[str, Any], values: dict[str, str], account_nam
     return values
 
 
-def record_change(record: Mapping[str, Any], *, integration_user_id: str, account_name: AccountName) -> InboundChange:
-    """A SOQL/REST Contact record (with `Account.Name` when selected)."""
+def extra_values(record: Mapping[str, Any], extra: Iterable[str]) -> dict[str, Any]:
+    """The custom fields asked for that the record carries, as Salesforce reports them."""
+    return {name: record[name] for name in extra if name in record and name not in REVERSE_MAP}
+
+
+def record_change(
+    record: Mapping[str, Any], *, integration_user_id: str, account_name: AccountName, extra: Iterable[str] = ()
+) -> InboundChange:
+    """A SOQL/REST Contact record (with `Account.Name` when selected); `extra`: the custom fields
+    asked for, reported under `remote`."""
     occurred_at = parse_datetime(record.get("SystemModstamp"))
     values = _with_company(record, from_salesforce(record), account_name)
+    remote = extra_values(record, extra)
     return InboundChange(
         external_id=str(record["Id"]),
         values=values,
+        remote=remote,
+        remote_times=dict.fromkeys(remote, occurred_at) if occurred_at else {},
         occurred_at=occurred_at,
         field_times=dict.fromkeys(values, occurred_at) if occurred_at else {},
         deleted=record.get("IsDeleted") in (True, "true"),
@@ -53,6 +65,7 @@ def outbound_change(
     integration_user_id: str,
     account_name: AccountName,
     selected_fields: Iterable[str] = OUTBOUND_FIELDS,
+    extra: tuple[str, ...] = (),
 ) -> InboundChange | None:
     """One Outbound Message notification (None unless it is about a Contact)."""
     if payload.get("sobject_type") not in ("Contact", ""):
@@ -67,18 +80,31 @@ def outbound_change(
         )  # fmt: skip
     for name in selected_fields:
         sobject.setdefault(name, None)
-    change = record_change(sobject, integration_user_id=integration_user_id, account_name=account_name)
+    # A custom field the action selects is null when absent; one it carries was selected, whatever
+    # the configuration says; any other is unknown, not blank.
+    chosen = [name for name in extra if name in sobject or name in selected_fields]
+    if len(chosen) < len(extra):
+        # A mapped custom field the action does not select may have changed too: read the record
+        # (selecting the field in the Outbound Message action saves this call).
+        return InboundChange(
+            external_id=str(sobject.get("Id") or ""), complete=False,
+            occurred_at=parse_datetime(sobject.get("SystemModstamp") or sobject.get("LastModifiedDate")),
+        )  # fmt: skip
+    for name in chosen:
+        sobject.setdefault(name, None)
+    change = record_change(sobject, integration_user_id=integration_user_id, account_name=account_name, extra=chosen)
     # SOAP carries no relationship name, but SystemModstamp may be missing from a badly
     # configured action; LastModifiedDate is the next best clock.
     if change.occurred_at is None:
         occurred_at = parse_datetime(sobject.get("LastModifiedDate"))
         change.occurred_at = occurred_at
         change.field_times = dict.fromkeys(change.values, occurred_at) if occurred_at else {}
+        change.remote_times = dict.fromkeys(change.remote, occurred_at) if occurred_at else {}
     return change
 
 
 def event_change(
-    payload: Mapping[str, Any], *, integration_user_id: str, account_name: AccountName
+    payload: Mapping[str, Any], *, integration_user_id: str, account_name: AccountName, extra: Iterable[str] = ()
 ) -> InboundChange | None:
     """One change event (already split to a single record id); None unless about a Contact."""
     header = payload.get("ChangeEventHeader") or {}
@@ -94,7 +120,7 @@ def event_change(
     if change_type not in ("CREATE", "UPDATE"):
         # UNDELETE and GAP_* events say "something happened": read the record itself.
         return InboundChange(complete=False, **base)
-    wire_fields = [*FIELD_MAP.values(), "AccountId"]
+    wire_fields = [*FIELD_MAP.values(), "AccountId", *(name for name in extra if name not in REVERSE_MAP)]
     if change_type == "CREATE":
         reported = wire_fields  # a CREATE carries every non-null field: absent means empty
     else:
@@ -110,8 +136,11 @@ def event_change(
         else:  # named as changed but its value was left out: only a read can tell
             return InboundChange(complete=False, **base)
     values = _with_company(record, from_salesforce(record), account_name)
+    remote = extra_values(record, extra)
     return InboundChange(
         values=values,
         field_times=dict.fromkeys(values, occurred_at) if occurred_at else {},
+        remote=remote,
+        remote_times=dict.fromkeys(remote, occurred_at) if occurred_at else {},
         **base,
     )

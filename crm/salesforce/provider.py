@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 _CONTACT_ID = re.compile(r"^003[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
 _GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
-_SELECT = f"SELECT {', '.join(QUERY_FIELDS)} FROM Contact"
 
 
 class SalesforceProvider(Provider):
@@ -65,15 +64,23 @@ class SalesforceProvider(Provider):
         return [schema.remote_field(described) for described in schema.describe_contact(self.client)]
 
     # --- reads -----------------------------------------------------------------------------
-    def _change(self, record: Mapping[str, Any]) -> InboundChange:
+    def _change(self, record: Mapping[str, Any], extra: tuple[str, ...] | None = None) -> InboundChange:
         account = record.get("Account")
         if record.get("AccountId") and isinstance(account, Mapping) and account.get("Name"):
             self.accounts.remember(str(record["AccountId"]), str(account["Name"]))
         return record_change(
-            record, integration_user_id=self.client.integration_user_id, account_name=self.accounts.name_for
+            record,
+            integration_user_id=self.client.integration_user_id,
+            account_name=self.accounts.name_for,
+            extra=self.extra_fields() if extra is None else extra,
         )
 
-    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
+    def _select(self, extra: tuple[str, ...] | None = None) -> str:
+        """The SOQL select of every read: the synced fields, the mapped custom ones, the clocks."""
+        extra = self.extra_fields() if extra is None else extra
+        return f"SELECT {', '.join(dict.fromkeys([*QUERY_FIELDS, *extra]))} FROM Contact"
+
+    def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
         """Current state via queryAll, so deleted records come back flagged; ids Salesforce no
         longer knows at all (purged from the recycle bin) are reported deleted too."""
         wanted = []
@@ -85,7 +92,9 @@ class SalesforceProvider(Provider):
         found: dict[str, Mapping[str, Any]] = {}
         for start in range(0, len(wanted), COLLECTION_SIZE):
             chunk = wanted[start : start + COLLECTION_SIZE]
-            for record in self.client.query(f"{_SELECT} WHERE Id IN {soql_in(chunk)}", include_deleted=True):
+            for record in self.client.query(
+                f"{self._select(extra)} WHERE Id IN {soql_in(chunk)}", include_deleted=True
+            ):
                 found[str(record["Id"])[:15]] = record
         changes = []
         for external_id in wanted:
@@ -93,7 +102,7 @@ class SalesforceProvider(Provider):
             if record is None:
                 changes.append(InboundChange(external_id=external_id, deleted=True))
                 continue
-            change = self._change(record)
+            change = self._change(record, extra)
             change.external_id = external_id  # the caller's spelling (15 or 18 characters)
             changes.append(change)
         return changes
@@ -106,7 +115,7 @@ class SalesforceProvider(Provider):
         position in Salesforce's own order; when `last_id` is no longer among them (it changed
         again since) they are all yielded again, which the idempotent apply path absorbs.
         """
-        soql = _SELECT
+        soql = self._select()
         if modstamp is not None:
             soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
         soql += " ORDER BY SystemModstamp, Id"
@@ -147,6 +156,7 @@ class SalesforceProvider(Provider):
                 integration_user_id=self.client.integration_user_id,
                 account_name=self.accounts.name_for,
                 selected_fields=self.outbound_fields,
+                extra=self.extra_fields(),
             )
         if kind == webhook.CHANGE_EVENT:
             header = payload.get("ChangeEventHeader") or {}
@@ -155,7 +165,10 @@ class SalesforceProvider(Provider):
                     self.accounts.forget_id(str(account_id))
                 return None
             return event_change(
-                payload, integration_user_id=self.client.integration_user_id, account_name=self.accounts.name_for
+                payload,
+                integration_user_id=self.client.integration_user_id,
+                account_name=self.accounts.name_for,
+                extra=self.extra_fields(),
             )
         return None
 

@@ -43,7 +43,8 @@ class _Entry:
         return all(name in self.item.values for name in INTERNAL_FIELDS)
 
     def body(self, *, creating: bool) -> dict[str, Any]:
-        body = to_salesforce(self.item.values, creating=creating)
+        # Mapped custom fields as JSON (numbers, booleans, "YYYY-MM-DD"); None clears one.
+        body = {**self.item.remote, **to_salesforce(self.item.values, creating=creating)}
         if COMPANY in self.item.values:
             body["AccountId"] = self.account_id
         return body

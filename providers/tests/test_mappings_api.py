@@ -44,7 +44,9 @@ def test_a_rule_changed_through_the_api_is_what_the_engine_reads(api_client):
     response = api_client.patch(f"/mappings/{mapping['id']}", {"rule": "crm_wins"}, format="json")
 
     assert response.status_code == 200, response.content
-    assert response.json() == {**mapping, "rule": "crm_wins"}
+    # A new rule backfills the field in the direction it gives (providers/field_backfill.py).
+    backfill = {"status": "pending", "done": 0, "total": 0, "error": ""}
+    assert response.json() == {**mapping, "rule": "crm_wins", "backfill": backfill}
     assert api_client.get(f"/mappings/{mapping['id']}").json()["rule"] == "crm_wins"
     assert mapping_rules(provider="hubspot")["job_title"] == "crm_wins"
     assert mapping_rules(provider="salesforce")["job_title"] == "two_way"

@@ -84,7 +84,7 @@ class FakeCrm(Provider):
             for name in ("email", "first_name", "last_name", "phone", "company", "title")
         ]
 
-    def fetch(self, external_ids: list[str]) -> list[InboundChange]:
+    def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
         self._call("fetch")
         return [self._change(STORE.records[i]) for i in external_ids if i in STORE.records]
 
