@@ -231,6 +231,8 @@ class FieldMappingForm(forms.ModelForm):
         rule = self.cleaned_data["rule"]
         if self.instance.field == mappings.IDENTITY_FIELD and rule != MappingRule.TWO_WAY:
             raise forms.ValidationError("The email mapping is how records are recognised: it stays two_way.")
+        if rule in mappings.WRITES and not self.instance.remote_spec.get("writable", True):
+            raise forms.ValidationError("The CRM's field is read-only: only crm_wins or off can map it.")
         return rule
 
 
@@ -239,11 +241,19 @@ class FieldMappingAdmin(admin.ModelAdmin):
     """Which side wins, per CRM and field: a rule changed here applies to the next change either way."""
 
     form = FieldMappingForm
-    list_display = ("provider", "field", "remote_field", "rule", "updated_at")
+    list_display = ("provider", "field", "remote_field", "rule", "backfill", "updated_at")
     list_editable = ("rule",)
-    list_filter = ("provider", "rule")
-    fields = ("provider", "field", "remote_field", "rule", "updated_at")
-    readonly_fields = ("provider", "field", "remote_field", "updated_at")
+    list_filter = ("provider", "rule", "backfill_status")
+    fields = ("provider", "field", "remote_field", "rule", "value_map", "backfill", "backfill_error", "updated_at")
+    readonly_fields = ("provider", "field", "remote_field", "value_map", "backfill", "backfill_error", "updated_at")
+
+    @admin.display(description="backfill")
+    def backfill(self, mapping: FieldMapping) -> str:
+        """The field's backfill: its state and how far it got."""
+        if mapping.backfill_status == "none":
+            return "—"
+        return f"{mapping.backfill_status} ({mapping.backfill_done}/{mapping.backfill_total})"
+
     has_add_permission = has_delete_permission = _no
 
     def get_changelist_form(self, request, **kwargs):

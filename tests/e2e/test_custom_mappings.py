@@ -152,8 +152,8 @@ def test_a_value_that_does_not_fit_a_crm_field_is_refused_there_shown_and_cleare
     map_field(stack, "salesforce", "nickname", "Nickname__c")
     body, hs_id, sf_id = created(stack, "nick@example.com", nickname="Ada")
 
-    edited = stack.api.patch(f"/contacts/{body['id']}", {"first_name": "Augusta", "custom": {"nickname": "The Enchantress"}},
-                             format="json")  # fmt: skip
+    change = {"first_name": "Augusta", "custom": {"nickname": "The Enchantress"}}
+    edited = stack.api.patch(f"/contacts/{body['id']}", change, format="json")
     assert edited.status_code == 200
     stack.wait_until(lambda: hs_props(stack, hs_id, "nickname", "firstname") == {"nickname": "The Enchantress",
                                                                                  "firstname": "Augusta"})  # fmt: skip
