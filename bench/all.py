@@ -21,6 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
+    "field_backfill",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -30,6 +31,7 @@ QUICK_ARGS = {
     "sync_throughput": ["--contacts", "1000"],
     "api_write": ["--rounds", "2", "--seconds", "3", "--warmup", "1"],
     "worker_rss": ["--events", "20000", "--every", "5000"],
+    "field_backfill": ["--contacts", "1000", "--edits", "10"],
 }
 
 
@@ -93,6 +95,14 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return (
             f"ack p50 {get('ingest', 'p50_ms')} / p99 {get('ingest', 'p99_ms')} ms, "
             f"{get('ingest', 'events_per_s')} events/s, inbox ok {get('inbox', 'ok')}"
+        )
+    if name == "field_backfill":
+        calls = get("calls") or {}
+        parts = [f"{crm} {row.get('reads')} reads + {row.get('writes')} writes (floor {row.get('floor_per_direction')}"
+                 f"+3 each)" for crm, row in calls.items()]  # fmt: skip
+        return (
+            f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
+            f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
         )
     if name == "sandbox_bench":
         rows = [row for rows in (result.get("results") or {}).values() for row in rows]

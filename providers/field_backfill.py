@@ -16,6 +16,7 @@ worker, so live changes on the forwarder never wait behind it, and it shares the
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS, Contact, CustomField, is_blank, time_key
-from crm.base import InboundChange, ProviderError, PushItem, PushResult, field_hash
+from crm.base import InboundChange, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
 from crm.registry import connected_providers, get_provider
 from providers import dispatch
 from providers.field_values import canonical, from_crm, to_crm
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 TAKE, WRITE = "take", "write"  # SyncRoot takes the CRM's value / the CRM gets SyncRoot's
 SAMPLES = 20
 STALE_AFTER = timedelta(seconds=120)  # a running backfill silent this long lost its worker
+READ_TRIES = 5
 
 
 def decide(rule: str, syncroot: Any, crm: Any) -> str | None:
@@ -147,6 +149,21 @@ def _read(target: "_Field", provider_name: str, links: list[ProviderLink]) -> di
 
 
 # --- the run -------------------------------------------------------------------------------------
+def _read_patiently(target: "_Field", mapping: FieldMapping, links: list[ProviderLink]) -> dict[str, InboundChange]:
+    """A rate limit or a passing failure waits (as the CRM asks) and reads again: a backfill is in
+    no hurry. What persists stops the run, with its checkpoint, for the sweeper to resume."""
+    for attempt in range(READ_TRIES):
+        try:
+            return _read(target, mapping.provider, links)
+        except Transient as error:
+            if attempt == READ_TRIES - 1:
+                raise
+            wait = error.retry_after if isinstance(error, RateLimited) and error.retry_after else 2**attempt
+            time.sleep(min(wait, 10.0))
+            cache.touch(_lock_key(mapping.pk), int(STALE_AFTER.total_seconds()))
+    raise AssertionError("unreachable")
+
+
 def _lock_key(mapping_id: int) -> str:
     return f"field-backfill:{mapping_id}"
 
@@ -185,7 +202,7 @@ def _run(mapping_id: int) -> None:
         if not links:
             break
         try:
-            plan = _plan(target, links, _read(target, mapping.provider, links))
+            plan = _plan(target, links, _read_patiently(target, mapping, links))
         except ProviderError as error:
             _stopped(mapping, error)
             return

@@ -387,7 +387,7 @@ def _fill_blanks(*, provider: str, link_id: int, record: InboundChange) -> bool:
     filled = []
     rules = report.mapped.rules
     for field, value in report.values.items():
-        if field in link.field_hashes:
+        if field in link.field_hashes and rules[field] != MappingRule.PREFER_SYNCROOT_UNLESS_BLANK:
             continue  # SyncRoot sent this field in the match: the record holds SyncRoot's value
         link.field_hashes[field] = field_hash(field, value)
         link.field_seen_at[field] = report.times.get(field, when).isoformat()

@@ -32,7 +32,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg2.extras import execute_values
 
-from contacts.models import is_blank
+from contacts.models import Contact, is_blank
 from crm.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
 from crm.registry import get_provider
 from providers.backoff import retry_delay
@@ -42,7 +42,7 @@ from providers.inbound import matched_records_fill
 from providers.issues import counterparts_clear, issue_raise, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, contact_values, prior_hashes
 from providers.mappings import MappingSet, mapping_set
-from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
+from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, MappingRule, ProviderLink, SyncAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +198,20 @@ def _refused_record(link: ProviderLink, out: Outgoing | None, mapped: MappingSet
 
 
 def _fills_blanks(link: ProviderLink) -> bool:
-    """A create matched to an existing CRM record while SyncRoot has blanks: the record's values
-    fill them (also when the contact changed again during the call: the blanks are still blank)."""
-    matched_now = link.matched and link.status in (LinkStatus.SYNCED, LinkStatus.PENDING)
-    values = contact_values(link.contact, mapping_set(provider=link.provider))
-    return matched_now and any(is_blank(value) for value in values.values())
+    """SyncRoot blanks the CRM's record can fill: after a create matched to an existing record (also
+    when the contact changed again during the call: the blanks are still blank), and wherever a
+    field SyncRoot is preferred for unless blank went blank while the CRM holds a value (the blank
+    winner takes the other side's value)."""
+    mapped = mapping_set(provider=link.provider)
+    values = contact_values(link.contact, mapped)
+    if link.matched and link.status in (LinkStatus.SYNCED, LinkStatus.PENDING):
+        return any(is_blank(value) for value in values.values())
+    return link.status == LinkStatus.SYNCED and any(
+        mapped.rules[name] == MappingRule.PREFER_SYNCROOT_UNLESS_BLANK
+        and is_blank(value)
+        and link.field_hashes.get(name) not in (None, field_hash(name, ""))
+        for name, value in values.items()
+    )
 
 
 def _record(
@@ -222,6 +231,9 @@ def _record(
         current = ProviderLink.objects.select_for_update().filter(pk__in=list(by_pk)).order_by("pk")
         fresh = {link.pk: link for link in current}
         versions = {pk: claim.version for pk, claim in by_pk.items()}
+        # A CRM's change applied during the call moves the contact on without marking that CRM
+        # pending (it held the value then), but the write just made may have overwritten it there.
+        now_at = dict(Contact.objects.filter(pk__in=[c.link.contact_id for c in claims]).values_list("pk", "version"))
         synced: list[ProviderLink] = []
         for result in [*unsent, *results]:
             link = fresh.get(result.key)
@@ -237,6 +249,8 @@ def _record(
                 _refused_record(link, out, mapped)
                 if superseded:  # changed again during the call: stays pending, the newer version goes next
                     link.status, link.pending_since = LinkStatus.PENDING, newer_since
+                elif now_at.get(link.contact_id, claim.version) > claim.version and link.status == LinkStatus.SYNCED:
+                    link.status, link.pending_since = LinkStatus.PENDING, timezone.now()  # checked again next
             elif isinstance(result.error, AuthExpired):
                 refused = result.error  # a connection outage, not this record's fault: left as it is
                 report.paused = True

@@ -142,6 +142,9 @@ class SandboxApp(ControlPlane):
         "webhook_max_retries": (10, coerce_optional_int),
         "webhook_retry_base_ms": (1000.0, coerce_non_negative),
         "webhook_retry_max_ms": (60_000.0, coerce_non_negative),
+        # The CRMs' front ends refuse longer request targets (path and query) with 414, before any
+        # API code runs: a read naming hundreds of properties in its query string meets it.
+        "max_url_length": (8192, coerce_optional_int),
     }
 
     #: Concurrent webhook deliveries (HubSpot's documented limit is 10).
@@ -320,9 +323,18 @@ class SandboxApp(ControlPlane):
         path = request.path
         if path.startswith("/_sandbox/"):
             response = self._dispatch_control(request)
+        elif self._url_too_long(environ):
+            response = Response("<html><body><h1>414 Request-URI Too Large</h1></body></html>", status=414,
+                                content_type="text/html")  # fmt: skip
+            self._count(f"{request.method} <too long>", 414)
         else:
             response = self._dispatch_api(request)
         return response(environ, start_response)
+
+    def _url_too_long(self, environ: dict[str, Any]) -> bool:
+        limit = self.config["max_url_length"]
+        target = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
+        return bool(limit) and target > limit
 
     def _dispatch_api(self, request: Request) -> Response:
         method = request.method

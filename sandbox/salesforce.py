@@ -114,6 +114,8 @@ class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp)
         "webhook_retry_base_ms": (500.0, coerce_non_negative),
         "webhook_retry_max_ms": (10_000.0, coerce_non_negative),
         "webhook_max_retries": (1000, SandboxApp.CONFIG_FIELDS["webhook_max_retries"][1]),
+        # The REST API answers 414 past 16,384 characters of URI (a GET query's SOQL counts).
+        "max_url_length": (16_384, SandboxApp.CONFIG_FIELDS["max_url_length"][1]),
         "token": ("sandbox-token", coerce_str),
         "client_id": ("sandbox-client", coerce_str),
         "client_secret": ("sandbox-secret", coerce_str),

@@ -13,6 +13,9 @@ def rule_set(stack, provider: str, field: str, rule: str) -> None:
     mapping = next(m for m in stack.api.get(f"/mappings?provider={provider}").json() if m["field"] == field)
     response = stack.api.patch(f"/mappings/{mapping['id']}", {"rule": rule}, format="json")
     assert response.status_code == 200, response.content
+    # The new rule's backfill of the field (under crm_wins it takes the CRM's values) is done.
+    backfill = lambda: stack.api.get(f"/mappings/{mapping['id']}").json()["backfill"]["status"]  # noqa: E731
+    stack.wait_until(lambda: backfill() in ("done", "none"))
 
 
 def with_job_title(stack, email: str, title: str) -> tuple[dict, str, str]:

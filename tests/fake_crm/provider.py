@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ class FakeStore:
         self.ids = itertools.count(1)
         self.calls: list[str] = []
         self.refuse_credentials = False
+        self.after_write: Callable[[], None] | None = None  # runs once, as the write lands (races)
 
     def save(self, record_id: str, values: Mapping[str, str]) -> dict[str, Any]:
         record = self.records.setdefault(record_id, {"id": record_id, "values": {}, "deleted": False})
@@ -72,6 +73,9 @@ class FakeCrm(Provider):
                 record_id, operation = (match["id"], "match") if match else (str(next(STORE.ids)), "create")
             STORE.save(record_id, item.values)
             results.append(PushResult(key=item.key, external_id=record_id, operation=operation))
+        if STORE.after_write is not None:
+            meanwhile, STORE.after_write = STORE.after_write, None
+            meanwhile()
         return results
 
     def probe(self) -> None:

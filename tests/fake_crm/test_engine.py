@@ -75,3 +75,26 @@ def test_a_fake_crm_is_synced_both_ways_by_the_real_engine(api_client, client):
     outbox.drain_until_idle(provider_name="fakecrm")
     assert STORE.records[record_id]["values"]["phone"] == "+1 555 0100"
     assert ProviderLink.objects.get(provider="fakecrm", external_id=record_id).status == LinkStatus.SYNCED
+
+
+def test_a_crm_edit_applied_while_our_write_is_in_flight_is_written_back(api_client, client):
+    """A person edits the CRM record just before SyncRoot's write lands over it, and the edit's
+    webhook is applied before the write is recorded: the edit is newer, so SyncRoot takes it, and
+    the CRM, which our write left holding the older value, gets it back."""
+    created = api_client.post("/contacts", {"email": "race@example.com", "last_name": "Before"}, format="json")
+    outbox.drain_until_idle(provider_name="fakecrm")
+    contact_id = created.json()["id"]
+    record_id = api_client.get(f"/contacts/{contact_id}").json()["sync"]["fakecrm"]["external_id"]
+    api_client.patch(f"/contacts/{contact_id}", {"last_name": "Ours"}, format="json")
+    edited_at = datetime.now(UTC).isoformat()  # after SyncRoot's change, before its write lands
+
+    def webhook_meanwhile() -> None:
+        deliver(client, {"event_id": "e-race", "id": record_id, "values": {"last_name": "Theirs"},
+                         "occurred_at": edited_at})  # fmt: skip
+
+    STORE.after_write = webhook_meanwhile
+    outbox.drain_until_idle(provider_name="fakecrm")
+
+    assert api_client.get(f"/contacts/{contact_id}").json()["last_name"] == "Theirs"
+    assert STORE.records[record_id]["values"]["last_name"] == "Theirs"
+    assert ProviderLink.objects.get(provider="fakecrm", external_id=record_id).status == LinkStatus.SYNCED

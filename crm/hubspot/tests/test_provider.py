@@ -3,7 +3,9 @@
 from datetime import timedelta
 
 import pytest
+import requests
 
+from crm import base
 from crm.base import Permanent, PushItem, RateLimited, Transient
 from crm.hubspot import transform
 from crm.hubspot.client import BatchResult
@@ -273,6 +275,28 @@ def test_fetch_reports_current_values_and_deleted_or_unknown_ids(provider, contr
     assert not alive_change.deleted
     assert (dead_change.external_id, dead_change.deleted) == (dead["id"], True)
     assert (unknown.external_id, unknown.deleted) == ("424242", True)
+
+
+def test_500_mapped_properties_are_read_in_request_bodies_never_in_the_url(provider, hubspot, control):
+    """A portal with 500 mapped custom properties: the batch read and the search name them all in
+    their JSON bodies. The same names in a URL's query string meet HubSpot's 414."""
+    control.config(rate_limit=None)  # an admin's 500 property creates are not what this measures
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer sandbox-token"
+    names = [f"custom_property_number_{n:03d}" for n in range(500)]
+    for name in names:
+        body = {"name": name, "label": name, "type": "string", "fieldType": "text", "groupName": "contactinformation"}
+        assert session.post(f"{hubspot.url}/crm/v3/properties/contacts", json=body).status_code == 201
+    record = control.edit(fields={"email": "wide@example.com", names[0]: "first", names[-1]: "last"})
+    base.extra_fields_source(lambda crm: tuple(names))  # as the field mappings declare them
+
+    [change] = provider.fetch([record["id"]])
+    changes = list(provider.changes_since(modstamp=None, last_id=""))
+
+    assert (change.remote[names[0]], change.remote[names[-1]], change.remote[names[250]]) == ("first", "last", None)
+    assert [c.remote[names[-1]] for c in changes if c.external_id == record["id"]] == ["last"]
+    in_the_url = session.get(f"{hubspot.url}/crm/v3/objects/contacts/{record['id']}", params={"properties": names})
+    assert in_the_url.status_code == 414
 
 
 def _store_contacts(app, stamps: list[int]) -> list[str]:
