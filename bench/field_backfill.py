@@ -86,6 +86,31 @@ def load(stack: Stack, *, count: int, timeout: float) -> None:
     raise RuntimeError(f"contacts not synced within {timeout}s: {stack.link_counts()}")
 
 
+def settle(stack: Stack, *, timeout: float) -> None:
+    """Until the inbox has taken every echo of the load: no event waiting, none arriving for 2 s."""
+    deadline, last, quiet_since = time.monotonic() + timeout, None, time.monotonic()
+    with contextlib.closing(stack.db()) as connection, connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*), count(*) FILTER (WHERE status = 'received') FROM webhooks_webhookevent")
+            total, waiting = cursor.fetchone()
+            if total != last or waiting:
+                last, quiet_since = total, time.monotonic()
+            elif time.monotonic() - quiet_since >= 2.0:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"the inbox did not settle within {timeout}s")
+
+
+def endpoint_calls(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Calls per endpoint a sandbox answered between two of its stats."""
+
+    def total(stats: dict[str, Any], endpoint: str) -> int:
+        return sum(stats["requests"].get(endpoint, {}).values())
+
+    made = {e: total(after, e) - total(before, e) for e in after["requests"]}
+    return {e: n for e, n in sorted(made.items()) if n}
+
+
 def map_everywhere(stack: Stack, name: str) -> list[int]:
     session = stack.new_session(pool=2)
     ids = []
@@ -147,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with Stack(gunicorn_workers=args.gunicorn_workers, beat=True, env=env, **config) as stack:
         crm_fields(stack)
         load(stack, count=n, timeout=max(120.0, n / 20))
-        time.sleep(2.0)  # let the load's webhook echoes settle before counting
+        settle(stack, timeout=max(120.0, n / 20))  # the load's webhook echoes, before counting
         before = {"hubspot": stack.hubspot.stats(), "salesforce": stack.salesforce.stats()}
         began = time.perf_counter()
         states = wait_done(stack, map_everywhere(stack, "region"), timeout=max(300.0, n / 10))
@@ -156,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls = {}
         for crm, per_call in (("hubspot", 100), ("salesforce", 200)):
             made = {k: api_calls(after[crm])[k] - api_calls(before[crm])[k] for k in ("reads", "writes")}
-            calls[crm] = {**made,
+            calls[crm] = {**made, "by_endpoint": endpoint_calls(before[crm], after[crm]),
                           "floor_per_direction": math.ceil(n / per_call),
                           "goal_per_direction": math.ceil(n / per_call) + 3}  # fmt: skip
 

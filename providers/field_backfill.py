@@ -43,6 +43,7 @@ from providers.mappings import (
     custom_mapping,
     mapping_check,
     mapping_set,
+    mappings_changed,
     remote_field_get,
     remote_spec,
 )
@@ -82,6 +83,7 @@ class Plan:
     takes: list[tuple[int, Any, Any]] = field(default_factory=list)  # (link id, CRM value, its raw form)
     writes: list[int] = field(default_factory=list)  # link ids
     refused: list[tuple[int, str, str, Any]] = field(default_factory=list)  # (link id, code, message, raw)
+    held: list[tuple[int, Any]] = field(default_factory=list)  # (link id, CRM value) of the rest: the ledger's
 
 
 class _Field:
@@ -136,8 +138,10 @@ def _plan(target: _Field, links: list[ProviderLink], records: dict[str, InboundC
         action = decide(target.rule, target.syncroot_value(link.contact), crm)
         if action == TAKE:
             plan.takes.append((link.pk, crm, raw))
-        elif action == WRITE:
+            continue
+        if action == WRITE:
             plan.writes.append(link.pk)
+        plan.held.append((link.pk, crm))
     return plan
 
 
@@ -221,6 +225,7 @@ def _run(mapping_id: int) -> None:
             return
     _write(target, mapping.provider, writes)
     _save(mapping, status=BackfillStatus.DONE, after=after, done=mapping.backfill_total)
+    mappings_changed()  # the field is no longer the backfill's alone
     logger.info("field backfill done", extra={"mapping_id": mapping.pk, "provider": mapping.provider,
                                               "field": mapping.field, "total": mapping.backfill_total})  # fmt: skip
 
@@ -249,12 +254,14 @@ def _stopped(mapping: FieldMapping, error: ProviderError) -> None:
         _save(mapping, error=str(error)[:2000])
     else:
         _save(mapping, status=BackfillStatus.FAILED, error=str(error)[:2000])
+        mappings_changed()
 
 
 @transaction.atomic
 def _apply(target: _Field, provider: str, plan: Plan) -> None:
-    """SyncRoot takes the CRM's values where the rule says so; the ledger learns what the CRM holds."""
-    ids = [pk for pk, *_ in plan.takes] + [pk for pk, *_ in plan.refused]
+    """SyncRoot takes the CRM's values where the rule says so; the ledger learns what the CRM holds
+    (from here on inbound changes and the forwarder treat the field as any other, see `MappingSet`)."""
+    ids = [pk for pk, *_ in plan.takes] + [pk for pk, *_ in plan.refused] + [pk for pk, _ in plan.held]
     if not ids:
         return
     links = {link.pk: link for link in ProviderLink.objects.filter(pk__in=ids).order_by("contact_id")}
@@ -286,6 +293,13 @@ def _apply(target: _Field, provider: str, plan: Plan) -> None:
         issue_raise(link, field=target.name, code=code, message=message, held=held, crm=link.field_hashes[target.name],
                     **extra)  # fmt: skip
         link.save(update_fields=["field_hashes", "issues", "updated_at"])
+    learned = []
+    for pk, value in plan.held:
+        link = locked.get(pk)
+        if link is not None and target.name not in link.field_hashes:
+            link.field_hashes[target.name] = field_hash(target.name, value)
+            learned.append(link)
+    ProviderLink.objects.bulk_update(learned, ["field_hashes"])
     if changed:
         links_mark_pending_many(contacts=changed, exclude=[provider])
 

@@ -130,6 +130,8 @@ def _apply_fields(
     for field, value in values.items():
         digest, source_time = field_hash(field, value), field_times.get(field, when)
         held = link.field_hashes.get(field)
+        if held is None and field in mapped.backfilling:
+            continue  # a newly mapped field the backfill has not read here yet: its rule decides it
         written = _parse(link.field_written_at.get(field))
         before_our_write = written is not None and source_time <= written
         if before_our_write and (digest == held or digest in prior_hashes(link, field)):

@@ -44,6 +44,7 @@ def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, Any]:
         if link.field_hashes.get(f) != field_hash(f, v)
         and (not is_blank(v) or f in link.field_hashes)
         and f not in blocked
+        and (f in link.field_hashes or f not in mapped.backfilling)  # else the backfill writes it
         and _sendable(rules[f], f, v, link.field_hashes.get(f))
     }
 

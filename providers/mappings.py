@@ -85,6 +85,9 @@ class MappingSet:
     rules: dict[str, str]
     custom: dict[str, CustomMapping] = dc_field(default_factory=dict)  # by SyncRoot field key
     by_remote: dict[str, str] = dc_field(default_factory=dict)  # the CRM's field name → custom key
+    # Fields whose backfill has not finished: where the ledger knows nothing of such a field on a
+    # record yet, the backfill alone decides it (by its rule), once it has read the record.
+    backfilling: frozenset[str] = frozenset()
 
     def extra_fields(self) -> tuple[str, ...]:
         """The CRM fields beyond the built-ins that every read asks for."""
@@ -150,7 +153,11 @@ def mapping_set(*, provider: str) -> MappingSet:
             rules[row.field] = row.rule
             custom[row.field] = custom_mapping(row, definition)
     rules[IDENTITY_FIELD] = MappingRule.TWO_WAY.value
-    mapped = MappingSet(rules=rules, custom=custom, by_remote={m.remote_field: k for k, m in custom.items()})
+    backfilling = frozenset(
+        row.field for row in rows if row.backfill_status in (BackfillStatus.PENDING, BackfillStatus.RUNNING)
+    )
+    mapped = MappingSet(rules=rules, custom=custom, by_remote={m.remote_field: k for k, m in custom.items()},
+                        backfilling=backfilling)  # fmt: skip
     if token is not None:
         _memo[provider] = (token, mapped)
     return mapped

@@ -189,3 +189,39 @@ def test_without_the_cache_the_rules_are_read_from_the_database_every_time(setti
     assert mappings.mapping_rules(provider="hubspot")["job_title"] == "off"
     FieldMapping.objects.filter(provider="hubspot", field="job_title").update(rule="crm_wins")
     assert mappings.mapping_rules(provider="hubspot")["job_title"] == "crm_wins"  # no memo it cannot check
+
+
+def test_a_newly_mapped_field_is_left_to_its_backfill_until_it_has_read_the_record():
+    """A record the reconciler polls before the new mapping's backfill reaches it holds the field
+    blank because nobody ever wrote it there, not because a person blanked it: SyncRoot's value
+    stays, and the backfill (not the forwarder, one contact at a time) writes it."""
+    from contacts.models import CustomField
+    from providers.models import BackfillStatus
+
+    CustomField.objects.create(key="region", label="Region", type="string", max_length=80)
+    contact, link = in_sync("Analyst")
+    contact.custom = {"region": "North"}
+    contact.field_times["custom.region"] = EARLIER.isoformat()
+    contact.save()
+    mapping = FieldMapping.objects.create(
+        provider="hubspot", field="region", remote_field="region", rule="two_way",
+        remote_spec={"type": "string", "length": 80, "writable": True}, backfill_status=BackfillStatus.PENDING,
+    )  # fmt: skip
+    mappings.mappings_changed()
+    polled = InboundChange(external_id="101", values=contact.synced_values(), remote={"region": None},
+                           occurred_at=timezone.now())  # fmt: skip
+
+    assert inbound.change_apply(provider="hubspot", change=polled) == inbound.UNCHANGED
+
+    contact.refresh_from_db()
+    link.refresh_from_db()
+    assert contact.custom == {"region": "North"}
+    assert link.status == LinkStatus.SYNCED
+    assert "region" not in changed_values(contact=contact, link=link)
+
+    # Once the backfill is over, the field is any other: the CRM's blank is a change a person made.
+    FieldMapping.objects.filter(pk=mapping.pk).update(backfill_status=BackfillStatus.DONE)
+    mappings.mappings_changed()
+    assert inbound.change_apply(provider="hubspot", change=polled) == inbound.APPLIED
+    contact.refresh_from_db()
+    assert contact.custom == {}
