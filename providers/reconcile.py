@@ -8,13 +8,18 @@ counted as `failed` and kept on the cursor (`last_error`, shown in the admin), a
 on; the cursor moves past it so no later run stalls on it. The cursor is saved every
 `CHECKPOINT_EVERY` changes, so a run that dies midway resumes near where it stopped. A failure that
 is not about the record (the CRM or the database unreachable) ends the run with the cursor at
-what was applied: the next run picks up from there.
+what was applied: the next run picks up from there. So does the run's time budget
+(`RECONCILE_MAX_SECONDS`, below the task's soft time limit): a backlog of thousands of changes is
+worked through over several runs, never cut off by the worker's time limit midway through a change
+(which would count as that record's failure and step past it).
 """
 
 import logging
+import time
 from collections import Counter
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -32,9 +37,10 @@ CHECKPOINT_EVERY = 50  # changes between two saves of the cursor
 _ERROR_LENGTH = 2000
 
 
-def reconcile(*, provider_name: str, limit: int | None = None) -> Counter:
-    """Apply every change after the stored cursor; returns outcome counts."""
+def reconcile(*, provider_name: str, limit: int | None = None, clock=time.monotonic) -> Counter:
+    """Apply every change after the stored cursor, for up to RECONCILE_MAX_SECONDS; returns outcome counts."""
     provider = get_provider(provider_name)
+    stop_at = clock() + settings.RECONCILE_MAX_SECONDS
     cursor, _ = SyncCursor.objects.get_or_create(provider=provider_name)
     since = cursor.modstamp - timedelta(seconds=settings.RECONCILE_LOOKBACK_SECONDS) if cursor.modstamp else None
     counts: Counter = Counter()
@@ -45,7 +51,7 @@ def reconcile(*, provider_name: str, limit: int | None = None) -> Counter:
             total = sum(counts.values())
             if total % CHECKPOINT_EVERY == 0:
                 cursor.save()
-            if limit and total >= limit:
+            if (limit and total >= limit) or clock() >= stop_at:
                 break
     except ProviderError as exc:
         # Reading the CRM failed: keep what was applied; the next run reads on from there.
@@ -67,8 +73,8 @@ def _apply_one(*, provider_name: str, change: InboundChange, cursor: SyncCursor)
     change.from_integration = False
     try:
         return change_apply(provider=provider_name, change=change)
-    except (OperationalError, InterfaceError):
-        raise  # the database, not the record: stop here, before the cursor passes this change
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
+        raise  # the database or the worker's time limit, not the record: stop before the cursor passes it
     except Exception as exc:
         logger.exception(
             "reconcile change failed", extra={"provider": provider_name, "external_id": change.external_id}

@@ -290,6 +290,8 @@ CELERY_BEAT_SCHEDULE["probe-crms"] = {
 }
 RECONCILE_INTERVAL_SECONDS = env.int("RECONCILE_INTERVAL_SECONDS", default=60)
 RECONCILE_LOOKBACK_SECONDS = env.int("RECONCILE_LOOKBACK_SECONDS", default=5)
+# A run stops after this long (the next one reads on from its cursor): keep it below CELERY_TASK_SOFT_TIME_LIMIT.
+RECONCILE_MAX_SECONDS = env.float("RECONCILE_MAX_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["reconcile"] = {
     "task": "providers.tasks.reconcile_all",
     "schedule": RECONCILE_INTERVAL_SECONDS,

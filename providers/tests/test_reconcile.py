@@ -106,3 +106,46 @@ def test_deletions_are_merged_in_by_time_so_the_stream_never_steps_back(hubspot)
     times = [c.occurred_at for c in changes]
     assert times == sorted(times)
     assert [c.deleted for c in changes] == [False, True, False]
+
+
+def test_a_run_stops_at_its_time_budget_and_the_next_reads_on(hubspot, settings):
+    """A backlog longer than one run (thousands of records after a bulk write) is worked through
+    over several runs, each ending at its budget with the cursor at what it applied."""
+    settings.RECONCILE_MAX_SECONDS = 5
+    for second in range(3):
+        add(hubspot, f"p{second}@example.com", "P", second=second)
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 6  # each look at the clock: 6 s later
+        return now[0]
+
+    assert reconcile(provider_name="hubspot", clock=clock) == {"created": 1}  # 6 s in: past its 5 s
+    assert Contact.objects.count() == 1
+    assert reconcile(provider_name="hubspot") == {"unchanged": 1, "created": 2}
+    assert Contact.objects.count() == 3
+
+
+def test_the_workers_time_limit_ends_the_run_without_stepping_past_the_change_in_hand(hubspot, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import providers.reconcile
+
+    _, first_at = add(hubspot, "ada@example.com", "Ada", second=0)
+    add(hubspot, "grace@example.com", "Grace", second=1)
+    apply = providers.reconcile.change_apply
+
+    def limited(*, provider, change):
+        if change.values.get("email") == "grace@example.com":
+            raise SoftTimeLimitExceeded()
+        return apply(provider=provider, change=change)
+
+    monkeypatch.setattr(providers.reconcile, "change_apply", limited)
+    with pytest.raises(SoftTimeLimitExceeded):
+        reconcile(provider_name="hubspot")
+    cursor = SyncCursor.objects.get(provider="hubspot")
+    assert (cursor.modstamp, cursor.failed_count) == (first_at, 0)
+
+    monkeypatch.setattr(providers.reconcile, "change_apply", apply)
+    assert reconcile(provider_name="hubspot") == {"unchanged": 1, "created": 1}
+    assert Contact.objects.count() == 2
