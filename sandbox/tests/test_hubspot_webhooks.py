@@ -230,7 +230,8 @@ def test_webhook_drop_duplicate_and_reorder_faults(hooked):
     assert 0.2 * 300 <= dropped <= 0.4 * 300
     assert duplicated == stats["duplicated"]
     assert 0.1 * len(counts) <= duplicated <= 0.3 * len(counts)
-    first_batch = [event["eventId"] for event in receiver.requests[0].json()]
+    # The first batch of originals (a duplicate travels alone and may arrive first on a busy machine).
+    first_batch = next(ids for r in receiver.requests if len(ids := [e["eventId"] for e in r.json()]) > 1)
     assert first_batch != sorted(first_batch)
 
 
