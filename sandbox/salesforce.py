@@ -32,6 +32,7 @@ from sandbox.salesforce_auth import (
     AuthMixin,
     SessionRegistry,
 )
+from sandbox.salesforce_bulk import BulkMixin
 from sandbox.salesforce_describe import DescribeMixin
 from sandbox.salesforce_oauth import WebServerFlow
 from sandbox.salesforce_outbound import (
@@ -109,7 +110,7 @@ def _coerce_positive_int(value: Any) -> int:
     return value
 
 
-class SalesforceApp(AuthMixin, WebServerFlow, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
+class SalesforceApp(AuthMixin, WebServerFlow, BulkMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
     """One emulated org. Config keys: see :attr:`CONFIG_FIELDS`."""
 
     KIND = "salesforce"
@@ -189,6 +190,7 @@ class SalesforceApp(AuthMixin, WebServerFlow, DescribeMixin, RestMixin, QueryMix
         self.api("POST", "/services/Soap/u/{soap_version}", self.soap_login, auth=False)
         self.api("GET", "/id/{org_id}/{user_id}", self.identity)
         self.api("GET", "/services/oauth2/userinfo", self.userinfo)
+        self.setup_bulk_routes()
         self.setup_query_routes()  # before the REST routes: /sobjects/X/updated is not a record id
         self.setup_describe_routes()  # likewise /sobjects/X/describe
         self.setup_rest_routes()
@@ -332,6 +334,7 @@ class SalesforceApp(AuthMixin, WebServerFlow, DescribeMixin, RestMixin, QueryMix
     def reset_records(self) -> None:
         self.store.clear()
         self.cursors.clear()
+        self.clear_bulk_jobs()
 
     def extra_stats(self) -> dict[str, Any]:
         with self.store.lock:
