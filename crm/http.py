@@ -152,9 +152,13 @@ class CallPath:
         authorized: bool = True,
         classify: Classify | None = None,
         headers: Mapping[str, str] | None = None,
+        raw: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Send one call; the decoded JSON body (None when empty) or a classified ProviderError.
+
+        `raw`: a successful answer is returned as the `requests.Response` itself (CSV and other
+        bodies that are not JSON); failures are classified as for any other call.
 
         `url` may be a callable, resolved after the token: a login can move the API's host.
         A 401 (an AuthExpired from `classify`) refreshes the token once and sends again; a token
@@ -170,7 +174,7 @@ class CallPath:
             sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if tokens is not None else {})}
             started = time.monotonic()
             response = self._send(method, target, operation, route, started, headers=sent, **kwargs)
-            body, error = self._answer(response, check)
+            body, error = self._answer(response, check, raw=raw)
             retry = isinstance(error, AuthExpired) and tokens is not None and tokens.can_refresh and not refreshed
             outcome = "auth_refresh" if retry else _outcome(error)
             budgets = self._budgets(response)
@@ -214,9 +218,14 @@ class CallPath:
             logger.warning("%s sent an unreadable rate-limit header", self.name)
             return ()
 
-    def _answer(self, response: requests.Response, classify: Classify) -> tuple[Any, ProviderError | None]:
+    def _answer(
+        self, response: requests.Response, classify: Classify, *, raw: bool = False
+    ) -> tuple[Any, ProviderError | None]:
         body: Any = None
         decoded = True
+        if raw and response.status_code < 300:
+            error = classify(response, None)
+            return (response if error is None else None), error
         if response.content:
             try:
                 body = response.json()

@@ -198,8 +198,11 @@ class SalesforceClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        raw: bool = False,
     ) -> Any:
-        """One REST call; the parsed JSON answer (None for 204). Raises a ProviderError."""
+        """One REST call; the parsed JSON answer (None for 204), or with `raw` the response itself
+        (Bulk API CSV). Raises a ProviderError."""
         route = route_of(path)
         return self.path.request(
             method,
@@ -208,6 +211,8 @@ class SalesforceClient:
             route=route,
             params=params,
             json=json,
+            data=data,
+            raw=raw,
             headers={"Accept": "application/json", **(headers or {})},
         )
 
