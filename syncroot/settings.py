@@ -226,6 +226,10 @@ METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # --- end of metrics ----------------------------------------------------------------------------
 
+# Fernet keys for credentials stored at rest, newest first (syncroot/credentials.py); empty: one
+# derived from SECRET_KEY (development).
+CREDENTIALS_KEYS = env.list("CREDENTIALS_KEYS", default=[])
+
 # --- CRM providers ---------------------------------------------------------------------------
 # A provider without credentials is simply not connected. Production and the local sandboxes
 # differ only in these URLs and credentials.
