@@ -4,7 +4,8 @@ Bulk threshold the rest comes from one Bulk API 2.0 query job instead of a page 
 A Bulk query carries no ORDER BY (it would turn off the org's chunking of big queries), so its
 rows are sorted here by (SystemModstamp, Id), the order the reconciler's cursor needs, and turned
 back into the records a REST query returns: null for an empty cell, booleans, the `Account`
-relationship as a nested record, custom numbers and checkboxes in their JSON types.
+relationship as a nested record, custom numbers, checkboxes and date-times in the REST API's types
+and forms (the describe, one call, says which field is which).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def bulk_record(row: Mapping[str, str], types: Mapping[str, str]) -> dict[str, A
         kind = types.get(name, "")
         if value is not None and (name == "IsDeleted" or kind == "boolean"):
             value = text == "true"
-        elif value is not None and kind == "number":
+        elif value is not None and kind in ("int", "long"):
+            value = int(float(text))
+        elif value is not None and kind in ("double", "currency", "percent"):
             value = float(text)
+        elif value is not None and kind == "datetime" and text.endswith("Z"):
+            value = text[:-1] + "+0000"  # the REST API's form of the same instant
         if "." in name:
             relationship, field = name.split(".", 1)
             related.setdefault(relationship, {})[field] = value
@@ -61,7 +66,7 @@ def read_records(
     if threshold and int(page.get("totalSize") or 0) > threshold and not page.get("done", True):
         types = {}
         if extra:
-            types = {str(f.get("name")): schema.remote_field(f).type for f in schema.describe_contact(client)}
+            types = {str(f.get("name")): str(f.get("type")) for f in schema.describe_contact(client)}
         rows = [bulk_record(row, types) for row in BulkJobs(client).query(soql, include_deleted=True)]
         rows.sort(key=_order)
         yield from rows

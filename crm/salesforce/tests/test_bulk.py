@@ -151,3 +151,19 @@ def test_bulk_csv_cells_and_errors():
     assert text == "Id,Phone,Title,Flag__c\n003A,#N/A,,false\n"
     assert error.code == "INVALID_EMAIL_ADDRESS"
     assert error.message == "Email: invalid email address: a:b (fields: Email)"
+
+
+def test_bulk_rows_read_back_as_the_rest_records_they_stand_for():
+    from crm.salesforce.bulk_read import bulk_record
+
+    types = {"Seats__c": "double", "Count__c": "int", "Vip__c": "boolean", "Seen__c": "datetime"}
+    row = {"Id": "003A", "Phone": "", "IsDeleted": "false", "Account.Name": "", "Seats__c": "40",
+           "Count__c": "3", "Vip__c": "true", "Seen__c": "2024-01-01T12:00:00.000Z"}  # fmt: skip
+
+    record = bulk_record(row, types)
+
+    assert record == {
+        "Id": "003A", "Phone": None, "IsDeleted": False, "Account": None, "Seats__c": 40.0, "Count__c": 3,
+        "Vip__c": True, "Seen__c": "2024-01-01T12:00:00.000+0000",
+    }  # fmt: skip
+    assert bulk_record({"Account.Name": "Acme"}, {})["Account"] == {"Name": "Acme"}
