@@ -94,6 +94,7 @@ class SalesforceProvider(Provider):
     def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
         """Current state via queryAll, so deleted records come back flagged; ids Salesforce no
         longer knows at all (purged from the recycle bin) are reported deleted too."""
+        extra = self.extra_fields() if extra is None else extra  # once, not per record
         wanted = []
         for external_id in dict.fromkeys(external_ids):
             if _CONTACT_ID.match(external_id or ""):
@@ -127,12 +128,15 @@ class SalesforceProvider(Provider):
         again since) they are all yielded again, which the idempotent apply path absorbs.
         """
         where = f" WHERE SystemModstamp >= {soql_datetime(modstamp)}" if modstamp is not None else ""
+        # Read once for the whole read (not per record: each look is a cache round trip), so the
+        # records are parsed with the fields the query selected.
+        extra = self.extra_fields()
         records = read_records(
-            self.client, select=self._select(), where=where, threshold=self.bulk_threshold, extra=self.extra_fields()
+            self.client, select=self._select(extra), where=where, threshold=self.bulk_threshold, extra=extra
         )
         tied: list[InboundChange] = []  # records stamped exactly at the cursor
         for record in records:
-            change = self._change(record)
+            change = self._change(record, extra)
             at = change.occurred_at
             if modstamp is not None and at is not None:
                 if at < modstamp:

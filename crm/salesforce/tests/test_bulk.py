@@ -167,3 +167,18 @@ def test_bulk_rows_read_back_as_the_rest_records_they_stand_for():
         "Vip__c": True, "Seen__c": "2024-01-01T12:00:00.000+0000",
     }  # fmt: skip
     assert bulk_record({"Account.Name": "Acme"}, {})["Account"] == {"Name": "Acme"}
+
+
+def test_a_read_looks_up_the_mapped_fields_once_not_per_record(org, bulk_provider, monkeypatch):
+    from crm import base
+
+    seed(org, 30)
+    looked_up = []
+    source = base._extra_fields
+    monkeypatch.setattr(base, "_extra_fields", lambda name: looked_up.append(name) or source(name))
+
+    changes = list(bulk_provider.changes_since(modstamp=None, last_id=""))
+    fetched = bulk_provider.fetch([c.external_id for c in changes])
+
+    assert len(changes) == len(fetched) == 30
+    assert looked_up == ["salesforce", "salesforce"]  # each one a cache round trip: one per read
