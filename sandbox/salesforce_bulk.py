@@ -73,6 +73,8 @@ def _flat(record: dict[str, Any], path: str) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and len(value) == 28 and value[10] == "T" and value.endswith("+0000"):
+        return value[:-5] + "Z"  # result files write date-times in UTC with a Z (REST: +0000)
     return str(value)
 
 
@@ -345,24 +347,11 @@ class BulkMixin:
         self._set(job, state="InProgress")
         _, records = self._execute(query, version.removeprefix("v"), include_deleted=job["operation"] == "queryAll")
         names = [path.name for path in query.fields]
-        rows = [[_flat(self._bulk_values(record), name) for name in names] for record in records]
+        rows = [[_flat(record, name) for name in names] for record in records]
         with self._bulk_lock:
             job["_header"], job["_rows"] = names, rows
         if job["state"] != "Aborted":
             self._set(job, state="JobComplete", numberRecordsProcessed=len(rows), retries=0)
-
-    @staticmethod
-    def _bulk_values(record: dict[str, Any]) -> dict[str, Any]:
-        """Bulk result files write date-times in UTC with a Z (the REST API's +0000 otherwise)."""
-        out: dict[str, Any] = {}
-        for name, value in record.items():
-            if isinstance(value, dict):
-                out[name] = BulkMixin._bulk_values(value)
-            elif isinstance(value, str) and len(value) == 28 and value.endswith("+0000") and value[10] == "T":
-                out[name] = value[:-5] + "Z"
-            else:
-                out[name] = value
-        return out
 
     def query_job_list(self, request: Request, version: str) -> Response:
         return self._list("query")
