@@ -173,6 +173,10 @@ class Provider(ABC):
     label: ClassVar[str] = ""  # how people write the CRM's name, for messages ("HubSpot")
     webhook_queue: ClassVar[str]
     batch_size: ClassVar[int]
+    # A CRM with a bulk API: past `bulk_threshold` records waiting, a drain takes up to
+    # `bulk_batch_size` at once and `push` sends them as one bulk job (0: no bulk API).
+    bulk_threshold: int = 0
+    bulk_batch_size: int = 0
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)

@@ -29,6 +29,23 @@ Classify = Callable[[requests.Response, Any], "ProviderError | None"]
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What a CRM's answer says of our API budget in one window: `used` of `limit` calls.
+
+    `window` is "short" (HubSpot's rolling 10 s) or "day" (HubSpot's daily limit, Salesforce's
+    rolling 24 h org quota). Each CRM reads its own headers into these (`CallPath.read_budget`).
+    """
+
+    window: str
+    used: int
+    limit: int
+
+
+# The answer's headers → the budgets they report (none when the CRM sent no such header).
+ReadBudget = Callable[[Mapping[str, str]], "list[Budget]"]
+
+
+@dataclass(frozen=True)
 class CallRecord:
     """One HTTP call to a CRM, the same for every CRM: what metrics and audits see."""
 
@@ -39,6 +56,7 @@ class CallRecord:
     seconds: float
     outcome: str  # "ok", "auth_refresh" (a 401 followed by one token refresh) or the error class, lower case
     error: ProviderError | None = None
+    budgets: tuple[Budget, ...] = ()  # what the answer's rate-limit headers said
 
 
 @dataclass(frozen=True)
@@ -112,8 +130,10 @@ class CallPath:
         limiter: RateLimiter,
         tokens: TokenCache | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
+        read_budget: ReadBudget | None = None,
     ) -> None:
         self.name = name
+        self.read_budget = read_budget
         self.session = session
         self.timeout = timeout
         self.classify = classify
@@ -132,9 +152,13 @@ class CallPath:
         authorized: bool = True,
         classify: Classify | None = None,
         headers: Mapping[str, str] | None = None,
+        raw: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Send one call; the decoded JSON body (None when empty) or a classified ProviderError.
+
+        `raw`: a successful answer is returned as the `requests.Response` itself (CSV and other
+        bodies that are not JSON); failures are classified as for any other call.
 
         `url` may be a callable, resolved after the token: a login can move the API's host.
         A 401 (an AuthExpired from `classify`) refreshes the token once and sends again; a token
@@ -150,10 +174,11 @@ class CallPath:
             sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if tokens is not None else {})}
             started = time.monotonic()
             response = self._send(method, target, operation, route, started, headers=sent, **kwargs)
-            body, error = self._answer(response, check)
+            body, error = self._answer(response, check, raw=raw)
             retry = isinstance(error, AuthExpired) and tokens is not None and tokens.can_refresh and not refreshed
             outcome = "auth_refresh" if retry else _outcome(error)
-            self._record(operation, method, route, response.status_code, started, outcome, error)
+            budgets = self._budgets(response)
+            self._record(operation, method, route, response.status_code, started, outcome, error, budgets)
             if retry and tokens is not None:
                 tokens.refresh(token)
                 refreshed = True
@@ -184,9 +209,23 @@ class CallPath:
             self._record(operation, method, route, None, started, _outcome(error), error)
             raise error from exc
 
-    def _answer(self, response: requests.Response, classify: Classify) -> tuple[Any, ProviderError | None]:
+    def _budgets(self, response: requests.Response) -> tuple[Budget, ...]:
+        if self.read_budget is None:
+            return ()
+        try:
+            return tuple(self.read_budget(response.headers))
+        except ValueError:  # a malformed header is no reason to fail the call
+            logger.warning("%s sent an unreadable rate-limit header", self.name)
+            return ()
+
+    def _answer(
+        self, response: requests.Response, classify: Classify, *, raw: bool = False
+    ) -> tuple[Any, ProviderError | None]:
         body: Any = None
         decoded = True
+        if raw and response.status_code < 300:
+            error = classify(response, None)
+            return (response if error is None else None), error
         if response.content:
             try:
                 body = response.json()
@@ -207,10 +246,11 @@ class CallPath:
         started: float,
         outcome: str,
         error: ProviderError | None,
+        budgets: tuple[Budget, ...] = (),
     ) -> None:
         if self.on_call is None:
             return
-        record = CallRecord(operation, method, route, status, time.monotonic() - started, outcome, error)
+        record = CallRecord(operation, method, route, status, time.monotonic() - started, outcome, error, budgets)
         try:
             self.on_call(record)
         except Exception:  # metrics must never break a sync

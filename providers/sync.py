@@ -33,7 +33,7 @@ from django.utils import timezone
 from psycopg2.extras import execute_values
 
 from contacts.models import Contact, is_blank
-from crm.base import AuthExpired, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from crm.base import AuthExpired, Provider, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
 from crm.registry import get_provider
 from providers.backoff import retry_delay
 from providers.crm_state import crm_is_paused, crm_mark_auth_failed
@@ -80,6 +80,15 @@ def _linger(*, provider: str, batch_size: int) -> None:
         count = newer
 
 
+def _batch_size(provider: Provider) -> int:
+    """The CRM's batch, or its bulk batch when more than its bulk threshold is waiting (a backfill
+    or an initial sync): one bulk job then carries thousands of records in a handful of calls."""
+    if not (provider.bulk_batch_size and provider.bulk_threshold):
+        return provider.batch_size
+    waiting = due_links(provider=provider.name)[: provider.bulk_threshold + 1].count()
+    return provider.bulk_batch_size if waiting > provider.bulk_threshold else provider.batch_size
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claimed link as the claim read it: the contact's state sent, and the CAS token."""
@@ -114,9 +123,10 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
     provider = get_provider(provider_name)
     if crm_is_paused(provider=provider_name):
         return DrainReport(paused=True)
-    if linger:
-        _linger(provider=provider_name, batch_size=provider.batch_size)
-    claims = _claim(provider_name=provider_name, batch_size=provider.batch_size)
+    batch_size = _batch_size(provider)
+    if linger and batch_size == provider.batch_size:
+        _linger(provider=provider_name, batch_size=batch_size)
+    claims = _claim(provider_name=provider_name, batch_size=batch_size)
     report = DrainReport(claimed=len(claims))
     if not claims:
         return report

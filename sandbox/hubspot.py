@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +31,7 @@ from sandbox.core import (
     json_response,
 )
 from sandbox.hubspot_batch import BatchRoutes
+from sandbox.hubspot_oauth import OAuthRoutes
 from sandbox.hubspot_properties_api import PropertyRoutes
 from sandbox.hubspot_search import search
 from sandbox.hubspot_store import DEFAULT_PROPERTIES, Contact, ContactStore, Source, hs_error
@@ -43,10 +42,6 @@ __all__ = ["DEFAULT_PORT", "HubSpotApp", "add_arguments", "create_app"]
 DEFAULT_PORT = 8102
 CONTACTS = "/crm/v3/objects/contacts"
 SUBSCRIBED_PROPERTIES = ("email", "firstname", "lastname", "phone", "company", "jobtitle")
-_AUTH_MESSAGE = (
-    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more "
-    "details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
-)
 
 
 def _coerce_names(value: Any) -> tuple[str, ...]:
@@ -74,7 +69,7 @@ def _rate_limited(policy: str, message: str, retry_after: int, headers: Iterable
     return ApiError(429, body, [*headers, ("Retry-After", str(retry_after))])
 
 
-class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
+class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
     """The HubSpot sandbox. Config keys beyond the core's are listed in CONFIG_FIELDS."""
 
     KIND = "hubspot"
@@ -88,6 +83,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         "client_secret": ("sandbox-secret", coerce_str),
         "refresh_token": ("sandbox-refresh-token", coerce_str),
         "token_ttl_s": (1800.0, coerce_non_negative),
+        "redirect_uris": ((), _coerce_names),  # the app's redirect URLs; empty = any http(s) URL
         "app_id": (1234567, _coerce_id),
         "portal_id": (62515, _coerce_id),
         "ui_user_id": (45678, _coerce_id),
@@ -100,12 +96,8 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         # reuses one). A seed makes them repeatable (1001, 1002, …).
         first_id = ContactStore.FIRST_ID if seed is not None else random.SystemRandom().randrange(10**6, 10**8) * 100
         self.store = ContactStore(first_id=first_id)
-        self._tokens: dict[str, float] = {}  # OAuth access token → expiry (monotonic)
-        self._refresh_tokens: set[str] = set()
-        self._issued_by: dict[str, str] = {}  # access token → the refresh token it came from
-        self._revoked: set[str] = set()  # refresh tokens deleted (the app uninstalled)
-        self._tokens_lock = threading.Lock()
         self.clock: Callable[[], float] = time.monotonic  # token expiry; tests replace it instead of sleeping
+        self.init_oauth()
         super().__init__(seed=seed, **config)
         self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
         self.events = EventFactory(self.config)
@@ -122,10 +114,9 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         add("POST", CONTACTS + "/search", self.search_contacts, tags={"search"})
         self.add_batch_routes(CONTACTS + "/batch")
         self.add_property_routes()
-        add("POST", "/oauth/v1/token", self.oauth_token, auth=False)
-        add("GET", "/oauth/v1/access-tokens/{token}", self.oauth_token_info, auth=False)
-        add("DELETE", "/oauth/v1/refresh-tokens/{token}", self.oauth_revoke, auth=False)
+        self.add_oauth_routes()
         self.control.add("POST", "/_sandbox/seed", self._control_seed)
+        self.control.add("POST", "/_sandbox/tokens/expire", self._control_expire_tokens)
 
     def make_error(self, status: int, reason: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
         if reason == "RATE_LIMITED":
@@ -141,9 +132,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         return hs_error(status, category, message, headers)
 
     def config_changed(self, keys: set[str]) -> None:
-        if "refresh_token" in keys:  # setting it (again) re-authorises the app with that token
-            with self._tokens_lock:
-                self._revoked.discard(self.config["refresh_token"])
+        self.oauth_config_changed(keys)
         if "search_rate_limit" in keys:
             self.search_limiter = RollingWindowLimiter.from_config(self.config["search_rate_limit"])
 
@@ -154,7 +143,7 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         private_app = token == self.config["token"]
         if not private_app:
-            self._check_oauth_token(token)
+            self.check_oauth_token(token)
         if "search" in route.tags:
             # Search has its own per-second limit and its responses carry no limit headers.
             hit = self.search_limiter.hit(token)
@@ -184,15 +173,6 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         if not daily.allowed:
             raise _rate_limited("DAILY", "You have reached your daily limit.", daily.retry_after_s, headers)
         return headers
-
-    def _check_oauth_token(self, token: str) -> None:
-        expiry = self._tokens.get(token) if token else None
-        if expiry is None:
-            raise hs_error(401, "INVALID_AUTHENTICATION", _AUTH_MESSAGE)
-        late = self.clock() - expiry
-        if late >= 0:
-            message = f"The OAuth token used to make this call expired {int(late)} second(s) ago."
-            raise hs_error(401, "EXPIRED_AUTHENTICATION", message)
 
     # -- records and events ----------------------------------------------------
 
@@ -282,75 +262,6 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
     def search_contacts(self, request: Request) -> Response:
         return json_response(search(self.store.live(), self.json_body(request)))
 
-    # -- OAuth -----------------------------------------------------------------
-
-    def oauth_token(self, request: Request) -> Response:
-        form, config = request.form, self.config
-        grant = form.get("grant_type", "")
-
-        def refuse(status: str, message: str) -> ApiError:
-            body = {"status": status, "message": message, "correlationId": str(uuid.uuid4())}
-            return ApiError(400, body)
-
-        if grant not in ("refresh_token", "authorization_code"):
-            raise refuse("BAD_GRANT_TYPE", "missing or invalid grant_type")
-        if form.get("client_id") != config["client_id"]:
-            raise refuse("BAD_CLIENT_ID", "missing or invalid client_id")
-        if form.get("client_secret") != config["client_secret"]:
-            raise refuse("BAD_CLIENT_SECRET", "missing or invalid client_secret")
-        if grant == "refresh_token":
-            refresh = form.get("refresh_token", "")
-            known = refresh == config["refresh_token"] or refresh in self._refresh_tokens
-            if not known or refresh in self._revoked:
-                raise refuse("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
-        elif not form.get("code"):
-            # Any non-empty code is a valid authorization code in the sandbox.
-            raise refuse("BAD_AUTH_CODE", "missing or unknown auth code")
-        else:
-            refresh = str(uuid.uuid4())
-        access = "CN" + secrets.token_urlsafe(48)
-        ttl = config["token_ttl_s"]
-        with self._tokens_lock:
-            now = self.clock()
-            if len(self._tokens) > 10_000:
-                self._tokens = {token: expiry for token, expiry in self._tokens.items() if expiry > now}
-                self._issued_by = {a: r for a, r in self._issued_by.items() if a in self._tokens}
-            self._tokens[access] = now + ttl
-            self._issued_by[access] = refresh
-            self._refresh_tokens.add(refresh)
-        body = {"token_type": "bearer", "refresh_token": refresh, "access_token": access, "expires_in": int(ttl)}
-        return json_response(body)
-
-    def oauth_revoke(self, request: Request, token: str) -> Response:
-        """Delete a refresh token: it and every access token it issued stop working at once."""
-        with self._tokens_lock:
-            if token in self._revoked or (token != self.config["refresh_token"] and token not in self._refresh_tokens):
-                raise hs_error(404, "OBJECT_NOT_FOUND", "Refresh token not found")
-            self._revoked.add(token)
-            self._refresh_tokens.discard(token)
-            for access in [a for a, refresh in self._issued_by.items() if refresh == token]:
-                self._tokens.pop(access, None)
-                del self._issued_by[access]
-        return empty_response()
-
-    def oauth_token_info(self, request: Request, token: str) -> Response:
-        expiry = self._tokens.get(token)
-        if expiry is None or expiry <= self.clock():
-            raise hs_error(404, "OBJECT_NOT_FOUND", "Token not found or expired")
-        config = self.config
-        body = {
-            "token": token,
-            "user": "sandbox@example.com",
-            "hub_domain": "sandbox.hubspot.local",
-            "scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write", "oauth"],
-            "hub_id": config["portal_id"],
-            "app_id": config["app_id"],
-            "expires_in": int(expiry - self.clock()),
-            "user_id": config["ui_user_id"],
-            "token_type": "access",
-        }
-        return json_response(body)
-
     # -- control plane ---------------------------------------------------------
 
     def edit_record(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -394,6 +305,9 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
             properties = {"email": f"{prefix}-{index}@{domain}", "firstname": "Seed", "lastname": f"Contact {index}"}
             ids.append(self.store.create(properties, source=source).id)
         return ids
+
+    def _control_expire_tokens(self, request: Request) -> Response:
+        return json_response({"expired": self.expire_access_tokens()})
 
     def _control_seed(self, request: Request) -> Response:
         body = self._control_json(request)

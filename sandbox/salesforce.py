@@ -32,7 +32,9 @@ from sandbox.salesforce_auth import (
     AuthMixin,
     SessionRegistry,
 )
+from sandbox.salesforce_bulk import BulkMixin
 from sandbox.salesforce_describe import DescribeMixin
+from sandbox.salesforce_oauth import WebServerFlow
 from sandbox.salesforce_outbound import (
     OUTBOUND_FIELDS,
     ChannelDispatcher,
@@ -96,13 +98,19 @@ def _coerce_fields(value: Any) -> tuple[str, ...]:
     return tuple(["Id"] + sorted(set(names) - {"Id"}))
 
 
+def _coerce_urls(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(url, str) for url in value):
+        raise ValueError("expected a list of URLs")
+    return tuple(value)
+
+
 def _coerce_positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("expected a positive integer")
     return value
 
 
-class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
+class SalesforceApp(AuthMixin, WebServerFlow, BulkMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp):
     """One emulated org. Config keys: see :attr:`CONFIG_FIELDS`."""
 
     KIND = "salesforce"
@@ -122,6 +130,7 @@ class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp)
         "token_ttl_s": (7200.0, coerce_non_negative),
         "organization_id": (DEFAULT_ORGANIZATION_ID, _coerce_org_id),
         "instance_url": (None, coerce_optional_str),
+        "callback_urls": ((), _coerce_urls),  # the connected app's callback URLs; empty = any http(s) URL
         "outbound_messages": (True, coerce_bool),
         "outbound_fields": (OUTBOUND_FIELDS, _coerce_fields),
         "change_events_enabled": (True, coerce_bool),
@@ -177,9 +186,11 @@ class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp)
         self.api("GET", "/services/data", self.versions, auth=False)
         self.api("POST", "/services/oauth2/token", self.oauth_token, auth=False)
         self.api("POST", "/services/oauth2/revoke", self.oauth_revoke, auth=False)
+        self.setup_oauth_routes()
         self.api("POST", "/services/Soap/u/{soap_version}", self.soap_login, auth=False)
         self.api("GET", "/id/{org_id}/{user_id}", self.identity)
         self.api("GET", "/services/oauth2/userinfo", self.userinfo)
+        self.setup_bulk_routes()
         self.setup_query_routes()  # before the REST routes: /sobjects/X/updated is not a record id
         self.setup_describe_routes()  # likewise /sobjects/X/describe
         self.setup_rest_routes()
@@ -323,6 +334,7 @@ class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp)
     def reset_records(self) -> None:
         self.store.clear()
         self.cursors.clear()
+        self.clear_bulk_jobs()
 
     def extra_stats(self) -> dict[str, Any]:
         with self.store.lock:

@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 from defusedxml import ElementTree
 from werkzeug.wrappers import Request, Response
 
+from sandbox.consent import CodeRegistry, pkce_matches
 from sandbox.core import json_response
 from sandbox.salesforce_schema import INTEGRATION_USER_ID, UI_USER_ID, normalize_id
 
@@ -54,12 +55,17 @@ def oauth_error(error: OAuthError) -> Response:
 
 
 class SessionRegistry:
-    """Issued access tokens (with expiry) and refresh tokens. Thread-safe."""
+    """Issued access tokens (with expiry) and refresh tokens. Thread-safe.
+
+    An access token remembers the refresh token it came from: revoking a refresh token revokes
+    every access token it issued, as the CRM does.
+    """
 
     def __init__(self, organization_id: str) -> None:
         self.organization_id = organization_id
         self._access: dict[str, float] = {}
-        self._refresh: set[str] = set()
+        self._issued: dict[str, tuple[float, str | None]] = {}  # access token → (issued at, refresh token)
+        self._refresh: dict[str, str] = {}  # refresh token → scope
         self._lock = threading.Lock()
         self.clock: Callable[[], float] = time.time  # tests replace it to expire tokens without sleeping
 
@@ -67,13 +73,17 @@ class SessionRegistry:
         random_part = "".join(secrets.choice(_TOKEN_CHARS) for _ in range(96))
         return f"{self.organization_id[:15]}!AQ{random_part}"
 
-    def issue(self, ttl_s: float, *, with_refresh: bool) -> tuple[str, str | None]:
+    def issue(
+        self, ttl_s: float, *, with_refresh: bool, parent: str | None = None, scope: str = "api refresh_token"
+    ) -> tuple[str, str | None]:
         access = self._new_token()
         refresh = "5Aep" + "".join(secrets.choice(_TOKEN_CHARS[:62]) for _ in range(83)) if with_refresh else None
         with self._lock:
-            self._access[access] = self.clock() + ttl_s
+            now = self.clock()
+            self._access[access] = now + ttl_s
+            self._issued[access] = (now, refresh or parent)
             if refresh:
-                self._refresh.add(refresh)
+                self._refresh[refresh] = scope
         return access, refresh
 
     def valid(self, token: str) -> bool:
@@ -81,6 +91,7 @@ class SessionRegistry:
             expiry = self._access.get(token)
             if expiry is not None and expiry <= self.clock():
                 del self._access[token]
+                self._issued.pop(token, None)
                 return False
             return expiry is not None
 
@@ -88,10 +99,27 @@ class SessionRegistry:
         with self._lock:
             return token in self._refresh
 
+    def describe(self, token: str) -> dict[str, Any] | None:
+        """Introspection facts of a live token: kind, scope, issued and expiry times (epoch s)."""
+        with self._lock:
+            if token in self._refresh:
+                return {"token_type": "refresh_token", "scope": self._refresh[token]}
+            expiry = self._access.get(token)
+            if expiry is None or expiry <= self.clock():
+                return None
+            issued_at, parent = self._issued.get(token, (expiry, None))
+            scope = self._refresh.get(parent or "", "api")
+            return {"token_type": "access_token", "scope": scope, "iat": int(issued_at), "exp": int(expiry)}
+
     def revoke(self, token: str) -> bool:
         with self._lock:
-            found = self._access.pop(token, None) is not None or token in self._refresh
-            self._refresh.discard(token)
+            found = self._access.pop(token, None) is not None
+            self._issued.pop(token, None)
+            if self._refresh.pop(token, None) is not None:
+                found = True
+                for access in [a for a, (_, parent) in self._issued.items() if parent == token]:
+                    self._access.pop(access, None)
+                    del self._issued[access]
             return found
 
     def expire_all(self) -> int:
@@ -99,6 +127,7 @@ class SessionRegistry:
         with self._lock:
             count = len(self._access)
             self._access.clear()
+            self._issued.clear()
             return count
 
 
@@ -182,15 +211,22 @@ def login_fault(
 
 
 def grant(
-    request: Request, form: Mapping[str, str], *, config: Mapping[str, Any], sessions: SessionRegistry
+    request: Request,
+    form: Mapping[str, str],
+    *,
+    config: Mapping[str, Any],
+    sessions: SessionRegistry,
+    codes: CodeRegistry | None = None,
 ) -> tuple[str, str | None]:
     """Check a token request; the (access token, refresh token) to return. Raises OAuthError."""
     grant_type = form.get("grant_type", "")
-    if grant_type not in ("password", "refresh_token", "client_credentials"):
+    if grant_type not in ("password", "refresh_token", "client_credentials", "authorization_code"):
         raise OAuthError("unsupported_grant_type", "grant type not supported")
     client_id, client_secret = client_credentials(request, form)
     if client_id != config["client_id"]:
         raise OAuthError("invalid_client_id", "client identifier invalid")
+    if grant_type == "authorization_code":
+        return exchange_code(form, client_secret, config=config, sessions=sessions, codes=codes)
     secret_required = grant_type != "refresh_token" or client_secret
     if secret_required and not hmac.compare_digest(client_secret.encode(), config["client_secret"].encode()):
         raise OAuthError("invalid_client", "invalid client credentials")
@@ -200,10 +236,40 @@ def grant(
             raise OAuthError("invalid_grant", "authentication failure")
         return sessions.issue(ttl, with_refresh=True)
     if grant_type == "refresh_token":
-        if not sessions.has_refresh(form.get("refresh_token", "")):
+        refresh = form.get("refresh_token", "")
+        if not sessions.has_refresh(refresh):
             raise OAuthError("invalid_grant", "expired access/refresh token")
-        return sessions.issue(ttl, with_refresh=False)
+        return sessions.issue(ttl, with_refresh=False, parent=refresh)
     return sessions.issue(ttl, with_refresh=False)
+
+
+def exchange_code(
+    form: Mapping[str, str],
+    client_secret: str,
+    *,
+    config: Mapping[str, Any],
+    sessions: SessionRegistry,
+    codes: CodeRegistry | None,
+) -> tuple[str, str | None]:
+    """The web-server flow's second leg: a one-time code, its redirect URI, the PKCE verifier.
+
+    A client secret, when sent, must be right; without one the PKCE verifier is the proof (the
+    connected app's "Require Secret for Web Server Flow" off).
+    """
+    if client_secret and not hmac.compare_digest(client_secret.encode(), config["client_secret"].encode()):
+        raise OAuthError("invalid_client", "invalid client credentials")
+    code = codes.take(form.get("code", "")) if codes is not None else None
+    if code is None or code.client_id != config["client_id"]:
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    if code.redirect_uri != form.get("redirect_uri", ""):
+        raise OAuthError("redirect_uri_mismatch", "redirect_uri must match configuration")
+    if code.code_challenge:
+        if not pkce_matches(form.get("code_verifier", ""), code.code_challenge, code.code_challenge_method):
+            raise OAuthError("invalid_grant", "invalid code verifier")
+    elif not client_secret:
+        raise OAuthError("invalid_client", "invalid client credentials")
+    scope = code.scope or "api refresh_token"
+    return sessions.issue(config["token_ttl_s"], with_refresh="refresh_token" in scope.split(), scope=scope)
 
 
 class AuthMixin:
@@ -211,6 +277,7 @@ class AuthMixin:
 
     config: dict[str, Any]
     sessions: SessionRegistry
+    codes: CodeRegistry
     _base_url: str
     make_error: Callable[..., Any]
 
@@ -222,7 +289,7 @@ class AuthMixin:
     def oauth_token(self, request: Request) -> Response:
         form = request.form
         try:
-            access, refresh = grant(request, form, config=self.config, sessions=self.sessions)
+            access, refresh = grant(request, form, config=self.config, sessions=self.sessions, codes=self.codes)
         except OAuthError as error:
             return oauth_error(error)
         identity = f"{self._base_url}/id/{self.config['organization_id']}/{INTEGRATION_USER_ID}"
@@ -232,7 +299,7 @@ class AuthMixin:
             body["refresh_token"] = refresh
         body.update(
             signature=token_signature(identity, issued_at, self.config["client_secret"]),
-            scope="api refresh_token" if refresh else "api",
+            scope=(self.sessions.describe(access) or {}).get("scope", "api"),
             instance_url=self._base_url,
             id=identity,
             token_type="Bearer",

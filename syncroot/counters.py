@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Protocol
 
@@ -82,6 +82,44 @@ def retention_pruned_record(*, kind: str, rows: int) -> None:
         logger.warning("pruned rows not counted: Redis unavailable", extra={"kind": kind, "error": str(exc)})
 
 
+def api_budget_record(*, connection: str, budgets: Iterable[BudgetReading]) -> None:
+    """Keep the latest API budget a CRM reported (its rate-limit headers), per connection and
+    window, in one Redis hash: gauges, so the newest answer wins. Never raises."""
+    global _redis_down_until
+    fields: dict[str, int] = {}
+    for budget in budgets:
+        fields[f"{connection}|{budget.window}|used"] = budget.used
+        fields[f"{connection}|{budget.window}|limit"] = budget.limit
+    if not fields or time.monotonic() < _redis_down_until:
+        return
+    try:
+        pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hset(counter_key("api_budget"), mapping=fields)
+        pipe.expire(counter_key("api_budget"), COUNTER_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        _redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+        logger.warning("API budget not recorded: Redis unavailable", extra={"provider": connection, "error": str(exc)})
+
+
+def api_budgets() -> dict[tuple[str, str], dict[str, int]]:
+    """{(connection, window): {"used": n, "limit": m}} as last reported. Raises RedisError."""
+    raw = counters_redis(settings.REDIS_URL).hgetall(counter_key("api_budget"))
+    budgets: dict[tuple[str, str], dict[str, int]] = {}
+    for field, value in raw.items():
+        connection, window, kind = field.decode().rsplit("|", 2)
+        budgets.setdefault((connection, window), {})[kind] = int(value)
+    return budgets
+
+
+class BudgetReading(Protocol):
+    """One window of a CRM's reported budget (crm.http.Budget)."""
+
+    window: str
+    used: int
+    limit: int
+
+
 class CallRecord(Protocol):
     """What `crm_response_hook` reads of a client's call record (crm.http.CallRecord)."""
 
@@ -89,6 +127,7 @@ class CallRecord(Protocol):
     outcome: str
     status: int | None
     seconds: float
+    budgets: tuple[BudgetReading, ...]
 
 
 def crm_response_hook(provider: str) -> Callable[[CallRecord], None]:
@@ -103,5 +142,7 @@ def crm_response_hook(provider: str) -> Callable[[CallRecord], None]:
             status=record.status,
             seconds=record.seconds,
         )
+        if record.budgets:
+            api_budget_record(connection=provider, budgets=record.budgets)
 
     return hook

@@ -33,7 +33,7 @@ from prometheus_client import multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from syncroot.counters import counter_key, counters_redis
+from syncroot.counters import api_budgets, counter_key, counters_redis
 from syncroot.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,17 @@ def _families() -> dict[str, Metric]:
             "syncroot_retention_oldest_seconds",
             "Age of the oldest row of each kind retention prunes (about RETENTION_DAYS when it keeps up); 0 when none.",
             labels=["kind"],
+        ),
+        "budget_used": GaugeMetricFamily(
+            "syncroot_api_budget_used",
+            "API calls used in each window as the CRM last reported it (HubSpot X-HubSpot-RateLimit-* headers, "
+            "Salesforce Sforce-Limit-Info); window short (HubSpot's 10 s) or day.",
+            labels=["connection", "window"],
+        ),
+        "budget_limit": GaugeMetricFamily(
+            "syncroot_api_budget_limit",
+            "API calls allowed in each window as the CRM last reported it.",
+            labels=["connection", "window"],
         ),
         "redis_up": GaugeMetricFamily(
             "syncroot_metrics_redis_up", "1 when the CRM call counters could be read from Redis."
@@ -189,6 +200,7 @@ class SyncRootCollector:
             for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited", "retention_pruned"):
                 pipe.hgetall(counter_key(name))
             requests, seconds, rate_limited, pruned = pipe.execute()
+            budgets = api_budgets()
         except redis.RedisError as exc:
             logger.warning("CRM call counters unavailable: Redis error", extra={"error": str(exc)})
             families["redis_up"].add_metric([], 0)
@@ -202,6 +214,10 @@ class SyncRootCollector:
             families["rate_limited"].add_metric([field.decode()], float(value))
         for field, value in sorted(pruned.items()):
             families["pruned"].add_metric([field.decode()], float(value))
+        for (name, window), budget in sorted(budgets.items()):
+            if "used" in budget and "limit" in budget:
+                families["budget_used"].add_metric([name, window], budget["used"])
+                families["budget_limit"].add_metric([name, window], budget["limit"])
 
 
 COLLECTOR = SyncRootCollector()

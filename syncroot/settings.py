@@ -226,6 +226,10 @@ METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # --- end of metrics ----------------------------------------------------------------------------
 
+# Fernet keys for credentials stored at rest, newest first (syncroot/credentials.py); empty: one
+# derived from SECRET_KEY (development).
+CREDENTIALS_KEYS = env.list("CREDENTIALS_KEYS", default=[])
+
 # --- CRM providers ---------------------------------------------------------------------------
 # A provider without credentials is simply not connected. Production and the local sandboxes
 # differ only in these URLs and credentials.
@@ -243,6 +247,10 @@ SALESFORCE = {
     "webhook_token": env.str("SALESFORCE_WEBHOOK_TOKEN", default=""),
     "event_secret": env.str("SALESFORCE_EVENT_SECRET", default=""),
     "rate_limit": env.str("SALESFORCE_RATE_LIMIT", default="25/second"),
+    # Reads and pushes of more records than this go through Bulk API 2.0 jobs (0: never).
+    "bulk_threshold": env.int("SALESFORCE_BULK_THRESHOLD", default=2000),
+    "bulk_batch_size": env.int("SALESFORCE_BULK_BATCH_SIZE", default=10000),
+    "bulk_external_id_field": env.str("SALESFORCE_BULK_EXTERNAL_ID_FIELD", default="SyncRoot_Id__c"),
     "record_url": env.str("SALESFORCE_RECORD_URL", default="{instance_url}/lightning/r/Contact/{id}/view"),
 }
 HUBSPOT = {

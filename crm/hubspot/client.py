@@ -20,7 +20,7 @@ import requests
 from limits import parse as parse_rate
 
 from crm.base import AuthExpired, Permanent, ProviderError, RateLimited, Transient
-from crm.http import CallPath, CallRecord, Token, TokenCache, new_session
+from crm.http import Budget, CallPath, CallRecord, Token, TokenCache, new_session
 from crm.hubspot.transform import ID_PROPERTY, MODIFIED_PROPERTY, id_order, parse_time, to_epoch_ms
 from crm.ratelimit import RateLimiter
 
@@ -176,6 +176,20 @@ def _time_and_id(obj: Mapping[str, Any]) -> tuple[int, tuple[int, int | str]]:
     return (to_epoch_ms(moment) if moment else 0, id_order(str(obj["id"])))
 
 
+def read_budget(headers: Mapping[str, str]) -> list[Budget]:
+    """`X-HubSpot-RateLimit-Max/-Remaining` (the rolling window) and `-Daily/-Daily-Remaining`
+    (private apps only); search answers carry none."""
+    budgets = []
+    for window, limit_name, remaining_name in (
+        ("short", "X-HubSpot-RateLimit-Max", "X-HubSpot-RateLimit-Remaining"),
+        ("day", "X-HubSpot-RateLimit-Daily", "X-HubSpot-RateLimit-Daily-Remaining"),
+    ):
+        limit, remaining = headers.get(limit_name), headers.get(remaining_name)
+        if limit and remaining is not None:
+            budgets.append(Budget(window, max(int(limit) - int(remaining), 0), int(limit)))
+    return budgets
+
+
 def _seconds(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0) if value not in (None, "") else None
@@ -218,6 +232,7 @@ class HubSpotClient:
             limiter=self.limiter,
             tokens=self.tokens,
             on_call=self._count,
+            read_budget=read_budget,
         )
 
     # --- single records ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from crm.base import AuthExpired, ProviderError, Transient
-from crm.http import CallPath, CallRecord, Token, TokenCache, new_session
+from crm.http import Budget, CallPath, CallRecord, Token, TokenCache, new_session
 from crm.ratelimit import RateLimiter
 from crm.salesforce.errors import error_from_response, first_error, retry_after_seconds, transient
 
@@ -30,6 +30,12 @@ USER_ID_RETRY_S = 600.0
 _LIMIT_INFO = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _ID_SEGMENT = re.compile(r"/[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?(?=/|$)")
 _QUERY_MORE = re.compile(r"^/services/data/v[\d.]+/(query|queryAll)/[^/]+$")
+
+
+def read_budget(headers: Mapping[str, str]) -> list[Budget]:
+    """`Sforce-Limit-Info: api-usage=N/M`: the org's rolling 24-hour quota."""
+    match = _LIMIT_INFO.search(headers.get("Sforce-Limit-Info", ""))
+    return [Budget("day", int(match.group(1)), int(match.group(2)))] if match else []
 
 
 def route_of(path: str) -> str:
@@ -85,6 +91,7 @@ class SalesforceClient:
             limiter=self.limiter,
             tokens=self.tokens,
             on_call=self.on_response,
+            read_budget=read_budget,
         )
 
     # --- auth ----------------------------------------------------------------------------
@@ -191,8 +198,11 @@ class SalesforceClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        raw: bool = False,
     ) -> Any:
-        """One REST call; the parsed JSON answer (None for 204). Raises a ProviderError."""
+        """One REST call; the parsed JSON answer (None for 204), or with `raw` the response itself
+        (Bulk API CSV). Raises a ProviderError."""
         route = route_of(path)
         return self.path.request(
             method,
@@ -201,6 +211,8 @@ class SalesforceClient:
             route=route,
             params=params,
             json=json,
+            data=data,
+            raw=raw,
             headers={"Accept": "application/json", **(headers or {})},
         )
 

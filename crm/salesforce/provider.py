@@ -16,6 +16,8 @@ from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
 from crm.salesforce import schema, webhook
 from crm.salesforce.accounts import AccountDirectory
+from crm.salesforce.bulk_push import BulkPush
+from crm.salesforce.bulk_read import read_records
 from crm.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from crm.salesforce.inbound import OUTBOUND_FIELDS, event_change, outbound_change, record_change
 from crm.salesforce.push import ContactPush
@@ -52,9 +54,18 @@ class SalesforceProvider(Provider):
         self.accounts = AccountDirectory(self.client)
         fields = self.config.get("outbound_fields")
         self.outbound_fields: tuple[str, ...] = tuple(fields) if fields else OUTBOUND_FIELDS
+        # More records than this are read and pushed with Bulk API 2.0 jobs (0: never).
+        self.bulk_threshold = int(self.config.get("bulk_threshold") or 0)
+        self.bulk_batch_size = int(self.config.get("bulk_batch_size") or 0) if self.bulk_threshold else 0
+        self.bulk_external_id_field = str(self.config.get("bulk_external_id_field") or "")
 
     # --- outbound --------------------------------------------------------------------------
     def push(self, items: list[PushItem]) -> list[PushResult]:
+        if self.bulk_threshold and len(items) > self.bulk_threshold:
+            return BulkPush(
+                self.client, self.accounts, list(items),
+                threshold=self.bulk_threshold, external_id_field=self.bulk_external_id_field,
+            ).run()  # fmt: skip
         return ContactPush(self.client, self.accounts, list(items)).run()
 
     def probe(self) -> None:
@@ -83,6 +94,7 @@ class SalesforceProvider(Provider):
     def fetch(self, external_ids: list[str], *, extra: tuple[str, ...] | None = None) -> list[InboundChange]:
         """Current state via queryAll, so deleted records come back flagged; ids Salesforce no
         longer knows at all (purged from the recycle bin) are reported deleted too."""
+        extra = self.extra_fields() if extra is None else extra  # once, not per record
         wanted = []
         for external_id in dict.fromkeys(external_ids):
             if _CONTACT_ID.match(external_id or ""):
@@ -115,13 +127,16 @@ class SalesforceProvider(Provider):
         position in Salesforce's own order; when `last_id` is no longer among them (it changed
         again since) they are all yielded again, which the idempotent apply path absorbs.
         """
-        soql = self._select()
-        if modstamp is not None:
-            soql += f" WHERE SystemModstamp >= {soql_datetime(modstamp)}"
-        soql += " ORDER BY SystemModstamp, Id"
+        where = f" WHERE SystemModstamp >= {soql_datetime(modstamp)}" if modstamp is not None else ""
+        # Read once for the whole read (not per record: each look is a cache round trip), so the
+        # records are parsed with the fields the query selected.
+        extra = self.extra_fields()
+        records = read_records(
+            self.client, select=self._select(extra), where=where, threshold=self.bulk_threshold, extra=extra
+        )
         tied: list[InboundChange] = []  # records stamped exactly at the cursor
-        for record in self.client.query(soql, include_deleted=True):
-            change = self._change(record)
+        for record in records:
+            change = self._change(record, extra)
             at = change.occurred_at
             if modstamp is not None and at is not None:
                 if at < modstamp:

@@ -96,7 +96,8 @@ def test_token_response_shape_signature_and_refresh(harness):
             "invalid_client",
         ),
         ({"grant_type": "password", "client_id": "sandbox-client", "client_secret": "sandbox-secret"}, "invalid_grant"),
-        ({"grant_type": "authorization_code", "client_id": "sandbox-client"}, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code", "client_id": "sandbox-client"}, "invalid_grant"),
+        ({"grant_type": "jwt", "client_id": "sandbox-client"}, "unsupported_grant_type"),
     ],
 )
 def test_token_errors(harness, form, error):

@@ -242,3 +242,40 @@ def test_salesforce_calls_are_counted_by_route_without_record_ids(client, settin
     moved = {dict(labels)["operation"]: dict(labels)["outcome"] for labels, n in requests.items() if n}
     assert moved["GET sobjects/Contact/{id}"] == "permanent"
     assert any(operation.startswith("POST") and "token" in operation for operation in moved)  # the login
+
+
+def test_api_budgets_follow_the_crms_rate_limit_headers(client, settings, hubspot_connected):
+    hubspot_connected.config(rate_limit={"max": 50, "interval_ms": 10_000}, daily_quota=1000)
+    hubspot = registry.get_provider("hubspot").client
+
+    for _ in range(3):
+        hubspot.probe()
+    page = scrape(client)
+
+    # The sandbox counts every call: three probes used three of the window's 50 and the day's 1,000.
+    assert value(page, "syncroot_api_budget_limit", connection="hubspot", window="short") == 50
+    assert value(page, "syncroot_api_budget_used", connection="hubspot", window="short") == 3
+    assert value(page, "syncroot_api_budget_limit", connection="hubspot", window="day") == 1000
+    assert value(page, "syncroot_api_budget_used", connection="hubspot", window="day") == 3
+
+
+def test_salesforce_reports_its_daily_api_usage(client, settings):
+    with running_sandbox("salesforce", seed=4, daily_quota=15_000) as sandbox:
+        settings.SALESFORCE = {
+            **settings.SALESFORCE,
+            "login_url": sandbox.url,
+            "client_id": "sandbox-client",
+            "client_secret": "sandbox-secret",
+            "rate_limit": "10000/second",
+            "rate_limit_name": f"salesforce-budget-test-{uuid.uuid4().hex}",
+        }
+        registry.reset()
+        salesforce = registry.get_provider("salesforce").client
+        salesforce.request("GET", "limits")
+        salesforce.request("GET", "limits")
+        page = scrape(client)
+        registry.reset()
+
+    assert value(page, "syncroot_api_budget_limit", connection="salesforce", window="day") == 15_000
+    assert value(page, "syncroot_api_budget_used", connection="salesforce", window="day") == 2
+    assert ("syncroot_api_budget_used", frozenset({"connection": "salesforce", "window": "short"}.items())) not in page
