@@ -32,13 +32,14 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw or " " in raw:
             raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer <token>'.")
-        token = active_token(key_hash=hash_token(raw))
+        token = token_verified(key_hash=hash_token(raw))
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         now = timezone.now()
         # Written at most once a minute per token so the hot path stays read-only.
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now  # the cached copy too, or every request would write it
         return token, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -49,6 +50,33 @@ _TOKEN_FIELDS = [field.attname for field in ApiToken._meta.concrete_fields]
 _TOKEN_QUERY = (
     f"SELECT {', '.join(_TOKEN_FIELDS)} FROM {ApiToken._meta.db_table} WHERE key_hash = %s AND is_active LIMIT 1"
 )
+
+
+# Tokens verified lately, per process: key hash → (verified until, token). Every request needs its
+# token and most come from a handful of clients, so a hit saves the database round trip; a token
+# revoked (or deleted) stops working once its entry runs out, API_TOKEN_CACHE_SECONDS at most.
+# Only tokens found active are kept: an unknown or revoked one is looked up every time, so a token
+# created or re-activated works at once. Bounded: cleared when full (tokens are few).
+_verified: dict[str, tuple[float, ApiToken]] = {}
+_VERIFIED_MAX = 1024
+_clock = time.monotonic  # tests move it forward instead of waiting
+
+
+def token_verified(*, key_hash: str) -> ApiToken | None:
+    """The active token with this hash, from the process's cache while its entry is fresh."""
+    ttl = settings.API_TOKEN_CACHE_SECONDS
+    now = _clock()
+    entry = _verified.get(key_hash)
+    if entry is not None and entry[0] > now:
+        return entry[1]
+    token = active_token(key_hash=key_hash)
+    if token is None:
+        _verified.pop(key_hash, None)
+    elif ttl > 0:
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[key_hash] = (now + ttl, token)
+    return token
 
 
 def active_token(*, key_hash: str) -> ApiToken | None:

@@ -140,6 +140,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
+# Seconds an API process trusts a token it verified without asking the database again: a revoked
+# token is refused within this time. 0 checks the database on every request.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=5)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SyncRoot API",
     "DESCRIPTION": "Contacts kept in sync across CRMs. Authenticate with `Authorization: Bearer <token>`.",
