@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill",
+    "field_backfill", "scale",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -32,6 +32,7 @@ QUICK_ARGS = {
     "api_write": ["--rounds", "2", "--seconds", "3", "--warmup", "1"],
     "worker_rss": ["--events", "20000", "--every", "5000"],
     "field_backfill": ["--contacts", "1000", "--edits", "10"],
+    "scale": ["--sizes", "10000", "100000", "--samples", "30"],
 }
 
 
@@ -103,6 +104,16 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return (
             f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
             f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
+        )
+    if name == "scale":
+        ratios = get("ratios") or {}
+        over = [f"{k} {max(v['p50_ratio'], v['p99_ratio'])}" for k, v in ratios.items()
+                if max(v["p50_ratio"], v["p99_ratio"]) > get("goal_ratio")]  # fmt: skip
+        sizes = get("config", "sizes") or []
+        return (
+            f"{sizes[-1] if sizes else '?'} vs {sizes[0] if sizes else '?'} contacts: worst p50/p99 ratio "
+            f"{get('worst_ratio')} (<= {get('goal_ratio')}) over {len(ratios)} requests; over the goal: "
+            f"{', '.join(over) or 'none'}; load {get('load_1m')}"
         )
     if name == "sandbox_bench":
         rows = [row for rows in (result.get("results") or {}).values() for row in rows]
