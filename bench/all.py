@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill", "scale",
+    "field_backfill", "write_coalescing", "scale",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -33,6 +33,7 @@ QUICK_ARGS = {
     "worker_rss": ["--events", "20000", "--every", "5000"],
     "field_backfill": ["--contacts", "1000", "--edits", "10"],
     "scale": ["--sizes", "10000", "100000", "--samples", "30"],
+    "write_coalescing": ["--burst", "200"],
 }
 
 
@@ -104,6 +105,13 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return (
             f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
             f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
+        )
+    if name == "write_coalescing":
+        return (
+            f"with {get('config', 'cpu_hog_processes')} CPU hogs (load {get('load_1m')}): {get('burst', 'created')} "
+            f"single POSTs {get('burst', 'hubspot_calls_per_contact')} HubSpot calls/contact (<= 0.03); "
+            f"{get('patches', 'patches')} PATCHes in {get('patches', 'sent_in_s')} s: writes "
+            f"{get('patches', 'writes')} (<= 5 per CRM), final value in both {get('patches', 'final_value_in_both')}"
         )
     if name == "scale":
         ratios = get("ratios") or {}

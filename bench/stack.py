@@ -490,6 +490,18 @@ def cpu_by_command(*commands: str) -> dict[str, float]:
     return {name: round(value, 2) for name, value in totals.items()}
 
 
+@contextlib.contextmanager
+def cpu_hog(processes: int) -> Iterator[list[int]]:
+    """`processes` busy loops beside the stack for the block (a machine busy with other work)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield [hog.pid for hog in hogs]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+
+
 def _plain_session(pool: int = 16) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # loopback only: never through a proxy from the environment

@@ -26,7 +26,15 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.stack import Stack, add_settings_option, cpu_by_command, machine, machine_busy_seconds, percentile
+from bench.stack import (
+    Stack,
+    add_settings_option,
+    cpu_by_command,
+    cpu_hog,
+    machine,
+    machine_busy_seconds,
+    percentile,
+)
 
 TARGET_SECONDS = 20.0
 TARGET_HUBSPOT_PER_CONTACT = 0.011
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hubspot_config=hubspot_config,
         salesforce_config=salesforce_config,
     )
-    with stack:
+    with stack, cpu_hog(args.cpu_hog):
         run_id = uuid.uuid4().hex[:8]
         cpu_before, db_cpu_before = stack.cpu_seconds(), cpu_by_command("postgres", "redis-server")
         busy_before, bench_before = machine_busy_seconds(), _own_cpu()
@@ -219,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "hubspot_sandbox_limit": "100/10s",
                 "api_only": args.api_only,
                 "crm_webhooks": not args.no_crm_webhooks,
+                "cpu_hog_processes": args.cpu_hog,
             },
             "end_to_end_s": round(elapsed, 2) if "timeout" not in marks else None,
             "timed_out": "timeout" in marks,
@@ -340,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-only", action="store_true", help="profiling: no Celery workers, API writes only")
     parser.add_argument("--no-crm-webhooks", action="store_true", help="profiling: sandboxes send no webhooks")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    parser.add_argument("--cpu-hog", type=int, default=0, help="busy-loop processes running beside the stack")
     args = parser.parse_args(argv)
     result = run(args)
     print_table(result)
