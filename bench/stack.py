@@ -142,6 +142,7 @@ class Stack:
     gunicorn_workers: int = 3
     beat: bool = False
     workers: tuple[str, ...] = WORKERS
+    forwarders: int = 1  # forwarder processes (forwarder, forwarder2, …) when "forwarder" is in workers
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every SyncRoot process
     hubspot_config: dict[str, Any] = field(default_factory=dict)  # /_sandbox/config after start
     salesforce_config: dict[str, Any] = field(default_factory=dict)
@@ -394,6 +395,12 @@ class Stack:
         self.processes["web"] = Process("web", commands["web"], env, _answers(f"{self.api_url}/readyz"))
         for name in self.workers:
             self.processes[name] = Process(name, commands[name], env, self._pings(name))
+        if "forwarder" in self.workers:
+            # More forwarder processes, as more machines would run: each its own Celery node.
+            for index in range(2, self.forwarders + 1):
+                name = f"forwarder{index}"
+                command = commands["forwarder"].replace("-n forwarder@%h", f"-n {name}@%h")
+                self.processes[name] = Process(name, command, env, self._pings(name))
         if self.beat:
             # Its own schedule file, so a `make run` beat on this machine keeps its own (last flag wins).
             beat = f"{commands['beat']} --schedule {shlex.quote(str(self.log_dir / 'celerybeat-schedule'))}"
