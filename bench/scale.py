@@ -1,20 +1,23 @@
 """Reads and writes at scale: the same requests at 10,000 and at 1,000,000 contacts, side by side.
 
-Run: ``.venv/bin/python -m bench.scale [--sizes 10000 1000000] [--samples 100]``; ``--sizes 10000
-100000`` is a quick run. For each size the bench database is emptied and loaded straight in SQL
-(`INSERT … SELECT generate_series`): N contacts with two links each (HubSpot and Salesforce, synced,
-with CRM ids), a custom enum field `tier` held by every contact, N/10 dead letters and N webhook
-events; then ANALYZE (as autovacuum would) and the requests below, one client, one at a time, over
-gunicorn (no Celery worker runs: their work would compete for the cores; a PATCH leaves its links
-pending, as it does before the forwarder runs):
+Run: ``.venv/bin/python -m bench.scale [--sizes 10000 1000000] [--samples 100] [--rounds 5]``;
+``--sizes 10000 100000`` is a quick run. Each size gets a database of its own, loaded straight in
+SQL (`INSERT … SELECT generate_series`): N contacts with two links each (HubSpot and Salesforce,
+synced, with CRM ids), a custom enum field `tier` held by every contact, N/10 dead letters and N
+webhook events; then VACUUM ANALYZE (as autovacuum would). Each database is served by its own
+gunicorn (same command, same workers); no Celery worker runs (their work would compete for the
+cores; a PATCH leaves its links pending, as before the forwarder runs).
+
+The requests go one at a time, in rounds that alternate small / large, so a machine whose load
+drifts (a shared one does) weighs on both sizes alike:
 
 - ``GET /contacts`` first page, a deep page (cursor at the middle of the table), ``?email=``,
   ``?custom.tier=gold``, ``GET /contacts/{id}``, ``PATCH /contacts/{id}``;
 - the admin change lists of contacts, dead letters, the webhook inbox, and the contact search by
   an email's beginning and by a CRM record id.
 
-Printed per request and size: p50/p99 ms, and the ratio largest / smallest size of each (goal
-<= 1.3). Benchmarks do not assert.
+Printed per request and size: p50/p99 ms, and the ratio large / small of each (goal <= 1.3), with
+the load average. Benchmarks do not assert.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ import random
 import sys
 import time
 import uuid
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 from urllib.parse import urlencode
+
+import psycopg2
+import requests
 
 from bench.stack import Stack, add_settings_option, machine, percentile
 
@@ -61,10 +69,10 @@ def insert_select(cursor: Any, table: str, values: dict[str, str], source: str) 
     cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {', '.join(filled.values())} {source}")
 
 
-def load(stack: Stack, size: int, say: Any) -> dict[str, Any]:
+def load(connect: Any, size: int, say: Any) -> dict[str, Any]:
     """Empty the tables, then load `size` contacts and what goes with them; what to query."""
     began = time.monotonic()
-    with contextlib.closing(stack.db()) as connection, connection.cursor() as cursor:
+    with contextlib.closing(connect()) as connection, connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE contacts_contact, providers_providerlink, providers_deadletter, providers_syncattempt, "
             "webhooks_webhookevent, contacts_customfield CASCADE"
@@ -132,11 +140,11 @@ def contact_id(i: int) -> str:
     return str(uuid.UUID(hashlib.md5(f"c{i}".encode()).hexdigest()))
 
 
-def admin_session(stack: Stack) -> Any:
-    """A logged-in admin session (the superuser is made once per run)."""
-    session = stack.new_session()
-    session.headers.pop("Authorization", None)
-    login = f"{stack.api_url}/admin/login/"
+def admin_session(api_url: str) -> Any:
+    """A session logged in to the admin of the API at `api_url`."""
+    session = requests.Session()
+    session.trust_env = False
+    login = f"{api_url}/admin/login/"
     session.get(login, timeout=30)
     token = session.cookies.get("csrftoken")
     response = session.post(
@@ -148,6 +156,25 @@ def admin_session(stack: Stack) -> Any:
     if "logout" not in response.text.lower():
         raise RuntimeError(f"admin login failed ({response.status_code})")
     return session
+
+
+@dataclass
+class Target:
+    """One size: its database, its API and the sessions that talk to it."""
+
+    size: int
+    database: str
+    api_url: str = ""
+    api: Any = None
+    admin: Any = None
+    plan: dict = dc_field(default_factory=dict)
+    times: dict = dc_field(default_factory=dict)
+    statuses: dict = dc_field(default_factory=dict)
+
+    def connect(self) -> Any:
+        connection = psycopg2.connect(dbname=self.database, host="127.0.0.1", connect_timeout=5)
+        connection.autocommit = True
+        return connection
 
 
 def requests_of(size: int, deep_position: str) -> dict[str, tuple[str, str, Any]]:
@@ -171,65 +198,98 @@ def requests_of(size: int, deep_position: str) -> dict[str, tuple[str, str, Any]
     }
 
 
-def measure(stack: Stack, admin: Any, plan: dict, *, samples: int, warmup: int) -> dict[str, Any]:
-    api = stack.new_session()
-    results = {}
-    for name, (method, path, body) in plan.items():
-        times, statuses = [], {}
-        for n in range(warmup + samples):
-            url = stack.api_url + (path(n) if callable(path) else path)
-            began = time.perf_counter()
-            if method == "ADMIN":
-                response = admin.get(url, timeout=60)
-            else:
-                payload = body(n) if callable(body) else body
-                response = api.request(method, url, json=payload, timeout=60)
-            elapsed = time.perf_counter() - began
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            if n >= warmup:
-                times.append(elapsed * 1000)
-        results[name] = {
-            "p50_ms": round(percentile(times, 50), 2),
-            "p99_ms": round(percentile(times, 99), 2),
-            "statuses": statuses,
-        }
-    return results
+def timed(target: Target, name: str, n: int) -> tuple[float, int]:
+    method, path, body = target.plan[name]
+    url = target.api_url + (path(n) if callable(path) else path)
+    began = time.perf_counter()
+    if method == "ADMIN":
+        response = target.admin.get(url, timeout=60)
+    else:
+        response = target.api.request(method, url, json=body(n) if callable(body) else body, timeout=60)
+    return time.perf_counter() - began, response.status_code
+
+
+def measure(targets: list[Target], *, samples: int, rounds: int, warmup: int) -> None:
+    """Each request kind, in `rounds` rounds alternating the targets; times kept on the targets."""
+    per_round = max(samples // rounds, 1)
+    for name in targets[0].plan:
+        for target in targets:
+            for n in range(warmup):
+                timed(target, name, n)
+            target.times[name], target.statuses[name] = [], {}
+        n = warmup
+        for _ in range(rounds):
+            for target in targets:
+                for i in range(per_round):
+                    elapsed, status = timed(target, name, n + i)
+                    target.times[name].append(elapsed * 1000)
+                    target.statuses[name][status] = target.statuses[name].get(status, 0) + 1
+            n += per_round
+
+
+def setup_target(stack: Stack, target: Target, *, first: bool) -> None:
+    """The target's database migrated (the stack's own for the first), its API, token and admin."""
+    env = {"DATABASE_URL": f"postgres://127.0.0.1:{stack.pg_port}/{target.database}"}
+    if first:
+        target.api_url, token = stack.api_url, stack.token
+    else:
+        with contextlib.closing(psycopg2.connect(dbname="postgres", host="127.0.0.1", connect_timeout=5)) as server:
+            server.autocommit = True
+            with server.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+                cursor.execute(f'CREATE DATABASE "{target.database}"')
+        stack.manage_with(env, "migrate", "--no-input", "-v0")
+        token = stack.manage_with(env, "create_api_token", "bench").strip().splitlines()[-1]
+        target.api_url = stack.add_web(f"web-{target.size}", env)
+    stack.manage_with(env, "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "admin@example.com")
+    target.api = requests.Session()
+    target.api.trust_env = False
+    target.api.headers["Authorization"] = f"Bearer {token}"
+    target.admin = admin_session(target.api_url)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = sorted(args.sizes)
+    small, large = sorted(args.sizes)[0], sorted(args.sizes)[-1]
     env = {"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD, "API_THROTTLE_RATE": "1000000/min", **dict(args.set)}
-    by_size: dict[int, dict[str, Any]] = {}
+    targets = [Target(small, f"{args.database}_small"), Target(large, args.database)]
+    loaded: dict[int, dict[str, Any]] = {}
     with Stack(gunicorn_workers=args.gunicorn_workers, workers=(), env=env, database=args.database,
                redis_db=args.redis_db) as stack:  # fmt: skip
-        stack.manage("createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "admin@example.com")
-        admin = admin_session(stack)
-        for size in sizes:
-            loaded = load(stack, size, lambda text, size=size: print(f"  [{size:,}] {text}", flush=True))
-            load_avg = round(os.getloadavg()[0], 2)
-            figures = measure(stack, admin, requests_of(size, loaded["deep_position"]), samples=args.samples,
-                              warmup=args.warmup)  # fmt: skip
-            by_size[size] = {"load_s": loaded["load_s"], "load_1m": load_avg, "requests": figures}
-            print(json.dumps({"bench": "scale_size", "size": size, **by_size[size]}), flush=True)
-    small, large = sizes[0], sizes[-1]
+        for target in reversed(targets):  # the stack's own database (the large one) first
+            setup_target(stack, target, first=target.database == args.database)
+            say = lambda text, size=target.size: print(f"  [{size:,}] {text}", flush=True)  # noqa: E731
+            loaded[target.size] = load(target.connect, target.size, say)
+            target.plan = requests_of(target.size, loaded[target.size]["deep_position"])
+        load_before = round(os.getloadavg()[0], 2)
+        began = time.monotonic()
+        measure(targets, samples=args.samples, rounds=args.rounds, warmup=args.warmup)
+        load_after = round(os.getloadavg()[0], 2)
     ratios = {}
-    for name, figure in by_size[large]["requests"].items():
-        base = by_size[small]["requests"][name]
+    for name in targets[0].plan:
+        figures = {t.size: (percentile(t.times[name], 50), percentile(t.times[name], 99)) for t in targets}
         ratios[name] = {
-            "p50_ratio": round(figure["p50_ms"] / base["p50_ms"], 2),
-            "p99_ratio": round(figure["p99_ms"] / base["p99_ms"], 2),
-            f"p50_ms_{small}": base["p50_ms"], f"p50_ms_{large}": figure["p50_ms"],
-            f"p99_ms_{small}": base["p99_ms"], f"p99_ms_{large}": figure["p99_ms"],
+            "p50_ratio": round(figures[large][0] / figures[small][0], 2),
+            "p99_ratio": round(figures[large][1] / figures[small][1], 2),
+            f"p50_ms_{small}": round(figures[small][0], 2), f"p50_ms_{large}": round(figures[large][0], 2),
+            f"p99_ms_{small}": round(figures[small][1], 2), f"p99_ms_{large}": round(figures[large][1], 2),
+            "statuses": {str(t.size): t.statuses[name] for t in targets},
         }  # fmt: skip
-    worst = max(max(r["p50_ratio"], r["p99_ratio"]) for r in ratios.values())
     return {
         "bench": "scale",
         "machine": machine(),
-        "config": {"sizes": sizes, "samples": args.samples, "gunicorn_workers": args.gunicorn_workers},
+        "config": {
+            "sizes": [small, large],
+            "samples": args.samples,
+            "rounds": args.rounds,
+            "gunicorn_workers": args.gunicorn_workers,
+        },  # fmt: skip
+        "load_s": {size: row["load_s"] for size, row in loaded.items()},
+        "measured_s": round(time.monotonic() - began, 1),
         "ratios": ratios,
-        "worst_ratio": worst,
+        "worst_ratio": max(max(r["p50_ratio"], r["p99_ratio"]) for r in ratios.values()),
+        "worst_p50_ratio": max(r["p50_ratio"] for r in ratios.values()),
         "goal_ratio": GOAL_RATIO,
-        "load_1m": {size: by_size[size]["load_1m"] for size in sizes},
+        "load_1m": [load_before, load_after],
     }
 
 
@@ -249,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="contacts per load")
     parser.add_argument("--samples", type=int, default=100, help="timed requests of each kind per size")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two sizes per request")
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--database", default="syncroot_bench_scale")
     parser.add_argument("--redis-db", type=int, default=13)

@@ -236,6 +236,23 @@ class Stack:
             self._spawn(name)
             self._ready(name)
 
+    def add_web(self, name: str, env: dict[str, str]) -> str:
+        """A second API (gunicorn) with these settings changed, e.g. another DATABASE_URL; its URL.
+
+        It runs the Procfile's web command on a port of its own and stops with the stack.
+        """
+        port = free_port()
+        changed = {**self.process_env, **env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        url = f"http://127.0.0.1:{port}"
+        self.processes[name] = Process(name, procfile_commands()["web"], changed, _answers(f"{url}/readyz"))
+        self._spawn(name)
+        self.wait_ready(name)
+        return url
+
+    def manage_with(self, env: dict[str, str], *args: str) -> str:
+        """`manage.py <args>` with these settings changed (e.g. another DATABASE_URL)."""
+        return self._manage({**self.process_env, **env}, *args)
+
     def _spawn(self, name: str) -> None:
         proc = self.processes[name]
         if proc.log is None or proc.log.closed:
