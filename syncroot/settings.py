@@ -144,6 +144,9 @@ API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
 # Seconds an API process trusts a token it verified without asking the database again: a revoked
 # token is refused within this time. 0 checks the database on every request.
 API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=5)
+# Seconds an API process shows a CRM's pause or resume (the `sync` of the contacts it returns)
+# from what it read last; the forwarder itself always reads it afresh.
+API_CRM_STATE_CACHE_SECONDS = env.int("API_CRM_STATE_CACHE_SECONDS", default=2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SyncRoot API",
     "DESCRIPTION": "Contacts kept in sync across CRMs. Authenticate with `Authorization: Bearer <token>`.",
