@@ -11,7 +11,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from limits import RateLimitItemPerSecond
 from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
@@ -103,8 +103,10 @@ class TokenRateThrottle(throttling.SimpleRateThrottle):
     """API_THROTTLE_RATE per token, shared by every API process.
 
     DRF's own throttle reads a pickled list of request times from the cache and writes it back
-    (two round trips, and concurrent requests overwrite each other's entries). The moving window of
-    `limits` (the library the CRM limiter uses) is one atomic round trip in the same Redis.
+    (two round trips, and concurrent requests overwrite each other's entries). The sliding window
+    counter of `limits` (the library the CRM limiter uses) is one atomic round trip in the same
+    Redis, and constant work there: two counters (this window's and the last one's, weighted by how
+    much of it still counts) instead of a list of every request time of the last minute.
     """
 
     scope = "token"
@@ -116,7 +118,7 @@ class TokenRateThrottle(throttling.SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         self.wait_seconds = None
         try:
-            strategy = _moving_window(**_cache_location())
+            strategy = _sliding_window(**_cache_location())
             if strategy.hit(item, key):
                 return True
             self.wait_seconds = max(strategy.get_window_stats(item, key).reset_time - time.time(), 0.0)
@@ -143,6 +145,6 @@ def _cache_location() -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def _moving_window(*, uri: str, key_prefix: str) -> MovingWindowRateLimiter:
+def _sliding_window(*, uri: str, key_prefix: str) -> SlidingWindowCounterRateLimiter:
     storage = RedisStorage(uri, key_prefix=key_prefix, socket_connect_timeout=1, socket_timeout=2)
-    return MovingWindowRateLimiter(storage)
+    return SlidingWindowCounterRateLimiter(storage)
