@@ -112,6 +112,13 @@ def headline(name: str, result: dict[str, Any]) -> str:
             f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
             f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
         )
+    if name == "api_write":
+        return (
+            f"POST /contacts / minimal endpoint throughput {get('ratio')} (>= {get('target_ratio')}), "
+            f"{get('full_req_per_s')} vs {get('minimal_req_per_s')} req/s; p99 {get('full_p99_ms')} vs "
+            f"{get('minimal_p99_ms')} ms = {get('p99_ratio')} (<= {get('target_p99_ratio')}); "
+            f"load {get('machine', 'load_1m')}"
+        )
     if name == "write_coalescing":
         return (
             f"with {get('config', 'cpu_hog_processes')} CPU hogs (load {get('load_1m')}): {get('burst', 'created')} "
