@@ -90,6 +90,8 @@ def schedule_held(*, provider: str) -> None:
     meanwhile go out together, in the next write, with the latest state.
     """
     spacing = write_spacing()
+    if not spacing:
+        return
     soonest = (
         ProviderLink.objects.filter(
             provider=provider, status=LinkStatus.PENDING, synced_at__gt=timezone.now() - spacing

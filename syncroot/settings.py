@@ -25,7 +25,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.postgres",  # index expressions with an operator class (contacts.Contact)
     "rest_framework",
     "drf_spectacular",
     "django_prometheus",  # /metrics (syncroot/metrics.py); its DB and cache wrappers are not used
