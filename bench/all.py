@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill", "bulk_import",
+    "field_backfill", "bulk_import", "write_coalescing", "scale",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -33,7 +33,13 @@ QUICK_ARGS = {
     "worker_rss": ["--events", "20000", "--every", "5000"],
     "field_backfill": ["--contacts", "1000", "--edits", "10"],
     "bulk_import": ["--contacts", "3000"],
+    "scale": ["--sizes", "10000", "100000", "--samples", "30"],
+    "write_coalescing": ["--burst", "200"],
 }
+
+
+# Modules run a second time with other arguments (a figure of its own in the summary).
+EXTRA_RUNS = {"sync_throughput": [["--forwarders", "4"]]}
 
 
 def available() -> list[str]:
@@ -82,7 +88,9 @@ def headline(name: str, result: dict[str, Any]) -> str:
             f"end-to-end {get('end_to_end_s')} s (<=20), HubSpot {get('hubspot', 'requests_per_contact')} req/contact "
             f"(<=0.011), API {get('api', 'writes_per_s')} contacts/s "
             f"({get('config', 'contacts_per_request')} per request), lost {get('hubspot', 'lost')}/"
-            f"{get('salesforce', 'lost')}, dup {get('hubspot', 'duplicated')}/{get('salesforce', 'duplicated')}"
+            f"{get('salesforce', 'lost')}, dup {get('hubspot', 'duplicated')}/{get('salesforce', 'duplicated')}, "
+            f"HubSpot batch mean {get('batches', 'hubspot', 'mean')} (>= 95 with --forwarders 4), "
+            f"{get('config', 'forwarder_processes')} forwarder(s)"
         )
     if name == "sync_latency":
         both = get("visible_in_both") or {}
@@ -105,6 +113,30 @@ def headline(name: str, result: dict[str, Any]) -> str:
             f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
             f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
         )
+    if name == "api_write":
+        return (
+            f"POST /contacts / minimal endpoint throughput {get('ratio')} (>= {get('target_ratio')}), "
+            f"{get('full_req_per_s')} vs {get('minimal_req_per_s')} req/s; p99 {get('full_p99_ms')} vs "
+            f"{get('minimal_p99_ms')} ms = {get('p99_ratio')} (<= {get('target_p99_ratio')}); "
+            f"load {get('machine', 'load_1m')}"
+        )
+    if name == "write_coalescing":
+        return (
+            f"with {get('config', 'cpu_hog_processes')} CPU hogs (load {get('load_1m')}): {get('burst', 'created')} "
+            f"single POSTs {get('burst', 'hubspot_calls_per_contact')} HubSpot calls/contact (<= 0.03); "
+            f"{get('patches', 'patches')} PATCHes in {get('patches', 'sent_in_s')} s: writes "
+            f"{get('patches', 'writes')} (<= 5 per CRM), final value in both {get('patches', 'final_value_in_both')}"
+        )
+    if name == "scale":
+        ratios = get("ratios") or {}
+        over = [f"{k} {max(v['p50_ratio'], v['p99_ratio'])}" for k, v in ratios.items()
+                if max(v["p50_ratio"], v["p99_ratio"]) > get("goal_ratio")]  # fmt: skip
+        sizes = get("config", "sizes") or []
+        return (
+            f"{sizes[-1] if sizes else '?'} vs {sizes[0] if sizes else '?'} contacts: worst p50/p99 ratio "
+            f"{get('worst_ratio')} (<= {get('goal_ratio')}) over {len(ratios)} requests; over the goal: "
+            f"{', '.join(over) or 'none'}; load {get('load_1m')}"
+        )
     if name == "sandbox_bench":
         rows = [row for rows in (result.get("results") or {}).values() for row in rows]
         return ", ".join(f"{row['workload']} {row['records_per_s']} rec/s" for row in rows[:3])
@@ -125,18 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     out = LOG_DIR / "results.jsonl"
     rows = []
     for name in names:
-        print(f"=== bench.{name}", flush=True)
-        code, seconds, results = run_module(name, QUICK_ARGS.get(name, []) if args.quick else [])
-        at = datetime.now(UTC).isoformat(timespec="seconds")
-        with out.open("a") as sink:
-            for result in results:
-                sink.write(json.dumps({"module": name, "at": at, "machine": host, "result": result}) + "\n")
-        main_result = next((r for r in reversed(results) if r.get("bench") == name), results[-1] if results else {})
-        rows.append((name, code, seconds, headline(name, main_result) if main_result else "no JSON result"))
-        print(flush=True)
-    print(f"{'bench':<17} {'exit':>4} {'secs':>6}  headline")
+        base = QUICK_ARGS.get(name, []) if args.quick else []
+        for extra in [[], *EXTRA_RUNS.get(name, [])]:
+            print(f"=== bench.{name} {' '.join(extra)}".rstrip(), flush=True)
+            code, seconds, results = run_module(name, base + extra)
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            with out.open("a") as sink:
+                for result in results:
+                    sink.write(json.dumps({"module": name, "at": at, "machine": host, "result": result}) + "\n")
+            main_result = next((r for r in reversed(results) if r.get("bench") == name), results[-1] if results else {})
+            label = f"{name} {' '.join(extra)}".rstrip()
+            rows.append((label, code, seconds, headline(name, main_result) if main_result else "no JSON result"))
+            print(flush=True)
+    print(f"{'bench':<31} {'exit':>4} {'secs':>6}  headline")
     for name, code, seconds, text in rows:
-        print(f"{name:<17} {code:>4} {seconds:>6.0f}  {text}")
+        print(f"{name:<31} {code:>4} {seconds:>6.0f}  {text}")
     print(f"\nall JSON results appended to {out.relative_to(REPO)}")
     return 1 if any(code for _, code, _, _ in rows) else 0
 

@@ -143,6 +143,7 @@ class Stack:
     gunicorn_workers: int = 3
     beat: bool = False
     workers: tuple[str, ...] = WORKERS
+    forwarders: int = 1  # forwarder processes (forwarder, forwarder2, …) when "forwarder" is in workers
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every SyncRoot process
     hubspot_config: dict[str, Any] = field(default_factory=dict)  # /_sandbox/config after start
     salesforce_config: dict[str, Any] = field(default_factory=dict)
@@ -235,6 +236,23 @@ class Stack:
         if not self.processes[name].alive:
             self._spawn(name)
             self._ready(name)
+
+    def add_web(self, name: str, env: dict[str, str]) -> str:
+        """A second API (gunicorn) with these settings changed, e.g. another DATABASE_URL; its URL.
+
+        It runs the Procfile's web command on a port of its own and stops with the stack.
+        """
+        port = free_port()
+        changed = {**self.process_env, **env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        url = f"http://127.0.0.1:{port}"
+        self.processes[name] = Process(name, procfile_commands()["web"], changed, _answers(f"{url}/readyz"))
+        self._spawn(name)
+        self.wait_ready(name)
+        return url
+
+    def manage_with(self, env: dict[str, str], *args: str) -> str:
+        """`manage.py <args>` with these settings changed (e.g. another DATABASE_URL)."""
+        return self._manage({**self.process_env, **env}, *args)
 
     def _spawn(self, name: str) -> None:
         proc = self.processes[name]
@@ -395,6 +413,12 @@ class Stack:
         self.processes["web"] = Process("web", commands["web"], env, _answers(f"{self.api_url}/readyz"))
         for name in self.workers:
             self.processes[name] = Process(name, commands[name], env, self._pings(name))
+        if "forwarder" in self.workers:
+            # More forwarder processes, as more machines would run: each its own Celery node.
+            for index in range(2, self.forwarders + 1):
+                name = f"forwarder{index}"
+                command = commands["forwarder"].replace("-n forwarder@%h", f"-n {name}@%h")
+                self.processes[name] = Process(name, command, env, self._pings(name))
         if self.beat:
             # Its own schedule file, so a `make run` beat on this machine keeps its own (last flag wins).
             beat = f"{commands['beat']} --schedule {shlex.quote(str(self.log_dir / 'celerybeat-schedule'))}"
@@ -491,6 +515,18 @@ def cpu_by_command(*commands: str) -> dict[str, float]:
         if fields[1] in totals:
             totals[fields[1]] += (int(fields[13]) + int(fields[14])) / _TICKS
     return {name: round(value, 2) for name, value in totals.items()}
+
+
+@contextlib.contextmanager
+def cpu_hog(processes: int) -> Iterator[list[int]]:
+    """`processes` busy loops beside the stack for the block (a machine busy with other work)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield [hog.pid for hog in hogs]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
 
 
 def _plain_session(pool: int = 16) -> requests.Session:

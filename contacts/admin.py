@@ -1,12 +1,18 @@
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.validators import validate_email
+from django.db.models import Q
+from django.db.models.functions import Lower
 
 from contacts.field_services import custom_field_create, custom_field_delete, custom_field_update
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, CustomField
 from contacts.selectors import contact_by_email
 from contacts.services import contact_create, contact_delete, contact_update
 from providers.admin import ProviderLinkInline, SyncAttemptInline
+from providers.selectors import contact_ids_by_external_id
+from syncroot.adminlists import ScaledAdmin
 from syncroot.errors import ApplicationError
 
 
@@ -38,10 +44,12 @@ class ContactAdminForm(forms.ModelForm):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(ScaledAdmin):
     form = ContactAdminForm
     list_display = ("email", "first_name", "last_name", "company", "version", "sync_status", "updated_at", "deleted_at")
-    search_fields = ("email", "first_name", "last_name", "company")
+    # Searched by get_search_results below: what operators look contacts up by, each through an index.
+    search_fields = ("email",)
+    search_help_text = "An email or its beginning (any case), a contact id, or a CRM record id."
     list_filter = (DeletedFilter,)
     # Custom values are shown, not edited here: the API validates them against their fields.
     readonly_fields = ("id", "version", "custom", "field_times", "created_at", "updated_at", "deleted_at")
@@ -50,6 +58,24 @@ class ContactAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("links")
+
+    def get_search_results(self, request, queryset, search_term):
+        """Email prefix (case-insensitive), contact id, or CRM record id, all served by indexes.
+
+        Not a substring of names or companies: `ILIKE '%q%'` over several columns reads the whole
+        table, which at a million contacts takes most of a second per search.
+        """
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(pk=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        matches = Q(email_ci__startswith=term.lower())
+        if linked := contact_ids_by_external_id(external_id=term):
+            matches |= Q(pk__in=linked)
+        return queryset.alias(email_ci=Lower("email")).filter(matches), False
 
     # Edits go through the same services as the API: version bump, sync to every CRM.
     def save_model(self, request, obj, form, change):

@@ -11,7 +11,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from limits import RateLimitItemPerSecond
 from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
@@ -32,13 +32,14 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         raw = raw.strip()
         if scheme.lower() != "bearer" or not raw or " " in raw:
             raise exceptions.AuthenticationFailed("Malformed Authorization header; expected 'Bearer <token>'.")
-        token = active_token(key_hash=hash_token(raw))
+        token = token_verified(key_hash=hash_token(raw))
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         now = timezone.now()
         # Written at most once a minute per token so the hot path stays read-only.
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now  # the cached copy too, or every request would write it
         return token, token
 
     def authenticate_header(self, request: Request) -> str:
@@ -49,6 +50,33 @@ _TOKEN_FIELDS = [field.attname for field in ApiToken._meta.concrete_fields]
 _TOKEN_QUERY = (
     f"SELECT {', '.join(_TOKEN_FIELDS)} FROM {ApiToken._meta.db_table} WHERE key_hash = %s AND is_active LIMIT 1"
 )
+
+
+# Tokens verified lately, per process: key hash → (verified until, token). Every request needs its
+# token and most come from a handful of clients, so a hit saves the database round trip; a token
+# revoked (or deleted) stops working once its entry runs out, API_TOKEN_CACHE_SECONDS at most.
+# Only tokens found active are kept: an unknown or revoked one is looked up every time, so a token
+# created or re-activated works at once. Bounded: cleared when full (tokens are few).
+_verified: dict[str, tuple[float, ApiToken]] = {}
+_VERIFIED_MAX = 1024
+_clock = time.monotonic  # tests move it forward instead of waiting
+
+
+def token_verified(*, key_hash: str) -> ApiToken | None:
+    """The active token with this hash, from the process's cache while its entry is fresh."""
+    ttl = settings.API_TOKEN_CACHE_SECONDS
+    now = _clock()
+    entry = _verified.get(key_hash)
+    if entry is not None and entry[0] > now:
+        return entry[1]
+    token = active_token(key_hash=key_hash)
+    if token is None:
+        _verified.pop(key_hash, None)
+    elif ttl > 0:
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[key_hash] = (now + ttl, token)
+    return token
 
 
 def active_token(*, key_hash: str) -> ApiToken | None:
@@ -75,8 +103,10 @@ class TokenRateThrottle(throttling.SimpleRateThrottle):
     """API_THROTTLE_RATE per token, shared by every API process.
 
     DRF's own throttle reads a pickled list of request times from the cache and writes it back
-    (two round trips, and concurrent requests overwrite each other's entries). The moving window of
-    `limits` (the library the CRM limiter uses) is one atomic round trip in the same Redis.
+    (two round trips, and concurrent requests overwrite each other's entries). The sliding window
+    counter of `limits` (the library the CRM limiter uses) is one atomic round trip in the same
+    Redis, and constant work there: two counters (this window's and the last one's, weighted by how
+    much of it still counts) instead of a list of every request time of the last minute.
     """
 
     scope = "token"
@@ -88,7 +118,7 @@ class TokenRateThrottle(throttling.SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         self.wait_seconds = None
         try:
-            strategy = _moving_window(**_cache_location())
+            strategy = _sliding_window(**_cache_location())
             if strategy.hit(item, key):
                 return True
             self.wait_seconds = max(strategy.get_window_stats(item, key).reset_time - time.time(), 0.0)
@@ -115,6 +145,6 @@ def _cache_location() -> dict[str, str]:
 
 
 @lru_cache(maxsize=8)
-def _moving_window(*, uri: str, key_prefix: str) -> MovingWindowRateLimiter:
+def _sliding_window(*, uri: str, key_prefix: str) -> SlidingWindowCounterRateLimiter:
     storage = RedisStorage(uri, key_prefix=key_prefix, socket_connect_timeout=1, socket_timeout=2)
-    return MovingWindowRateLimiter(storage)
+    return SlidingWindowCounterRateLimiter(storage)

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from contacts.fields import STRING_MAX_LENGTH
 from contacts.models import MAX_LENGTHS, Contact, FieldType
-from providers.crm_state import crm_paused
+from providers.crm_state import crm_paused_for_display
 from providers.selectors import contact_sync_status
 
 
@@ -161,7 +161,7 @@ class ContactSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.DictField(child=SyncEntrySerializer(), help_text="Per connected CRM."))
     def get_sync(self, contact: Contact) -> dict[str, dict]:
         if "paused_crms" not in self.context:  # read once per response, not once per contact
-            self.context["paused_crms"] = crm_paused()
+            self.context["paused_crms"] = crm_paused_for_display()
         return contact_sync_status(contact=contact, links=self.context.get("links"), paused=self.context["paused_crms"])
 
     def to_representation(self, contact: Contact) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from providers.models import (
     SyncAttempt,
     SyncCursor,
 )
+from syncroot.adminlists import DistinctValuesFilter, ScaledAdmin
 
 
 def _record_link(provider: str, external_id: str | None) -> str:
@@ -102,9 +103,9 @@ class RecordIssueAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ScaledAdmin):
     list_display = ("created_at", "provider", "contact", "error_code", "short_message", "attempts", "status")
-    list_filter = ("provider", "status", "error_code")
+    list_filter = (("provider", DistinctValuesFilter), "status", ("error_code", DistinctValuesFilter))
     search_fields = ("contact__email", "error_code", "error_message")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ("retry_now", "discard")
@@ -158,9 +159,12 @@ class CrmStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncAttempt)
-class SyncAttemptAdmin(admin.ModelAdmin):
+class SyncAttemptAdmin(ScaledAdmin):
     list_display = ("created_at", "provider", "contact", "operation", "outcome", "error_code", "batch_size")
-    list_filter = ("provider", "outcome", "operation", "error_code")
+    list_filter = (
+        ("provider", DistinctValuesFilter), ("outcome", DistinctValuesFilter), "operation",
+        ("error_code", DistinctValuesFilter),
+    )  # fmt: skip
     search_fields = ("contact__email", "error_code", "message")
     readonly_fields = [f.name for f in SyncAttempt._meta.fields]
     list_select_related = ("contact",)

@@ -8,6 +8,7 @@ or at once from the admin; when they work again the CRM is active and what waite
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,6 +29,28 @@ def crm_paused() -> dict[str, str]:
     """Providers nothing is sent to at the moment, with the reason (`auth_failed`)."""
     rows = CrmState.objects.exclude(status=CrmStatus.ACTIVE).values_list("provider", "status")
     return {provider: PAUSE_REASONS.get(status, status) for provider, status in rows}
+
+
+# The API shows a paused CRM on every contact it returns; reading the states once per response
+# was a database round trip on every write. Per process, kept API_CRM_STATE_CACHE_SECONDS at most
+# (a pause or resume written by this process clears it at once); the forwarder always reads afresh.
+_paused_cache: list = []  # [(valid until, paused)] while valid
+_clock = time.monotonic
+
+
+def crm_paused_for_display() -> dict[str, str]:
+    """`crm_paused()`, as seen at most API_CRM_STATE_CACHE_SECONDS ago by this process."""
+    ttl = settings.API_CRM_STATE_CACHE_SECONDS
+    now = _clock()
+    if _paused_cache and _paused_cache[0][0] > now:
+        return dict(_paused_cache[0][1])
+    paused = crm_paused()
+    _paused_cache[:] = [(now + ttl, paused)] if ttl > 0 else []
+    return dict(paused)
+
+
+def _forget_paused() -> None:
+    _paused_cache.clear()
 
 
 def crm_is_paused(*, provider: str) -> bool:
@@ -52,6 +75,7 @@ def crm_mark_auth_failed(*, provider: str, error: str) -> bool:
             state.status, state.since, state.next_probe_at = CrmStatus.AUTH_FAILED, now, next_probe
         state.last_error = error[:2000]
         state.save()
+    _forget_paused()
     if changed:
         logger.error("CRM credentials refused: sync to this CRM paused", extra={"provider": provider, "error": error})
     return changed
@@ -69,6 +93,7 @@ def crm_mark_active(*, provider: str) -> bool:
         state.save()
         if changed:
             transaction.on_commit(lambda: services.enqueue_forward(providers=[provider]), robust=True)
+    _forget_paused()
     if changed:
         logger.info("CRM credentials work again: sync to this CRM resumed", extra={"provider": provider})
     return changed

@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import F
 from django.utils import timezone
 
 from contacts.models import Contact
@@ -101,7 +102,9 @@ class DeadLetter(models.Model):
         ordering = ("-created_at",)
         # Retention prunes resolved letters by resolved_at, and /metrics reads the oldest one.
         indexes = [models.Index(fields=("resolved_at",), condition=models.Q(status__in=("retried", "discarded")),
-                                name="dead_letter_resolved_idx")]  # fmt: skip
+                                name="dead_letter_resolved_idx"),
+                   # The admin's list, newest first: a page is an index range, not a sort of the table.
+                   models.Index(F("created_at").desc(), F("id").desc(), name="dead_letter_created_idx")]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.provider} {self.error_code} ({self.status})"

@@ -15,7 +15,7 @@ from crm.registry import connected_providers
 from providers import dispatch
 from providers.crm_state import crm_paused
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
-from providers.sync import drain, due_links
+from providers.sync import drain, due_links, write_spacing
 from syncroot.locks import advisory_lock
 from syncroot.queues import BROKER_ERRORS
 
@@ -79,7 +79,41 @@ def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
         if not due_links(provider=provider_name).exists():
             break
     schedule_retry(provider=provider_name)
+    schedule_held(provider=provider_name)
     return total
+
+
+def schedule_held(*, provider: str) -> None:
+    """Make sure a drain wakes up when the soonest link held by SYNC_WRITE_SPACING_MS is free.
+
+    A contact edited again right after a write waits out the spacing (sync.due_links): its edits
+    meanwhile go out together, in the next write, with the latest state.
+    """
+    spacing = write_spacing()
+    if not spacing:
+        return
+    soonest = (
+        ProviderLink.objects.filter(
+            provider=provider, status=LinkStatus.PENDING, synced_at__gt=timezone.now() - spacing
+        )
+        .aggregate(soonest=Min("synced_at"))
+        .get("soonest")
+    )
+    if soonest is None:
+        return
+    now = time.time()
+    due_at = (soonest + spacing).timestamp()
+    key = f"outbox:held-at:{provider}"
+    try:
+        already = cache.get(key)
+        if already is not None and now < already <= due_at + 0.05:
+            return  # a drain already wakes up in time
+        cache.set(key, due_at, timeout=int(max(due_at - now, 0)) + 60)
+        dispatch.task_send(dispatch.DRAIN, args=[provider], countdown=max(due_at - now, 0.05))
+    except BROKER_ERRORS as exc:
+        logger.warning(
+            "held drain scheduling failed; the sweeper will send it", extra={"provider": provider, "error": str(exc)}
+        )
 
 
 def sweep() -> dict[str, int]:

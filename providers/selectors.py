@@ -2,9 +2,10 @@
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from uuid import UUID
 
 from contacts.models import Contact
-from crm.registry import connected_providers
+from crm.registry import PROVIDER_CLASSES, connected_providers
 from providers.crm_state import crm_paused
 from providers.issues import presented_status, public_issues
 from providers.models import LinkStatus, ProviderLink
@@ -54,3 +55,16 @@ def _pause(entry: dict[str, Any], reason: str | None) -> None:
     """A change waiting for a paused CRM (credentials refused) is paused, not pending or failed."""
     if reason and entry["status"] in (LinkStatus.PENDING, LinkStatus.FAILED):
         entry["status"], entry["reason"], entry["next_attempt_at"] = "paused", reason, None
+
+
+def contact_ids_by_external_id(*, external_id: str) -> list[UUID]:
+    """Contacts linked to a CRM record with this id, in any CRM (the admin's search by CRM id).
+
+    Naming every CRM lets the (provider, external_id) unique index serve it, however many links.
+    """
+    providers = sorted(set(PROVIDER_CLASSES) | set(connected_providers()))
+    return list(
+        ProviderLink.objects.filter(provider__in=providers, external_id=external_id).values_list(
+            "contact_id", flat=True
+        )
+    )

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg2.extras import execute_values
@@ -65,19 +65,46 @@ def due_links(*, provider: str):
         ProviderLink.objects.filter(provider=provider, status__in=ACTIVE)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now) | ~Q(claimed_by__in=live_backends))
+        # Written lately: held until SYNC_WRITE_SPACING_MS after that write (outbox.schedule_held).
+        .filter(Q(synced_at__isnull=True) | Q(synced_at__lte=now - write_spacing()))
     )
 
 
+def write_spacing() -> timedelta:
+    return timedelta(milliseconds=settings.SYNC_WRITE_SPACING_MS)
+
+
+# A lone change waits one short look for company. Once changes are seen arriving (more than one
+# waits, or one is seen coming in), gaps up to SYNC_BATCH_QUIET_MS are part of the stream: a busy
+# machine's API writes unevenly. SYNC_BATCH_LINGER_MS bounds the wait in all.
+_FIRST_LOOK_S = 0.03
+
+
+def _due_state(provider: str) -> tuple[int, Any]:
+    """How many links are due, and the latest time one of them was marked pending.
+
+    The time tells a stream of edits to the same contacts (the count stays, the time moves).
+    """
+    state = due_links(provider=provider).aggregate(count=Count("pk"), latest=Max("pending_since"))
+    return state["count"], state["latest"]
+
+
 def _linger(*, provider: str, batch_size: int) -> None:
-    """Wait briefly while a stream of changes fills the batch; go at once when idle."""
-    deadline = time.monotonic() + settings.SYNC_BATCH_LINGER_MS / 1000
-    count = due_links(provider=provider).count()
+    """Wait while a stream of changes fills the batch; a lone change goes after one short look."""
+    began = time.monotonic()
+    deadline = began + settings.SYNC_BATCH_LINGER_MS / 1000
+    count, latest = _due_state(provider)
+    last_arrival, quiet = began, (settings.SYNC_BATCH_QUIET_MS / 1000 if count > 1 else _FIRST_LOOK_S)
     while 0 < count < batch_size and time.monotonic() < deadline:
-        time.sleep(0.03)
-        newer = due_links(provider=provider).count()
-        if newer <= count:  # nothing new arrived: not a stream, send what we have
-            return
+        time.sleep(_FIRST_LOOK_S)
+        newer, newest = _due_state(provider)
+        if newer > count or (newest is not None and latest is not None and newest > latest):
+            count, latest = newer, newest
+            last_arrival, quiet = time.monotonic(), settings.SYNC_BATCH_QUIET_MS / 1000
+            continue
         count = newer
+        if time.monotonic() - last_arrival >= quiet:  # the stream stopped: send what we have
+            return
 
 
 def _batch_size(provider: Provider) -> int:

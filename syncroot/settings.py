@@ -140,6 +140,12 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
+# Seconds an API process trusts a token it verified without asking the database again: a revoked
+# token is refused within this time. 0 checks the database on every request.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=5)
+# Seconds an API process shows a CRM's pause or resume (the `sync` of the contacts it returns)
+# from what it read last; the forwarder itself always reads it afresh.
+API_CRM_STATE_CACHE_SECONDS = env.int("API_CRM_STATE_CACHE_SECONDS", default=2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SyncRoot API",
     "DESCRIPTION": "Contacts kept in sync across CRMs. Authenticate with `Authorization: Bearer <token>`.",
@@ -274,6 +280,12 @@ SYNC_BACKOFF_CAP_SECONDS = min(
 )
 # Under load the forwarder waits up to this long for a batch to fill; an idle change goes at once.
 SYNC_BATCH_LINGER_MS = env.int("SYNC_BATCH_LINGER_MS", default=1000)
+# Once changes stream in, a batch still waits for more while they keep coming at least this often
+# (a busy machine spaces the API's writes out; a lone change is not kept waiting for it).
+SYNC_BATCH_QUIET_MS = env.int("SYNC_BATCH_QUIET_MS", default=250)
+# A contact written to a CRM is not written there again sooner than this: edits in between are
+# coalesced into the next write, which carries the latest state (50 edits in 2 s: ~4 writes).
+SYNC_WRITE_SPACING_MS = env.int("SYNC_WRITE_SPACING_MS", default=600)
 # A drain claims its batch for this long while it calls the CRM outside any transaction; longer
 # than the slowest call (the limiter waits up to 30 s, then the HTTP timeouts). A killed worker's
 # claim is void at once (its PostgreSQL backend is gone), so this bounds only a hung one.

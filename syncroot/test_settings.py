@@ -14,3 +14,8 @@ from syncroot.settings import *  # noqa: E402, F403
 DATABASES["default"]["TEST"] = {"NAME": f"test_syncroot_{RUN_ID}"}  # noqa: F405
 CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"run{RUN_ID}:"}  # noqa: F405
 CACHES["default"]["KEY_PREFIX"] = f"run{RUN_ID}"  # noqa: F405
+# Tests drain right after each write and expect the next change to go out at once; the tests of
+# the spacing itself (providers/tests/test_sync_spacing.py) set it.
+SYNC_WRITE_SPACING_MS = 0
+# Tests change a CRM's state in the database and read the API at once; the cache has its own test.
+API_CRM_STATE_CACHE_SECONDS = 0

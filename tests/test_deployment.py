@@ -2,7 +2,7 @@
 
 Procfile, docker-compose.yml and the Helm chart start the same queue groups, the chart's templates
 only read values that exist, .env.example documents every setting with its real default, and the
-Dockerfile builds a lean, non-root image. No database needed.
+Dockerfile builds a lean, non-root image. No database needed, but for the autoscaling queries.
 """
 
 import ast
@@ -462,3 +462,65 @@ def test_helm_lint_and_template():
         if doc["kind"] == "Deployment" and "-worker-" in doc["metadata"]["name"]
     }
     assert _celery_queue_groups(commands) == _celery_queue_groups(_procfile("Procfile"))
+    scaled = subprocess.run(["helm", "template", "demo", str(CHART), "--set", "autoscaling.enabled=true"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert scaled.returncode == 0, scaled.stderr
+    objects = [doc for doc in yaml.safe_load_all(scaled.stdout) if doc]
+    targets = {doc["spec"]["scaleTargetRef"]["name"] for doc in objects if doc["kind"] == "ScaledObject"}
+    workers = {
+        doc["metadata"]["name"]
+        for doc in objects
+        if doc["kind"] == "Deployment" and "-worker-" in doc["metadata"]["name"]
+    }
+    assert targets == workers
+    assert not [doc for doc in objects if doc["metadata"]["name"] in workers and "replicas" in doc["spec"]]
+
+
+# --- (7) queue-depth autoscaling (KEDA) ---------------------------------------------------------
+
+
+def test_each_worker_group_scales_on_the_work_waiting_for_it():
+    values = _values()
+    scaled = (TEMPLATES / "worker-scaledobjects.yaml").read_text()
+    workers = (TEMPLATES / "workers.yaml").read_text()
+    for name, worker in values["workers"].items():
+        scaling = worker["autoscaling"]
+        assert 1 <= scaling["minReplicas"] <= scaling["maxReplicas"], name
+        assert scaling["trigger"] in {"redis", "postgresql"}, name
+        assert int(scaling["perReplica"]) > 0, name
+    # One message per webhook delivery: the queues' depth is the work. The forwarder and dlq queues
+    # hold one drain message per CRM at most: their work is rows in PostgreSQL.
+    assert values["workers"]["webhooks"]["autoscaling"]["trigger"] == "redis"
+    assert values["workers"]["forwarder"]["autoscaling"]["trigger"] == "postgresql"
+    assert values["workers"]["dlq"]["autoscaling"]["trigger"] == "postgresql"
+    # The ScaledObject targets the group's Deployment, and KEDA alone sets replicas when it is on.
+    deployment_name = '{{ include "syncroot.fullname" $ }}-worker-{{ $name }}'
+    assert f"  name: {deployment_name}" in workers
+    assert f"scaleTargetRef:\n    name: {deployment_name}" in scaled
+    assert "{{- if not $.Values.autoscaling.enabled }}\n  replicas: {{ $worker.replicas }}" in workers
+    assert "{{- range $queue := $worker.queues }}" in scaled
+    assert "listName: {{ $queue | quote }}" in scaled
+    assert values["autoscaling"]["enabled"] is False  # KEDA is not assumed to be installed
+
+
+@pytest.mark.django_db
+def test_the_postgresql_scaling_queries_count_the_waiting_links():
+    from django.db import connection
+    from django.utils import timezone
+
+    from contacts.tests.factories import ContactFactory
+    from providers.models import LinkStatus, ProviderLink
+
+    past = timezone.now() - timezone.timedelta(minutes=1)
+    for status, next_attempt in [(LinkStatus.PENDING, None)] * 3 + [(LinkStatus.FAILED, past)] * 2 + [
+        (LinkStatus.FAILED, timezone.now() + timezone.timedelta(hours=1)), (LinkStatus.SYNCED, None),
+    ]:  # fmt: skip
+        ProviderLink.objects.create(contact=ContactFactory(), provider="hubspot", status=status,
+                                    next_attempt_at=next_attempt)  # fmt: skip
+    counts = {}
+    with connection.cursor() as cursor:
+        for name in ("forwarder", "dlq"):
+            cursor.execute(_values()["workers"][name]["autoscaling"]["query"])
+            counts[name] = cursor.fetchone()[0]
+
+    assert counts == {"forwarder": 3, "dlq": 2}

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from contacts import auth
 from contacts.auth import TokenRateThrottle
 from contacts.models import ApiToken, Contact, hash_token
 from contacts.tests.factories import ApiTokenFactory, ContactFactory
@@ -85,7 +86,44 @@ def test_tokens_are_stored_hashed_only():
     assert token.raw.startswith(stored.prefix)
 
 
-def test_revoking_a_token_takes_effect_at_once():
+@pytest.fixture
+def clock(monkeypatch):
+    """The token cache's clock, moved forward by the test instead of waiting."""
+    now = [1_000.0]
+    monkeypatch.setattr(auth, "_clock", lambda: now[0])
+    return now
+
+
+def test_a_verified_token_is_not_read_again_until_its_cache_entry_runs_out(clock, settings, django_assert_num_queries):
+    settings.API_TOKEN_CACHE_SECONDS = 5
+    token = ApiTokenFactory()
+    client = client_with(f"Bearer {token.raw}")
+    assert client.get("/contacts/00000000-0000-0000-0000-000000000000").status_code == 404  # verified, cached
+
+    with django_assert_num_queries(1):  # the contact's lookup alone
+        assert client.get("/contacts/00000000-0000-0000-0000-000000000000").status_code == 404
+    clock[0] += 6
+    with django_assert_num_queries(2):  # the token again, then the contact
+        assert client.get("/contacts/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_revoking_a_token_takes_effect_within_the_cache_time(clock, settings):
+    settings.API_TOKEN_CACHE_SECONDS = 5
+    token = ApiTokenFactory()
+    client = client_with(f"Bearer {token.raw}")
+    assert client.get("/contacts").status_code == 200
+
+    ApiToken.objects.filter(pk=token.pk).update(is_active=False)
+    clock[0] += 4.9
+    still = client.get("/contacts").status_code
+    clock[0] += 0.2
+
+    assert still == 200
+    assert_unauthenticated(client.get("/contacts"))
+
+
+def test_revoking_takes_effect_at_once_without_the_cache(settings):
+    settings.API_TOKEN_CACHE_SECONDS = 0
     token = ApiTokenFactory()
     client = client_with(f"Bearer {token.raw}")
     assert client.get("/contacts").status_code == 200
@@ -93,6 +131,16 @@ def test_revoking_a_token_takes_effect_at_once():
     ApiToken.objects.filter(pk=token.pk).update(is_active=False)
 
     assert_unauthenticated(client.get("/contacts"))
+
+
+def test_a_revoked_token_is_not_kept_so_reactivating_it_works_at_once(clock):
+    token = ApiTokenFactory(is_active=False)
+    client = client_with(f"Bearer {token.raw}")
+    assert_unauthenticated(client.get("/contacts"))
+
+    ApiToken.objects.filter(pk=token.pk).update(is_active=True)
+
+    assert client.get("/contacts").status_code == 200
 
 
 # --- Throttling -------------------------------------------------------------------------------------

@@ -161,3 +161,37 @@ def test_the_reconciler_pauses_a_crm_that_refuses_it_and_leaves_a_paused_crm_alo
     tasks.reconcile_all()
     assert sent == []
     assert hubspot.stats()["requests_total"] == calls
+
+
+@pytest.fixture
+def display_clock(monkeypatch, settings):
+    """The API's view of paused CRMs, cached for 2 s on a clock the test moves."""
+    settings.API_CRM_STATE_CACHE_SECONDS = 2
+    now = [500.0]
+    monkeypatch.setattr(crm_state, "_clock", lambda: now[0])
+    crm_state._forget_paused()
+    yield now
+    crm_state._forget_paused()
+
+
+def test_the_api_sees_a_pause_written_elsewhere_within_the_cache_time(display_clock, django_assert_num_queries):
+    assert crm_state.crm_paused_for_display() == {}
+    CrmState.objects.create(provider="hubspot", status=CrmStatus.AUTH_FAILED)  # as another process would
+
+    with django_assert_num_queries(0):
+        still = crm_state.crm_paused_for_display()
+    display_clock[0] += 2.1
+
+    assert still == {}
+    assert crm_state.crm_paused_for_display() == {"hubspot": "auth_failed"}
+
+
+def test_a_pause_written_by_this_process_shows_at_once(display_clock):
+    assert crm_state.crm_paused_for_display() == {}
+
+    crm_state.crm_mark_auth_failed(provider="hubspot", error="401")
+    paused = crm_state.crm_paused_for_display()
+    crm_state.crm_mark_active(provider="hubspot")
+
+    assert paused == {"hubspot": "auth_failed"}
+    assert crm_state.crm_paused_for_display() == {}
