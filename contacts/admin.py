@@ -7,6 +7,7 @@ from contacts.models import SYNCED_FIELDS, ApiToken, Contact, CustomField
 from contacts.selectors import contact_by_email
 from contacts.services import contact_create, contact_delete, contact_update
 from providers.admin import ProviderLinkInline, SyncAttemptInline
+from providers.models import ChangeSource
 from syncroot.errors import ApplicationError
 
 
@@ -56,9 +57,9 @@ class ContactAdmin(admin.ModelAdmin):
         data = {field: form.cleaned_data[field] for field in SYNCED_FIELDS if field in form.cleaned_data}
         try:
             if change:
-                contact_update(contact_id=obj.pk, data=data, partial=True)
+                contact_update(contact_id=obj.pk, data=data, partial=True, source=ChangeSource.OPERATOR)
             else:
-                obj.pk = contact_create(data=data).pk
+                obj.pk = contact_create(data=data, source=ChangeSource.OPERATOR).pk
         except ApplicationError as exc:
             messages.error(request, f"Not saved: {exc.message} {exc.details or ''}")
 
