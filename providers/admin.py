@@ -4,7 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from crm.registry import connected_providers, get_provider
-from providers import crm_state, mappings, outbox
+from providers import crm_state, health, mappings, outbox
 from providers.issues import link_issues_resolve, presented_status
 from providers.models import (
     CrmState,
@@ -48,13 +48,27 @@ def _no(self, request, obj=None) -> bool:
     return False
 
 
+class IssueCodeFilter(admin.SimpleListFilter):
+    """Links with an issue of this code (the health page's groups link here)."""
+
+    title = "issue code"
+    parameter_name = "code"
+
+    def lookups(self, request, model_admin):
+        codes = {group.code for group in health.sync_issue_groups()} | ({self.value()} if self.value() else set())
+        return [(code, code) for code in sorted(codes)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(issues__contains=[{"code": self.value()}]) if self.value() else queryset
+
+
 @admin.register(LinkIssue)
 class LinkIssueAdmin(admin.ModelAdmin):
     """What needs a person: values refused for SyncRoot, email clashes. Fixing the value in the CRM
     clears an issue by itself; "Send SyncRoot's values" decides for SyncRoot's."""
 
     list_display = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
-    list_filter = ("provider",)
+    list_filter = ("provider", IssueCodeFilter)
     search_fields = ("contact__email", "external_id")
     list_select_related = ("contact",)
     actions = ("send_syncroot_values",)
@@ -265,3 +279,6 @@ class FieldMappingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)
+
+
+from providers import health_admin  # noqa: E402,F401  (the Sync health page registers itself)

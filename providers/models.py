@@ -273,3 +273,11 @@ class FieldChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field} from {self.source} at {self.changed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncHealth(CrmState):
+    """The admin's "Sync health" page (providers/health_admin.py): a page, not a list of rows."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "Sync health"
