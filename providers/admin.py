@@ -5,6 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from crm.registry import connected_providers, get_provider
 from providers import crm_state, health, mappings, outbox
+from providers.admin_export import CsvExportMixin
 from providers.issues import link_issues_resolve, presented_status
 from providers.models import (
     CrmState,
@@ -63,7 +64,7 @@ class IssueCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(LinkIssue)
-class LinkIssueAdmin(admin.ModelAdmin):
+class LinkIssueAdmin(CsvExportMixin, admin.ModelAdmin):
     """What needs a person: values refused for SyncRoot, email clashes. Fixing the value in the CRM
     clears an issue by itself; "Send SyncRoot's values" decides for SyncRoot's."""
 
@@ -74,6 +75,14 @@ class LinkIssueAdmin(admin.ModelAdmin):
     actions = ("send_syncroot_values",)
     fields = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
     readonly_fields = fields
+
+    csv_header = ("provider", "crm_record", "contact_id", "email", "status", "field", "code", "message", "since")
+    csv_filename = "sync-issues.csv"
+
+    def csv_rows(self, link: ProviderLink):
+        for issue in link.issues:
+            yield (link.provider, link.external_id, link.contact_id, link.contact.email, presented_status(link),
+                   issue["field"], issue["code"], issue["message"], issue.get("since", ""))  # fmt: skip
 
     def get_queryset(self, request):
         return super().get_queryset(request).exclude(issues=[])
@@ -99,13 +108,18 @@ class LinkIssueAdmin(admin.ModelAdmin):
 
 
 @admin.register(RecordIssue)
-class RecordIssueAdmin(admin.ModelAdmin):
+class RecordIssueAdmin(CsvExportMixin, admin.ModelAdmin):
     """CRM records SyncRoot cannot take in; they come in by themselves once fixed in the CRM."""
 
     list_display = ("provider", "crm_record", "code", "message", "first_seen_at", "last_seen_at")
     list_filter = ("provider", "code")
     search_fields = ("external_id", "message")
     readonly_fields = ("provider", "external_id", "code", "message", "first_seen_at", "last_seen_at")
+    csv_header = readonly_fields
+    csv_filename = "record-issues.csv"
+
+    def csv_rows(self, issue: RecordIssue):
+        yield [getattr(issue, name) for name in self.csv_header]
 
     @admin.display(description="CRM record")
     def crm_record(self, issue: RecordIssue) -> str:
@@ -116,13 +130,22 @@ class RecordIssueAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(CsvExportMixin, admin.ModelAdmin):
     list_display = ("created_at", "provider", "contact", "error_code", "short_message", "attempts", "status")
     list_filter = ("provider", "status", "error_code")
     search_fields = ("contact__email", "error_code", "error_message")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ("retry_now", "discard")
     list_select_related = ("contact",)
+
+    csv_header = ("id", "created_at", "provider", "contact_id", "email", "contact_version", "error_code",
+                  "error_message", "attempts", "status", "resolved_at")  # fmt: skip
+    csv_filename = "dead-letters.csv"
+
+    def csv_rows(self, letter: DeadLetter):
+        yield (letter.pk, letter.created_at.isoformat(), letter.provider, letter.contact_id, letter.contact.email,
+               letter.contact_version, letter.error_code, letter.error_message, letter.attempts, letter.status,
+               letter.resolved_at.isoformat() if letter.resolved_at else "")  # fmt: skip
 
     @admin.display(description="message")
     def short_message(self, letter: DeadLetter) -> str:

@@ -180,3 +180,40 @@ def test_the_chart_is_an_svg_with_a_bar_per_ten_minutes():
     assert svg.startswith("<svg")
     assert svg.count("<rect") == 144
     assert "Unknown" in str(writes_chart_svg([]))
+
+
+def csv_of(response) -> list[list[str]]:
+    import csv
+    import io
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_dead_letters_export_as_csv_as_filtered(admin_client, connected):
+    parked("hubspot", "INVALID_EMAIL", "=HYPERLINK(evil)")
+    parked("salesforce", "INVALID_EMAIL", "bad")
+
+    rows = csv_of(admin_client.get("/admin/providers/deadletter/export.csv?provider=hubspot&status__exact=parked"))
+
+    assert rows[0][:3] == ["id", "created_at", "provider"]
+    assert [(r[2], r[6], r[7]) for r in rows[1:]] == [("hubspot", "INVALID_EMAIL", "'=HYPERLINK(evil)")]
+    listing = admin_client.get("/admin/providers/deadletter/?provider=hubspot").content.decode()
+    assert 'href="export.csv?provider=hubspot"' in listing
+
+
+def test_sync_issues_export_one_row_per_issue_as_filtered(admin_client, connected):
+    issues = [{"field": "phone", "code": "too_long", "message": "long"}, {"field": "email", "code": "invalid_email",
+                                                                          "message": "bad"}]  # fmt: skip
+    ProviderLink.objects.create(contact=ContactFactory(), provider="hubspot", status="synced", issues=issues)
+    RecordIssue.objects.create(provider="salesforce", external_id="003X", code="no_email", message="no email")
+
+    rows = csv_of(admin_client.get("/admin/providers/linkissue/export.csv?provider=hubspot"))
+    records = csv_of(admin_client.get("/admin/providers/recordissue/export.csv?code=no_email"))
+
+    assert [(r[0], r[5], r[6]) for r in rows[1:]] == [
+        ("hubspot", "phone", "too_long"),
+        ("hubspot", "email", "invalid_email"),
+    ]
+    assert [r[:3] for r in records[1:]] == [["salesforce", "003X", "no_email"]]
