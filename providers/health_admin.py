@@ -125,13 +125,13 @@ class SyncHealthAdmin(admin.ModelAdmin):
         return {
             "crm": crm,
             "state_text": STATE_TEXT.get(crm.state, crm.state),
-            "since": age(crm.state_since, now),
+            "since": f"for {age(crm.state_since, now)}" if crm.state_since else "",
             "p50": lag(crm.lag_p50),
             "p95": lag(crm.lag_p95),
             "oldest": age(crm.oldest_pending_at, now),
             "chart": writes_chart_svg(crm.writes_per_minute),
             "budget": "unknown" if crm.calls_today is None else f"{crm.calls_today:,}{cap}",
-            "last_event": age(crm.last_event_at, now),
+            "last_event": f"{age(crm.last_event_at, now)} ago" if crm.last_event_at else "none yet",
             "cursor_age": age(crm.cursor_at, now),
         }
 
