@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill",
+    "field_backfill", "health_page",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -32,6 +32,7 @@ QUICK_ARGS = {
     "api_write": ["--rounds", "2", "--seconds", "3", "--warmup", "1"],
     "worker_rss": ["--events", "20000", "--every", "5000"],
     "field_backfill": ["--contacts", "1000", "--edits", "10"],
+    "health_page": ["--contacts", "20000", "--dead-letters", "2000", "--loads", "3"],
 }
 
 
