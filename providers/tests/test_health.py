@@ -15,7 +15,7 @@ from syncroot.counters import sync_writes_read, sync_writes_record
 from webhooks.models import EventStatus
 from webhooks.tests.factories import WebhookEventFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_health_counters")]
 PAGE = "/admin/providers/synchealth/"
 
 
