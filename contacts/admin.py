@@ -2,12 +2,9 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
 from django.core.validators import validate_email
-from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from contacts.field_services import custom_field_create, custom_field_delete, custom_field_update
@@ -20,6 +17,7 @@ from providers.issues import CONFLICT_CODES
 from providers.models import ChangeSource, LinkStatus, ProviderLink
 from providers.provenance import contact_history
 from syncroot.errors import ApplicationError
+from syncroot.pagination import EstimatedCountPaginator
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -80,26 +78,6 @@ def sync_status_filter(provider: str) -> type[admin.SimpleListFilter]:
             return queryset.filter(Exists(links))
 
     return SyncStatusFilter
-
-
-class EstimatedCountPaginator(Paginator):
-    """No exact COUNT(*) of a million contacts per page view: the planner's estimate for the whole
-    table, and for a filtered list a count that stops at COUNT_CAP."""
-
-    COUNT_CAP = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        query = self.object_list.query
-        if not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
-                )
-                row = cursor.fetchone()
-            if row and row[0] > self.COUNT_CAP:
-                return int(row[0])
-        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
 
 
 class ContactAdminForm(forms.ModelForm):

@@ -18,6 +18,7 @@ from providers.models import (
     SyncAttempt,
     SyncCursor,
 )
+from syncroot.pagination import EstimatedCountPaginator
 
 
 def _record_link(provider: str, external_id: str | None) -> str:
@@ -137,6 +138,9 @@ class DeadLetterAdmin(CsvExportMixin, admin.ModelAdmin):
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ("retry_now", "discard")
     list_select_related = ("contact",)
+    # 100,000 parked letters: no exact total per page view.
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
 
     csv_header = ("id", "created_at", "provider", "contact_id", "email", "contact_version", "error_code",
                   "error_message", "attempts", "status", "resolved_at")  # fmt: skip

@@ -6,12 +6,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from contacts.admin import EstimatedCountPaginator
 from contacts.models import Contact
 from contacts.services import contact_create, contact_update
 from contacts.tests.factories import ContactFactory
 from crm import registry
 from providers.models import ChangeSource, FieldChange, LinkStatus, ProviderLink
+from syncroot.pagination import EstimatedCountPaginator
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/contacts/contact/"
