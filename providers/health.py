@@ -174,6 +174,7 @@ class GroupKind:
     admin_list: str
     filters: Callable[[str, str], dict[str, str]]
     actions: Mapping[str, GroupAction] = field(default_factory=dict)
+    permission: str = ""  # what a user needs to run the actions
 
 
 def dead_letter_groups() -> list[Group]:
@@ -218,6 +219,7 @@ GROUP_KINDS: list[GroupKind] = [
         groups=dead_letter_groups,
         admin_list="admin:providers_deadletter_changelist",
         filters=lambda provider, code: {"provider": provider, "error_code": code, "status__exact": "parked"},
+        permission="providers.change_deadletter",
         actions={
             "retry": GroupAction(
                 "Retry all",

@@ -10,6 +10,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -151,6 +152,9 @@ class SyncHealthAdmin(admin.ModelAdmin):
 
     def _group_action(self, request: HttpRequest) -> HttpResponse:
         data = request.POST
+        kind = health.group_kind(data.get("kind", ""))
+        if kind is not None and kind.permission and not request.user.has_perm(kind.permission):
+            raise PermissionDenied
         done = health.group_action_run(
             kind=data.get("kind", ""), action=data.get("action", ""), provider=data.get("provider", ""),
             code=data.get("code", ""),

@@ -81,6 +81,21 @@ def test_retry_all_sends_every_parked_change_of_the_group_again_and_nothing_else
     assert health.dead_letter_groups() == [health.Group("salesforce", "INVALID_EMAIL", 1, "refused")]
 
 
+def test_a_staff_member_without_the_right_to_change_dead_letters_cannot_retry_them(client, django_user_model):
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    client.force_login(user)
+    letter = parked("hubspot", "INVALID_EMAIL")
+
+    page = client.get(PAGE)
+    response = client.post(PAGE, {"kind": "dead_letters", "action": "retry", "provider": "hubspot",
+                                  "code": "INVALID_EMAIL"})  # fmt: skip
+
+    assert page.status_code == 200
+    assert response.status_code == 403
+    letter.refresh_from_db()
+    assert letter.status == DeadLetterStatus.PARKED
+
+
 def test_discard_all_gives_up_on_the_group(admin_client, connected):
     letter = parked("hubspot", "INVALID_EMAIL")
 
