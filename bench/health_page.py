@@ -74,7 +74,7 @@ FILL = [
            attempts, status, created_at)
        SELECT l.id, l.provider, l.contact_id, 1, (%(codes)s::text[])[1 + (l.id %% 5)],
               'The CRM refused the record: ' || l.id, 1, 'parked', now() - (l.id %% 1000) * interval '1 minute'
-       FROM providers_providerlink l WHERE l.status = 'parked' LIMIT %(dead)s""",
+       FROM providers_providerlink l WHERE l.status = 'parked' LIMIT %(dead_letters)s""",
     "VACUUM ANALYZE",  # what autovacuum keeps up in production (the visibility map: index-only scans)
 ]
 
@@ -84,7 +84,7 @@ def fill(*, contacts: int, dead_letters: int) -> float:
 
     began = time.monotonic()
     # Both CRMs park each of the first links: that many contacts give `dead_letters` dead letters.
-    params = {"contacts": contacts, "dead": (dead_letters + 1) // 2, "codes": list(CODES)}
+    params = {"contacts": contacts, "dead": (dead_letters + 1) // 2, "dead_letters": dead_letters, "codes": list(CODES)}
     with connection.cursor() as cursor:
         for statement in FILL:
             cursor.execute(statement, params if "%(" in statement else None)
