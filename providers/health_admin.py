@@ -62,7 +62,7 @@ def writes_chart_svg(per_minute: list[int]) -> SafeString:
         h2=CHART_HEIGHT + 16,
         ht=CHART_HEIGHT + 13,
         rects=rects,
-        top=f"{top:.1f}",
+        top=f"{max(bars):.1f}",
     )
 
 
