@@ -105,7 +105,9 @@ class DeadLetter(models.Model):
                    # The health page groups parked letters by CRM and code and shows each group's
                    # latest message: an index-only walk of the parked ones, never the whole table.
                    models.Index(fields=("provider", "error_code", "created_at"),
-                                condition=models.Q(status="parked"), name="dead_letter_parked_group_idx")]  # fmt: skip
+                                condition=models.Q(status="parked"), name="dead_letter_parked_group_idx"),
+                   # The admin's list, newest first, at any size.
+                   models.Index(fields=("-created_at",), name="dead_letter_created_idx")]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.provider} {self.error_code} ({self.status})"
