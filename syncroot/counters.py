@@ -136,16 +136,13 @@ def sync_writes_read(*, provider: str, now: float | None = None, hours: int = 24
         hashes = dict(zip(hour_starts, pipe.execute(), strict=True))
     except redis.RedisError:
         return []
-    minutes = []
-    for minute_at in range(start, int(at // 60) * 60 + 1, 60):
-        raw = hashes[int(minute_at // 3600) * 3600]
-        minute = time.gmtime(minute_at).tm_min
-        row = {"w": int(raw.get(f"w:{minute}".encode(), 0))}
-        for bucket in range(len(LAG_BUCKETS)):
-            if count := raw.get(f"l:{minute}:{bucket}".encode()):
-                row[str(bucket)] = int(count)
-        minutes.append(row)
-    return minutes
+    by_minute: dict[int, dict[str, int]] = {}
+    for hour, raw in hashes.items():
+        for key, count in raw.items():
+            kind, minute, *bucket = key.decode().split(":")
+            row = by_minute.setdefault(hour + int(minute) * 60, {"w": 0})
+            row["w" if kind == "w" else bucket[0]] = int(count)
+    return [by_minute.get(minute_at) or {"w": 0} for minute_at in range(start, int(at // 60) * 60 + 1, 60)]
 
 
 def crm_calls_today(*, now: float | None = None) -> dict[str, int] | None:
