@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill", "bulk_import", "write_coalescing", "scale",
+    "field_backfill", "bulk_import", "write_coalescing", "scale", "health_page",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -35,6 +35,7 @@ QUICK_ARGS = {
     "bulk_import": ["--contacts", "3000"],
     "scale": ["--sizes", "10000", "100000", "--samples", "30"],
     "write_coalescing": ["--burst", "200"],
+    "health_page": ["--contacts", "20000", "--dead-letters", "2000", "--loads", "3"],
 }
 
 

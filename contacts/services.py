@@ -15,6 +15,8 @@ from django.utils import timezone
 from contacts.fields import InvalidValues, custom_changed, custom_errors, custom_merge, keys_of
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
 from contacts.selectors import contact_by_email, custom_fields_locked, normalise_email
+from providers.models import ChangeSource
+from providers.provenance import changes_record, changes_record_many
 from providers.services import links_mark_pending, links_mark_pending_many
 from syncroot.db import retry_on_conflict
 from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
@@ -47,8 +49,9 @@ def _check_version(contact: Contact, expected_version: int | None) -> None:
 
 
 @retry_on_conflict
-def contact_create(*, data: Mapping[str, Any]) -> Contact:
-    """Create a contact and mark it pending in every connected CRM."""
+def contact_create(*, data: Mapping[str, Any], source: str = ChangeSource.API) -> Contact:
+    """Create a contact and mark it pending in every connected CRM. `source`: who made the change
+    (the API, or an operator in the admin), for each value's provenance."""
     values = {field: data.get(field, "") for field in SYNCED_FIELDS}
     now = timezone.now().isoformat()
     try:
@@ -56,6 +59,7 @@ def contact_create(*, data: Mapping[str, Any]) -> Contact:
             custom = _custom_checked(data)
             times = {f: now for f in SYNCED_FIELDS} | {f"custom.{key}": now for key in custom}
             contact = Contact.objects.create(**values, custom=custom, field_times=times)
+            changes_record(contact=contact, fields=None, source=source)
             links_mark_pending(contact=contact)
     except IntegrityError:
         # The unique index on the lower-cased email is the check (no SELECT before every insert,
@@ -104,6 +108,7 @@ def contact_create_many(*, items: Sequence[Mapping[str, Any]]) -> list[Contact]:
                 raise InvalidValues({"contacts": errors})  # by position, like the serializer's own errors
             contacts = [_new(item, now) for item in items]
             Contact.objects.bulk_create(contacts)
+            changes_record_many(contacts=contacts, fields=None, source=ChangeSource.API)
             links_mark_pending_many(contacts=contacts)
     except IntegrityError:
         if conflict := _duplicates_of([item["email"] for item in items]):
@@ -121,7 +126,12 @@ def _new(item: Mapping[str, Any], now: str) -> Contact:
 @retry_on_conflict
 @transaction.atomic
 def contact_update(
-    *, contact_id: UUID, data: Mapping[str, Any], partial: bool, expected_version: int | None = None
+    *,
+    contact_id: UUID,
+    data: Mapping[str, Any],
+    partial: bool,
+    expected_version: int | None = None,
+    source: str = ChangeSource.API,
 ) -> Contact:
     """Replace (PUT) or patch (PATCH) a contact; a change bumps its version and syncs it.
 
@@ -160,6 +170,7 @@ def contact_update(
         if conflict := _duplicate(values["email"]):
             raise conflict from None
         raise
+    changes_record(contact=contact, fields=[*changed, *custom_keys], source=source)
     links_mark_pending(contact=contact)
     return contact
 

@@ -3,6 +3,7 @@ from django.urls import path
 from contacts.views import (
     ContactBatchView,
     ContactDetailView,
+    ContactHistoryView,
     ContactListView,
     ContactSyncView,
     FieldDetailView,
@@ -13,6 +14,7 @@ urlpatterns = [
     path("contacts", ContactListView.as_view(), name="contact-list"),
     path("contacts/batch", ContactBatchView.as_view(), name="contact-batch"),
     path("contacts/<uuid:contact_id>", ContactDetailView.as_view(), name="contact-detail"),
+    path("contacts/<uuid:contact_id>/history", ContactHistoryView.as_view(), name="contact-history"),
     path("contacts/<uuid:contact_id>/sync", ContactSyncView.as_view(), name="contact-sync"),
     path("fields", FieldListView.as_view(), name="field-list"),
     path("fields/<str:key>", FieldDetailView.as_view(), name="field-detail"),

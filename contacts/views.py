@@ -25,6 +25,7 @@ from contacts.serializers import (
     FieldUpdateSerializer,
     field_output,
 )
+from providers.provenance import contact_history
 from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
 
@@ -220,6 +221,36 @@ class ContactSyncView(APIView):
         contact = selectors.contact_get(contact_id=contact_id)
         contact_resync(contact=contact)
         return contact_response(selectors.contact_get(contact_id=contact.pk), status_code=status.HTTP_202_ACCEPTED)
+
+
+class FieldChangeSerializer(serializers.Serializer):
+    value = serializers.JSONField(allow_null=True)
+    source = serializers.CharField(help_text="`api`, `operator`, `backfill`, or the CRM: `salesforce`, `hubspot`, …")
+    changed_at = serializers.DateTimeField()
+
+
+class FieldHistorySerializer(serializers.Serializer):
+    value = serializers.JSONField(allow_null=True)
+    source = serializers.CharField(
+        allow_null=True, help_text="Where the current value came from (null: before the log)"
+    )
+    changed_at = serializers.DateTimeField(allow_null=True)
+    changes = FieldChangeSerializer(many=True, help_text="The field's last changes, newest first")
+
+
+class ContactHistorySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    fields = serializers.DictField(child=FieldHistorySerializer(), help_text="By field: built-ins, then custom keys")
+
+
+class ContactHistoryView(APIView):
+    @extend_schema(responses={200: ContactHistorySerializer, **ERRORS})
+    def get(self, request: Request, contact_id: str) -> Response:
+        """Where each field's value came from: its source (the API, an operator, a CRM, a backfill), when,
+        and its last changes."""
+        contact = selectors.contact_get(contact_id=contact_id)
+        body = {"id": contact.pk, "fields": contact_history(contact=contact)}
+        return Response(ContactHistorySerializer(body).data)
 
 
 class FieldListView(APIView):

@@ -5,7 +5,16 @@ from django.utils.html import format_html, format_html_join
 
 from crm.registry import connected_providers, get_provider
 from providers import crm_state, mappings, outbox
-from providers.issues import link_issues_resolve, presented_status
+from providers.admin_export import CsvExportMixin
+from providers.field_values import NOT_AN_OPTION, WRONG_TYPE
+from providers.issues import (
+    EMAIL_CONFLICT,
+    INVALID_EMAIL,
+    NOT_TEXT,
+    TOO_LONG,
+    link_issues_resolve,
+    presented_status,
+)
 from providers.models import (
     CrmState,
     DeadLetter,
@@ -49,18 +58,42 @@ def _no(self, request, obj=None) -> bool:
     return False
 
 
+class IssueCodeFilter(admin.SimpleListFilter):
+    """Links with an issue of this code (the health page's groups link here)."""
+
+    title = "issue code"
+    parameter_name = "code"
+
+    def lookups(self, request, model_admin):
+        # The codes a link's issue can carry (no scan of the links to list them).
+        codes = {TOO_LONG, INVALID_EMAIL, NOT_TEXT, EMAIL_CONFLICT, NOT_AN_OPTION, WRONG_TYPE}
+        codes |= {self.value()} if self.value() else set()
+        return [(code, code) for code in sorted(codes)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(issues__contains=[{"code": self.value()}]) if self.value() else queryset
+
+
 @admin.register(LinkIssue)
-class LinkIssueAdmin(admin.ModelAdmin):
+class LinkIssueAdmin(CsvExportMixin, admin.ModelAdmin):
     """What needs a person: values refused for SyncRoot, email clashes. Fixing the value in the CRM
     clears an issue by itself; "Send SyncRoot's values" decides for SyncRoot's."""
 
     list_display = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
-    list_filter = ("provider",)
+    list_filter = ("provider", IssueCodeFilter)
     search_fields = ("contact__email", "external_id")
     list_select_related = ("contact",)
     actions = ("send_syncroot_values",)
     fields = ("contact", "provider", "crm_record", "state", "issue_list", "updated_at")
     readonly_fields = fields
+
+    csv_header = ("provider", "crm_record", "contact_id", "email", "status", "field", "code", "message", "since")
+    csv_filename = "sync-issues.csv"
+
+    def csv_rows(self, link: ProviderLink):
+        for issue in link.issues:
+            yield (link.provider, link.external_id, link.contact_id, link.contact.email, presented_status(link),
+                   issue["field"], issue["code"], issue["message"], issue.get("since", ""))  # fmt: skip
 
     def get_queryset(self, request):
         return super().get_queryset(request).exclude(issues=[])
@@ -86,13 +119,18 @@ class LinkIssueAdmin(admin.ModelAdmin):
 
 
 @admin.register(RecordIssue)
-class RecordIssueAdmin(admin.ModelAdmin):
+class RecordIssueAdmin(CsvExportMixin, admin.ModelAdmin):
     """CRM records SyncRoot cannot take in; they come in by themselves once fixed in the CRM."""
 
     list_display = ("provider", "crm_record", "code", "message", "first_seen_at", "last_seen_at")
     list_filter = ("provider", "code")
     search_fields = ("external_id", "message")
     readonly_fields = ("provider", "external_id", "code", "message", "first_seen_at", "last_seen_at")
+    csv_header = readonly_fields
+    csv_filename = "record-issues.csv"
+
+    def csv_rows(self, issue: RecordIssue):
+        yield [getattr(issue, name) for name in self.csv_header]
 
     @admin.display(description="CRM record")
     def crm_record(self, issue: RecordIssue) -> str:
@@ -103,13 +141,23 @@ class RecordIssueAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ScaledAdmin):
+class DeadLetterAdmin(CsvExportMixin, ScaledAdmin):
     list_display = ("created_at", "provider", "contact", "error_code", "short_message", "attempts", "status")
     list_filter = (("provider", DistinctValuesFilter), "status", ("error_code", DistinctValuesFilter))
     search_fields = ("contact__email", "error_code", "error_message")
     readonly_fields = [f.name for f in DeadLetter._meta.fields]
     actions = ("retry_now", "discard")
     list_select_related = ("contact",)
+    # 100,000 parked letters: no exact total per page view.
+
+    csv_header = ("id", "created_at", "provider", "contact_id", "email", "contact_version", "error_code",
+                  "error_message", "attempts", "status", "resolved_at")  # fmt: skip
+    csv_filename = "dead-letters.csv"
+
+    def csv_rows(self, letter: DeadLetter):
+        yield (letter.pk, letter.created_at.isoformat(), letter.provider, letter.contact_id, letter.contact.email,
+               letter.contact_version, letter.error_code, letter.error_message, letter.attempts, letter.status,
+               letter.resolved_at.isoformat() if letter.resolved_at else "")  # fmt: skip
 
     @admin.display(description="message")
     def short_message(self, letter: DeadLetter) -> str:
@@ -269,3 +317,6 @@ class FieldMappingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)
+
+
+from providers import health_admin  # noqa: E402,F401  (the Sync health page registers itself)

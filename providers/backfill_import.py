@@ -48,7 +48,7 @@ from providers.inbound import (
 from providers.issues import split_values
 from providers.ledger import changed_values
 from providers.mappings import mapping_rules
-from providers.models import LinkStatus, ProviderLink
+from providers.models import ChangeSource, LinkStatus, ProviderLink
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
             linked_before = is_linked(provider=provider_name, external_id=change.external_id)
         else:
             linked_before = change.external_id in known.links
-        outcome = change_apply(provider=provider_name, change=change)
+        outcome = change_apply(provider=provider_name, change=change, source=ChangeSource.BACKFILL)
     except Exception as exc:  # one bad record must not stop the import: it is reported with its id
         logger.exception("backfill record failed", extra={"provider": provider_name, "external_id": change.external_id})
         report.fail(record=change.external_id, target=SYNCROOT, message=f"{type(exc).__name__}: {exc}")

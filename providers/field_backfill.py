@@ -47,7 +47,8 @@ from providers.mappings import (
     remote_field_get,
     remote_spec,
 )
-from providers.models import BackfillStatus, FieldMapping, LinkStatus, MappingRule, ProviderLink
+from providers.models import BackfillStatus, ChangeSource, FieldMapping, LinkStatus, MappingRule, ProviderLink
+from providers.provenance import changes_record_many
 from providers.services import links_mark_pending_many
 
 logger = logging.getLogger(__name__)
@@ -283,6 +284,7 @@ def _apply(target: _Field, provider: str, plan: Plan) -> None:
             contact.save()
             changed.append(contact)
         link.save(update_fields=["field_hashes", "field_seen_at", "updated_at"])
+    changes_record_many(contacts=changed, fields=[target.name], source=ChangeSource.BACKFILL)
     for pk, code, message, raw in plan.refused:
         link, contact = locked.get(pk), contacts.get(links[pk].contact_id)
         if link is None or contact is None:

@@ -33,6 +33,7 @@ from providers.issues import (
 from providers.ledger import changed_values, prior_hashes
 from providers.mappings import NOT_APPLIED, MappingSet, mapping_set
 from providers.models import LinkStatus, MappingRule, ProviderLink
+from providers.provenance import changes_record
 from providers.services import enqueue_forward, links_mark_pending
 
 logger = logging.getLogger(__name__)
@@ -186,8 +187,9 @@ class _Unlinkable(Exception):
 
 
 @transaction.atomic
-def change_apply(*, provider: str, change: InboundChange) -> str:
-    """Apply one CRM change to SyncRoot and queue it for the OTHER CRMs. Returns the outcome."""
+def change_apply(*, provider: str, change: InboundChange, source: str | None = None) -> str:
+    """Apply one CRM change to SyncRoot and queue it for the OTHER CRMs. Returns the outcome.
+    `source`: what the values' provenance names (the CRM itself unless an import says `backfill`)."""
     if change.from_integration:
         return ECHO  # our own write coming back: no version bump, no outbound call
     _lock_record(provider, change.external_id)
@@ -225,6 +227,8 @@ def change_apply(*, provider: str, change: InboundChange) -> str:
     if applied:
         contact.version += 1
         contact.save()
+    if applied or created:
+        changes_record(contact=contact, fields=None if created else applied, source=source or provider)
     _settle_link(link=link, contact=contact)
     reraised = {i.get("contact_id") for i in link.issues}
     counterparts_clear([i for i in dropped if i.get("contact_id") not in reraised], provider=provider,
@@ -403,6 +407,7 @@ def _fill_blanks(*, provider: str, link_id: int, record: InboundChange) -> bool:
     if filled:
         contact.version += 1
         contact.save()
+        changes_record(contact=contact, fields=filled, source=provider)
         if link.status == LinkStatus.SYNCED:
             link.synced_version = contact.version
         links_mark_pending(contact=contact, exclude=[provider])

@@ -103,6 +103,10 @@ class DeadLetter(models.Model):
         # Retention prunes resolved letters by resolved_at, and /metrics reads the oldest one.
         indexes = [models.Index(fields=("resolved_at",), condition=models.Q(status__in=("retried", "discarded")),
                                 name="dead_letter_resolved_idx"),
+                   # The health page groups parked letters by CRM and code and shows each group's
+                   # latest message: an index-only walk of the parked ones, never the whole table.
+                   models.Index(fields=("provider", "error_code", "created_at"),
+                                condition=models.Q(status="parked"), name="dead_letter_parked_group_idx"),
                    # The admin's list, newest first: a page is an index range, not a sort of the table.
                    models.Index(F("created_at").desc(), F("id").desc(), name="dead_letter_created_idx")]  # fmt: skip
 
@@ -243,3 +247,40 @@ class FieldMapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.field} ↔ {self.remote_field} ({self.rule})"
+
+
+class ChangeSource(models.TextChoices):
+    """Where a contact's field value came from (a CRM's source is its provider name)."""
+
+    API = "api"
+    OPERATOR = "operator"
+    BACKFILL = "backfill"
+
+
+class FieldChange(models.Model):
+    """One value a contact's field took, and where it came from: written by the engine as it applies
+    changes (providers/provenance.py), pruned by retention but for each field's latest change."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="field_changes")
+    field = models.CharField(max_length=64)
+    value = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=32)  # ChangeSource, or the CRM's provider name
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-changed_at", "-id")
+        indexes = [
+            models.Index(fields=("contact", "field", "-changed_at"), name="field_change_contact_idx"),
+            models.Index(fields=("changed_at",), name="field_change_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field} from {self.source} at {self.changed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SyncHealth(CrmState):
+    """The admin's "Sync health" page (providers/health_admin.py): a page, not a list of rows."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "Sync health"

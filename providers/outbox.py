@@ -160,3 +160,51 @@ def dead_letter_discard(*, dead_letter_id: int) -> bool:
         status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
     )
     return bool(updated)
+
+
+GROUP_BATCH = 1000  # rows per transaction of a bulk action: no long lock on a busy table
+
+
+def dead_letters_retry_group(*, provider: str, error_code: str) -> int:
+    """Operator action on a whole group (one CRM, one error code): retry every parked letter,
+    sending each contact's current state. Batched; returns how many were queued."""
+    retried = 0
+    while ids := list(
+        DeadLetter.objects.filter(provider=provider, error_code=error_code, status=DeadLetterStatus.PARKED)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:GROUP_BATCH]
+    ):
+        with transaction.atomic():
+            locked = dict(
+                DeadLetter.objects.select_for_update()
+                .filter(pk__in=ids, status=DeadLetterStatus.PARKED)
+                .values_list("pk", "link_id")
+            )
+            now = timezone.now()
+            retried += DeadLetter.objects.filter(pk__in=list(locked)).update(
+                status=DeadLetterStatus.RETRIED, resolved_at=now
+            )
+            link_ids = list(locked.values())
+            ProviderLink.objects.filter(pk__in=link_ids, status=LinkStatus.PARKED).update(
+                status=LinkStatus.PENDING, attempts=0, next_attempt_at=None, pending_since=now
+            )
+    if retried:
+        transaction.on_commit(lambda: dispatch.enqueue_drain(providers=[provider]), robust=True)
+    logger.info("dead letters retried", extra={"provider": provider, "error_code": error_code, "count": retried})
+    return retried
+
+
+def dead_letters_discard_group(*, provider: str, error_code: str) -> int:
+    """Operator action on a whole group: give up on every parked letter of it (their links stay
+    parked until the contact changes). Batched; returns how many were discarded."""
+    discarded = 0
+    while ids := list(
+        DeadLetter.objects.filter(provider=provider, error_code=error_code, status=DeadLetterStatus.PARKED)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:GROUP_BATCH]
+    ):
+        discarded += DeadLetter.objects.filter(pk__in=ids, status=DeadLetterStatus.PARKED).update(
+            status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
+        )
+    logger.info("dead letters discarded", extra={"provider": provider, "error_code": error_code, "count": discarded})
+    return discarded

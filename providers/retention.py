@@ -1,10 +1,12 @@
 """Retention: what SyncRoot no longer needs is pruned, in bounded batches, by a beat task.
 
-Four kinds, each kept RETENTION_DAYS (0: kept for ever):
+Five kinds, each kept RETENTION_DAYS (0: kept for ever):
 - `webhook_events`: inbox events processed or ignored (by when they were received). Events still
   `received` or `failed` wait for the sweeper or an operator, however old.
 - `sync_attempts`: the audit trail of CRM calls.
 - `dead_letters`: dead letters resolved (retried or discarded) that long ago; parked ones stay.
+- `field_changes`: the change log of each field's values (providers/provenance.py), but each
+  field's latest change, which says where its current value came from.
 - `tombstones`: deleted contacts, once every CRM has the delete (all their links `deleted`, or
   none at all), deleted that long ago; their links, attempts and dead letters go with them.
 
@@ -25,12 +27,13 @@ from django.utils import timezone
 
 from contacts.models import Contact
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
+from providers.provenance import superseded_changes
 from syncroot.counters import retention_pruned_record
 from webhooks.models import EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("webhook_events", "sync_attempts", "dead_letters", "tombstones")
+KINDS = ("webhook_events", "sync_attempts", "dead_letters", "field_changes", "tombstones")
 BATCH_SIZE = 1000
 TOMBSTONE_BATCH_SIZE = 200  # each one takes its links, attempts and dead letters along
 RUN_SECONDS = 60.0  # well inside the task's soft time limit
@@ -60,6 +63,7 @@ _PRUNABLE: dict[str, Callable[[datetime], QuerySet]] = {
     "webhook_events": _events,
     "sync_attempts": _attempts,
     "dead_letters": _dead_letters,
+    "field_changes": superseded_changes,
     "tombstones": _tombstones,
 }
 

@@ -43,6 +43,7 @@ from providers.issues import counterparts_clear, issue_raise, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, contact_values, prior_hashes
 from providers.mappings import MappingSet, mapping_set
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, MappingRule, ProviderLink, SyncAttempt
+from syncroot.counters import sync_writes_record
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
             claimed_until=None, claimed_by=None
         )
         raise
+    _writes_count(provider_name, claims, synced, sent={item.key for item in items})
     if matched := [link.pk for link in synced if _fills_blanks(link)]:
         matched_records_fill(provider_name=provider_name, link_ids=matched)
     logger.info(
@@ -197,6 +199,14 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                "failed": report.failed, "parked": report.parked, "paused": report.paused},
     )  # fmt: skip
     return report
+
+
+def _writes_count(provider_name: str, claims: list[Claim], synced: list[ProviderLink], *, sent: set[int]) -> None:
+    """For the health page: each write that reached the CRM, with its lag since the change."""
+    since = {claim.link.pk: claim.pending_since for claim in claims}
+    now = timezone.now()
+    lags = [(now - at).total_seconds() for link in synced if link.pk in sent and (at := since.get(link.pk))]
+    sync_writes_record(provider=provider_name, lags=lags)
 
 
 @dataclass

@@ -60,7 +60,11 @@ def crm_call_record(*, provider: str, operation: str, outcome: str, status: int 
         pipe.hincrbyfloat(counter_key("crm_request_seconds"), f"{provider}|{operation}", max(seconds, 0.0))
         if outcome == "rate_limited" or status == 429:
             pipe.hincrby(counter_key("crm_rate_limited"), provider, 1)
-        for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited"):
+            pipe.hset(counter_key("crm_rate_limited_at"), provider, int(time.time()))
+        day = counter_key(f"crm_calls_day:{time.strftime('%Y%m%d', time.gmtime())}")
+        pipe.hincrby(day, provider, 1)
+        pipe.expire(day, 2 * 24 * 3600)
+        for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited", "crm_rate_limited_at"):
             # Forgotten only after a quiet week (Prometheus reads that as a counter reset), so the
             # hashes of a deployment or test run that is gone do not stay in Redis for ever.
             pipe.expire(counter_key(name), COUNTER_TTL_SECONDS)
@@ -118,6 +122,86 @@ class BudgetReading(Protocol):
     window: str
     used: int
     limit: int
+
+
+# --- the sync health page's figures (providers/health.py reads them) ----------------------------
+# Per CRM and UTC hour, one hash: `w:<minute>` counts the writes that reached the CRM in that minute,
+# `l:<minute>:<bucket>` how many of them waited up to LAG_BUCKETS[bucket] seconds since the change.
+# A histogram per minute gives p50/p95 over any window without keeping one sample per write.
+LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, float("inf"))
+HEALTH_TTL_SECONDS = 26 * 3600
+
+
+def _hour_key(provider: str, at: float) -> str:
+    return counter_key(f"sync_writes:{provider}:{time.strftime('%Y%m%d%H', time.gmtime(at))}")
+
+
+def lag_bucket(seconds: float) -> int:
+    return next(i for i, bound in enumerate(LAG_BUCKETS) if seconds <= bound)
+
+
+def sync_writes_record(*, provider: str, lags: list[float], now: float | None = None) -> None:
+    """Count writes that reached a CRM now, each with its lag (change to CRM write). Never raises."""
+    if not lags:
+        return
+    at = time.time() if now is None else now
+    minute = time.gmtime(at).tm_min
+    key = _hour_key(provider, at)
+    try:
+        pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(key, f"w:{minute}", len(lags))
+        buckets: dict[int, int] = {}
+        for lag in lags:
+            buckets[lag_bucket(max(lag, 0.0))] = buckets.get(lag_bucket(max(lag, 0.0)), 0) + 1
+        for bucket, count in buckets.items():
+            pipe.hincrby(key, f"l:{minute}:{bucket}", count)
+        pipe.expire(key, HEALTH_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("sync writes not counted: Redis unavailable", extra={"provider": provider, "error": str(exc)})
+
+
+def sync_writes_read(*, provider: str, now: float | None = None, hours: int = 24) -> list[dict[str, int]]:
+    """The last `hours` × 60 minutes, oldest first: per minute `{"w": writes, "<bucket>": count…}`.
+    Redis down: an empty list (the page says so rather than fail)."""
+    at = time.time() if now is None else now
+    start = int(at // 60) * 60 - (hours * 60 - 1) * 60
+    hour_starts = sorted({int(m // 3600) * 3600 for m in range(start, int(at) + 1, 60)})
+    try:
+        pipe = counters_redis(settings.REDIS_URL).pipeline(transaction=False)
+        for hour in hour_starts:
+            pipe.hgetall(_hour_key(provider, hour))
+        hashes = dict(zip(hour_starts, pipe.execute(), strict=True))
+    except redis.RedisError:
+        return []
+    by_minute: dict[int, dict[str, int]] = {}
+    for hour, raw in hashes.items():
+        for key, count in raw.items():
+            kind, minute, *bucket = key.decode().split(":")
+            row = by_minute.setdefault(hour + int(minute) * 60, {"w": 0})
+            row["w" if kind == "w" else bucket[0]] = int(count)
+    return [by_minute.get(minute_at) or {"w": 0} for minute_at in range(start, int(at // 60) * 60 + 1, 60)]
+
+
+def crm_calls_today(*, now: float | None = None) -> dict[str, int] | None:
+    """CRM calls per CRM since midnight UTC (each call's count above); None when Redis is down."""
+    at = time.time() if now is None else now
+    try:
+        raw = counters_redis(settings.REDIS_URL).hgetall(
+            counter_key(f"crm_calls_day:{time.strftime('%Y%m%d', time.gmtime(at))}")
+        )
+        return {name.decode(): int(count) for name, count in raw.items()}
+    except redis.RedisError:
+        return None
+
+
+def crm_rate_limited_at() -> dict[str, float]:
+    """When each CRM last answered 429 (unix seconds); empty when Redis is down."""
+    try:
+        raw = counters_redis(settings.REDIS_URL).hgetall(counter_key("crm_rate_limited_at"))
+        return {name.decode(): float(at) for name, at in raw.items()}
+    except redis.RedisError:
+        return {}
 
 
 class CallRecord(Protocol):

@@ -324,6 +324,13 @@ CELERY_BEAT_SCHEDULE["expire-idempotency-keys"] = {
     "schedule": 3600,
     "options": {"expires": 3600},
 }
+# The admin's Sync health page shows each CRM's calls today against its daily cap, when one is set
+# here, e.g. "salesforce=100000,hubspot=250000" (Salesforce's org quota, HubSpot's daily limit).
+CRM_DAILY_CALL_CAPS = {
+    name.strip(): int(cap)
+    for name, _, cap in (item.partition("=") for item in env.str("CRM_DAILY_CALL_CAPS", default="").split(","))
+    if name.strip()
+}
 # Processed inbox events, sync attempts, resolved dead letters and delivered tombstones are
 # pruned after this many days (beat, hourly, in bounded batches); 0 keeps them for ever.
 RETENTION_DAYS = env.int("RETENTION_DAYS", default=30)

@@ -32,7 +32,12 @@ class WebhookEvent(models.Model):
         indexes = [
             # The sweeper's query: events still received, not queued recently. Partial, so it holds
             # only the events in flight, however large the inbox grows.
-            models.Index(fields=("enqueued_at",), condition=models.Q(status="received"), name="webhook_event_sweep_idx")
+            models.Index(
+                fields=("enqueued_at",), condition=models.Q(status="received"), name="webhook_event_sweep_idx"
+            ),
+            # The health page: each CRM's last event, and its failed events counted up to a cap.
+            models.Index(fields=("provider", "received_at"), name="webhook_event_provider_idx"),
+            models.Index(fields=("provider",), condition=models.Q(status="failed"), name="webhook_event_failed_idx"),
         ]
 
     def __str__(self) -> str:

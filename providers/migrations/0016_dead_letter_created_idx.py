@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('providers', '0011_custom_field_mappings'),
+        ('providers', '0014_sync_health'),
     ]
 
     operations = [

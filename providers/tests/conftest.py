@@ -26,3 +26,16 @@ def hubspot(settings, enqueued):
         registry.reset()
         yield SandboxControl(running.url)
         registry.reset()
+
+
+@pytest.fixture
+def fresh_health_counters():
+    """The Sync health page's Redis counters start empty (they outlive a test's transaction)."""
+    from django.conf import settings
+
+    from syncroot.counters import counter_key, counters_redis
+
+    connection = counters_redis(settings.REDIS_URL)
+    for pattern in ("sync_writes:*", "crm_calls_day:*", "crm_rate_limited_at"):
+        for key in connection.scan_iter(counter_key(pattern)):
+            connection.delete(key)

@@ -19,6 +19,7 @@ from crm.hubspot.provider import HubSpotProvider
 from providers import mappings
 from providers.backfill import checkpoint_key
 from providers.models import FieldMapping, LinkStatus, ProviderLink, RecordIssue, SyncCursor
+from providers.provenance import contact_history
 from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db
@@ -395,3 +396,17 @@ def test_the_import_refuses_what_syncroot_cannot_hold_and_cuts_nothing(crms):
     assert (issue["field"], issue["code"]) == ("job_title", "too_long")
     assert RecordIssue.objects.get().external_id == too_long
     assert "refused" in out
+
+
+def test_values_an_import_brings_in_name_the_backfill_as_their_source(crms):
+    existing = ContactFactory(email="grace@example.com", first_name="")
+    crms.add_hubspot("grace@example.com", "Grace", "Hopper")
+    crms.add_hubspot("alan@example.com", "Alan", "Turing")
+
+    backfill("--from", "hubspot")
+
+    alan = contact_history(contact=Contact.objects.get(email="alan@example.com"))
+    assert (alan["first_name"]["value"], alan["first_name"]["source"]) == ("Alan", "backfill")
+    grace = contact_history(contact=Contact.objects.get(pk=existing.pk))
+    assert (grace["first_name"]["value"], grace["first_name"]["source"]) == ("Grace", "backfill")
+    assert [change["source"] for change in grace["last_name"]["changes"]] == ["backfill"]

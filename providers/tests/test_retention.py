@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contacts.models import Contact
 from contacts.tests.factories import ContactFactory
 from providers import retention
-from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, SyncAttempt
+from providers.models import DeadLetter, DeadLetterStatus, FieldChange, LinkStatus, ProviderLink, SyncAttempt
 from providers.tasks import prune_retention
 from webhooks.models import EventStatus, WebhookEvent
 from webhooks.tests.factories import WebhookEventFactory
@@ -203,3 +203,21 @@ def test_metrics_count_the_rows_pruned_and_show_the_age_of_the_oldest_row_kept(c
     assert page[(oldest, "sync_attempts")] == 0  # none left
     assert page[(oldest, "dead_letters")] == 0
     assert page[(oldest, "tombstones")] == 0
+
+
+def test_old_field_changes_go_but_each_fields_latest_change_stays_however_old():
+    contact = ContactFactory()
+
+    def change(field: str, value: str, at) -> FieldChange:
+        return FieldChange.objects.create(contact=contact, field=field, value=value, source="api", changed_at=at)
+
+    replaced = change("first_name", "Ada", older(10))
+    latest_old = change("first_name", "Augusta", older(5))  # older than the cutoff, but still the value
+    only = change("company", "Engines", older(10))
+    recent = change("phone", "1", older(-5))
+
+    pruned = retention.retention_prune()
+
+    assert pruned["field_changes"] == 1
+    assert set(FieldChange.objects.values_list("pk", flat=True)) == {latest_old.pk, only.pk, recent.pk}
+    assert not FieldChange.objects.filter(pk=replaced.pk).exists()
