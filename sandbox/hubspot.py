@@ -120,6 +120,8 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         add("PATCH", CONTACTS + "/{id}", self.update_contact)
         add("DELETE", CONTACTS + "/{id}", self.archive_contact)
         add("POST", CONTACTS + "/search", self.search_contacts, tags={"search"})
+        add("POST", CONTACTS + "/merge", self.merge_contacts)
+        add("POST", CONTACTS + "/gdpr-delete", self.gdpr_delete)
         self.add_batch_routes(CONTACTS + "/batch")
         self.add_property_routes()
         add("POST", "/oauth/v1/token", self.oauth_token, auth=False)
@@ -216,6 +218,19 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         if self.config["webhook_url"]:
             self.emit_events(self.events.deletion(contact.id, source, contact.archived_ms or contact.updated_ms))
 
+    def merged(self, primary: Contact, merged_id: str, moved: int, source: Source) -> None:
+        if self.config["webhook_url"]:
+            events = self.events.merge(primary.id, [merged_id], primary.id, moved, source, primary.updated_ms)
+            self.emit_events(events)
+
+    def restored(self, contact: Contact, source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.restore(contact.id, source, contact.updated_ms))
+
+    def purged(self, contact_id: str, source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.privacy_deletion(contact_id, source, int(time.time() * 1000)))
+
     def deliver_webhooks(self, events: list[Any], attempt: int) -> bool:
         url = self.config["webhook_url"]
         if not url:
@@ -262,6 +277,26 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         contact = self.store.archive(id)
         if contact is not None:
             self.archived(contact, self.api_source)
+        return empty_response(204)
+
+    def merge_contacts(self, request: Request) -> Response:
+        """``{"primaryObjectId", "objectIdToMerge"}`` → 200 SimplePublicObject of the survivor."""
+        body = self.json_body(request)
+        if not isinstance(body, dict) or not body.get("primaryObjectId") or not body.get("objectIdToMerge"):
+            raise hs_error(400, "VALIDATION_ERROR", "primaryObjectId and objectIdToMerge are required")
+        primary, other = str(body["primaryObjectId"]), str(body["objectIdToMerge"])
+        survivor, moved = self.store.merge(primary, other)
+        self.merged(survivor, other, moved, self.api_source)
+        return json_response(survivor.to_json())
+
+    def gdpr_delete(self, request: Request) -> Response:
+        """``{"objectId", "idProperty"?}`` → 204; the record is gone for good and its email blocklisted."""
+        body = self.json_body(request)
+        if not isinstance(body, dict) or body.get("objectId") in (None, ""):
+            raise hs_error(400, "VALIDATION_ERROR", "objectId is required")
+        purged = self.store.purge(str(body["objectId"]), body.get("idProperty"))
+        if purged is not None:
+            self.purged(purged, self.api_source)
         return empty_response(204)
 
     def list_contacts(self, request: Request) -> Response:
@@ -358,9 +393,19 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         contact_id = payload.get("id")
         fields = payload.get("fields") or {}
         try:
-            if payload.get("delete"):
-                if contact_id is None:
-                    raise ValueError("delete needs an id")
+            if contact_id is None and any(payload.get(k) for k in ("delete", "restore", "gdpr_delete", "merge_into")):
+                raise ValueError("delete, restore, gdpr_delete and merge_into need an id")
+            if payload.get("restore"):  # from the recycle bin, as a person does in the UI
+                contact = store.restore(str(contact_id))
+                self.restored(contact, source)
+            elif payload.get("gdpr_delete"):
+                purged = store.purge(str(contact_id), None)
+                self.purged(str(purged), source)
+                return {"id": str(purged), "gdpr_deleted": True}
+            elif payload.get("merge_into"):  # the UI's merge: this record into the primary one
+                contact, moved = store.merge(str(payload["merge_into"]), str(contact_id))
+                self.merged(contact, str(contact_id), moved, source)
+            elif payload.get("delete"):
                 contact = store.archive(str(contact_id))
                 if contact is None:
                     raise KeyError(contact_id)
