@@ -260,10 +260,11 @@ class SalesforceApp(AuthMixin, DescribeMixin, RestMixin, QueryMixin, SandboxApp)
         for change in changes:
             if change.sobject != "Contact":
                 continue
-            if change.kind != "DELETE" and config["outbound_messages"]:
+            # Workflow rules fire on creates and edits; a delete or an undelete is neither.
+            if change.kind not in ("DELETE", "UNDELETE") and config["outbound_messages"]:
                 notification_id = self.store.new_id("04l")
                 events.append({"channel": "outbound", "id": notification_id, "record_id": change.record_id})
-            if mode == "all" or (mode == "deletes" and change.kind == "DELETE"):
+            if mode == "all" or (mode == "deletes" and change.kind in ("DELETE", "UNDELETE")):
                 record = self.store.get("Contact", change.record_id) or {}
                 event = build_change_event(change, record, api_version=API_VERSION, spec=self.store.objects["Contact"])
                 events.append({"channel": "events", "event": event})
