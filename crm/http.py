@@ -132,9 +132,11 @@ class CallPath:
         authorized: bool = True,
         classify: Classify | None = None,
         headers: Mapping[str, str] | None = None,
+        decode: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Send one call; the decoded JSON body (None when empty) or a classified ProviderError.
+        `decode`: another format's decoder (SOAP's XML) instead of JSON's.
 
         `url` may be a callable, resolved after the token: a login can move the API's host.
         A 401 (an AuthExpired from `classify`) refreshes the token once and sends again; a token
@@ -150,7 +152,7 @@ class CallPath:
             sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if tokens is not None else {})}
             started = time.monotonic()
             response = self._send(method, target, operation, route, started, headers=sent, **kwargs)
-            body, error = self._answer(response, check)
+            body, error = self._answer(response, check, decode)
             retry = isinstance(error, AuthExpired) and tokens is not None and tokens.can_refresh and not refreshed
             outcome = "auth_refresh" if retry else _outcome(error)
             self._record(operation, method, route, response.status_code, started, outcome, error)
@@ -184,12 +186,14 @@ class CallPath:
             self._record(operation, method, route, None, started, _outcome(error), error)
             raise error from exc
 
-    def _answer(self, response: requests.Response, classify: Classify) -> tuple[Any, ProviderError | None]:
+    def _answer(
+        self, response: requests.Response, classify: Classify, decode: Callable[[bytes], Any] | None = None
+    ) -> tuple[Any, ProviderError | None]:
         body: Any = None
         decoded = True
         if response.content:
             try:
-                body = response.json()
+                body = decode(response.content) if decode is not None else response.json()
             except ValueError:
                 body, decoded = response.content[:500].decode("utf-8", "replace"), False
         error = classify(response, body)

@@ -265,3 +265,6 @@ class FieldMappingAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)
+
+
+from providers import admin_conflicts  # noqa: E402,F401  (registers the conflict queue)

@@ -62,6 +62,17 @@ def _coerce_id(value: Any) -> int:
     return number
 
 
+def _coerce_rules(value: Any) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of {property, value} rules")
+    rules = []
+    for rule in value:
+        if not isinstance(rule, Mapping) or not isinstance(rule.get("property"), str) or "value" not in rule:
+            raise ValueError("each workflow rule needs a property and a value")
+        rules.append({"property": rule["property"], "value": str(rule["value"])})
+    return tuple(rules)
+
+
 def _rate_limited(policy: str, message: str, retry_after: int, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
     body = {
         "status": "error",
@@ -92,6 +103,9 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
         "portal_id": (62515, _coerce_id),
         "ui_user_id": (45678, _coerce_id),
         "webhook_properties": (SUBSCRIBED_PROPERTIES, _coerce_names),
+        # Workflows "on update of property X, set X to V": [{"property": X, "value": V}, ...]
+        "workflow_rules": ((), _coerce_rules),
+        "workflow_delay_ms": (50.0, coerce_non_negative),
     }
 
     def __init__(self, *, seed: int | None = None, **config: Any) -> None:
@@ -213,6 +227,28 @@ class HubSpotApp(BatchRoutes, PropertyRoutes, SandboxApp):
     def changed(self, contact: Contact, changed: Mapping[str, str], source: Source) -> None:
         if changed and self.config["webhook_url"]:
             self.emit_events(self.events.property_changes(contact.id, changed, source, contact.updated_ms))
+        self._run_workflows(contact, changed)
+
+    def _run_workflows(self, contact: Contact, changed: Mapping[str, str]) -> None:
+        """The portal's workflows: an update of X to anything but V sets X to V, as the automation."""
+        rewrites = {
+            rule["property"]: rule["value"]
+            for rule in self.config["workflow_rules"]
+            if rule["property"] in changed and changed[rule["property"]] != rule["value"]
+        }
+        if rewrites:  # workflows run a moment after the change that enrolled the record, as in HubSpot
+            timer = threading.Timer(self.config["workflow_delay_ms"] / 1000, self._rewrite, (contact, rewrites))
+            timer.daemon = True
+            timer.start()
+
+    def _rewrite(self, contact: Contact, rewrites: dict[str, str]) -> None:
+        try:
+            done = self.store.update(contact, self.store.validate(rewrites, creating=False))
+        except ApiError:  # an archived contact or a value the portal refuses: the workflow fails
+            return
+        if done and self.config["webhook_url"]:
+            source = Source("AUTOMATION_PLATFORM", "workflow")
+            self.emit_events(self.events.property_changes(contact.id, done, source, contact.updated_ms))
 
     def archived(self, contact: Contact, source: Source) -> None:
         if self.config["webhook_url"]:

@@ -14,7 +14,7 @@ import requests
 from crm.base import InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
 from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
-from crm.salesforce import schema, webhook
+from crm.salesforce import lifecycle, schema, webhook
 from crm.salesforce.accounts import AccountDirectory
 from crm.salesforce.client import COLLECTION_SIZE, SalesforceClient
 from crm.salesforce.inbound import OUTBOUND_FIELDS, event_change, outbound_change, record_change
@@ -56,6 +56,12 @@ class SalesforceProvider(Provider):
     # --- outbound --------------------------------------------------------------------------
     def push(self, items: list[PushItem]) -> list[PushResult]:
         return ContactPush(self.client, self.accounts, list(items)).run()
+
+    def merge_records(self, *, survivor_id: str, loser_id: str) -> str | None:
+        return lifecycle.merge(self.client, master_id=survivor_id, loser_id=loser_id)
+
+    def restore_record(self, external_id: str) -> bool:
+        return lifecycle.undelete(self.client, external_id)
 
     def probe(self) -> None:
         self.client.request("GET", "query", params={"q": "SELECT Id FROM Contact LIMIT 1"})

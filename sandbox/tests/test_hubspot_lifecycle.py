@@ -2,7 +2,12 @@
 the contact.merge / contact.restore / contact.privacyDeletion webhooks."""
 
 import pytest
-from hubspot.crm.contacts import PublicGdprDeleteInput, PublicMergeInput, SimplePublicObjectInputForCreate
+from hubspot.crm.contacts import (
+    PublicGdprDeleteInput,
+    PublicMergeInput,
+    SimplePublicObjectInput,
+    SimplePublicObjectInputForCreate,
+)
 from hubspot.crm.contacts.exceptions import ApiException, NotFoundException
 
 
@@ -20,7 +25,7 @@ def test_merge_keeps_the_primary_fills_its_blanks_and_the_merged_id_answers_with
     hubspot, receiver = hooked
     primary = create(hubspot, email="ada@example.com", firstname="Ada")
     other = create(hubspot, email="ada.l@example.com", firstname="Augusta", phone="+44 1")
-    receiver.wait_for_events(2)
+    assert hubspot.control.flush_webhooks()
     receiver.clear()
 
     survivor = hubspot.contacts.basic_api.merge(
@@ -66,7 +71,7 @@ def test_restore_from_the_recycle_bin_keeps_the_id_and_sends_contact_restore(hoo
     hubspot, receiver = hooked
     contact = create(hubspot, email="back@example.com", firstname="Back")
     hubspot.contacts.basic_api.archive(contact.id)
-    receiver.wait_for_events(3)
+    assert hubspot.control.flush_webhooks()
     receiver.clear()
 
     restored = hubspot.control.edit(contact.id, restore=True)
@@ -96,7 +101,7 @@ def test_restore_is_refused_while_another_contact_holds_the_email(hubspot):
 def test_gdpr_delete_removes_the_record_for_good_blocklists_the_email_and_fires_privacy_deletion(hooked):
     hubspot, receiver = hooked
     contact = create(hubspot, email="forget@example.com", firstname="Forget")
-    receiver.wait_for_events(2)
+    assert hubspot.control.flush_webhooks()
     receiver.clear()
 
     hubspot.contacts.basic_api.purge(
@@ -113,3 +118,21 @@ def test_gdpr_delete_removes_the_record_for_good_blocklists_the_email_and_fires_
     assert again.value.status == 400
     assert events[0]["subscriptionType"] == "contact.privacyDeletion"
     assert events[0]["objectId"] == int(contact.id)
+
+
+def test_a_workflow_rule_rewrites_the_property_after_each_update(hooked):
+    hubspot, receiver = hooked
+    hubspot.control.config(workflow_rules=[{"property": "jobtitle", "value": "Workflow"}])
+    contact = create(hubspot, email="wf@example.com")
+    assert hubspot.control.flush_webhooks()
+    receiver.clear()
+
+    hubspot.contacts.basic_api.update(contact.id, SimplePublicObjectInput(properties={"jobtitle": "Engineer"}))
+    events = receiver.wait_for_events(2)  # the workflow's change comes a moment after
+    read = hubspot.contacts.basic_api.get_by_id(contact.id, properties=["jobtitle"])
+
+    assert read.properties["jobtitle"] == "Workflow"
+    assert [(e["propertyValue"], e["changeSource"]) for e in events] == [
+        ("Engineer", "INTEGRATION"),
+        ("Workflow", "AUTOMATION_PLATFORM"),
+    ]

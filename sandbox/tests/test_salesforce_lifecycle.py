@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from defusedxml import ElementTree
 
+from sandbox.salesforce_schema import AUTOMATION_USER_ID
 from sandbox.salesforce_testing import running_salesforce
 from sandbox.server import serve
 from sandbox.tests.test_salesforce_outbound import Receiver, parse_message
@@ -150,3 +151,16 @@ def test_ui_merge_fills_the_masters_blanks_and_ui_undelete_restores(harness):
     assert restored["IsDeleted"] is False
     assert restored["MasterRecordId"] is None
     assert harness.sf.Contact.get(loser)["Email"] == "l@example.com"
+
+
+def test_a_flow_rule_rewrites_the_field_after_each_update_as_the_automated_user(harness):
+    harness.control.config(workflow_rules=[{"field": "Title", "value": "Flow"}])
+    record_id = harness.sf.Contact.create({"LastName": "Wf", "Email": "wf@example.com"})["id"]
+    harness.sf.Contact.update(record_id, {"Title": "Engineer"})
+
+    deadline = time.monotonic() + 5
+    while (record := harness.sf.Contact.get(record_id))["Title"] != "Flow" and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    assert record["Title"] == "Flow"
+    assert record["LastModifiedById"] == AUTOMATION_USER_ID
