@@ -270,7 +270,26 @@ def _merged_away(provider: str, *, loser_id: str, survivor_id: str) -> str:
             return MERGED
         if kept.contact_id == loser.contact_id:
             return UNCHANGED
+        pair = _locked(kept.contact_id, loser.contact_id)
+        survivor, other = pair[kept.contact_id], pair[loser.contact_id]
+        if other.is_deleted or survivor.is_deleted:
+            return _merged_with_a_tombstone(provider, loser=loser, survivor=survivor, other=other)
     contacts_merge(survivor_id=kept.contact_id, other_id=loser.contact_id, origin=provider)
+    return MERGED
+
+
+def _merged_with_a_tombstone(provider: str, *, loser: ProviderLink, survivor: Contact, other: Contact) -> str:
+    """The CRM merged records of which one's contact is deleted already (a deletion crossing the
+    merge): the merged-away record is gone there; a live contact merged into a deleted one goes too."""
+    if other.is_deleted:
+        loser.status, loser.synced_at = LinkStatus.DELETED, timezone.now()
+        loser.save(update_fields=["status", "synced_at", "updated_at"])
+        return UNCHANGED
+    other.deleted_at, other.merged_into, other.version = timezone.now(), survivor, other.version + 1
+    other.save(update_fields=["deleted_at", "merged_into", "version", "updated_at"])
+    loser.status, loser.synced_version, loser.synced_at = LinkStatus.DELETED, other.version, timezone.now()
+    loser.save()
+    links_mark_pending(contact=other, exclude=[provider])
     return MERGED
 
 

@@ -1,5 +1,6 @@
-"""A seeded random interleaving of API writes and people's edits in both CRMs, with the CRMs
-duplicating, reordering and dropping webhooks, ends with all three holding the same contacts."""
+"""A seeded random interleaving of API writes and people's edits in both CRMs (merges and restores
+included), with the CRMs duplicating, reordering and dropping webhooks, ends with all three holding
+the same contacts."""
 
 import os
 import random
@@ -10,7 +11,7 @@ import pytest
 import requests
 
 from contacts.models import Contact
-from providers.models import LinkStatus, ProviderLink
+from providers.models import DeadLetter, LinkStatus, ProviderLink
 from providers.reconcile import reconcile
 from tests.e2e.test_inbound import quiet, writes
 from webhooks.models import WebhookEvent
@@ -78,6 +79,52 @@ class Workload:
         fields[self.pick(["FirstName", "LastName", "Title", "company"])] = self.pick(NAMES + TITLES[:-1])
         self._edit(self.stack.salesforce_ctl, record and record["Id"], fields, delete)
 
+    def live_ids(self) -> list:
+        return list(Contact.objects.filter(deleted_at__isnull=True).values_list("pk", flat=True))
+
+    def api_merge(self) -> None:
+        live = self.live_ids()
+        if len(live) < 2:
+            return
+        keep, other = self.rng.sample(live, 2)
+        response = self.stack.api.post(f"/contacts/{keep}/merge", {"other_id": str(other)}, format="json")
+        assert response.status_code in (200, 404, 409), response.content
+
+    def api_restore(self) -> None:
+        gone = Contact.objects.filter(deleted_at__isnull=False, merged_into__isnull=True, erased_email_hash="")
+        contact = self.pick(list(gone.values_list("pk", flat=True)))
+        if contact is not None:
+            assert self.stack.api.post(f"/contacts/{contact}/restore").status_code in (200, 404, 409)
+
+    def hubspot_merge(self) -> None:
+        records = self.stack.hubspot_records()
+        if len(records) >= 2:
+            keep, other = self.rng.sample(records, 2)
+            self._lifecycle(self.stack.hubspot_ctl, other["id"], merge_into=keep["id"])
+
+    def hubspot_restore(self) -> None:
+        record = self.pick(self.stack.hubspot_records(archived=True))
+        if record is not None:
+            self._lifecycle(self.stack.hubspot_ctl, record["id"], restore=True)
+
+    def salesforce_merge(self) -> None:
+        records = self.stack.salesforce_contacts()
+        if len(records) >= 2:
+            keep, other = self.rng.sample(records, 2)
+            self._lifecycle(self.stack.salesforce_ctl, other["Id"], merge_into=keep["Id"])
+
+    def salesforce_undelete(self) -> None:
+        record = self.pick([r for r in self.stack.salesforce_contacts(deleted=True) if not r.get("MasterRecordId")])
+        if record is not None:
+            self._lifecycle(self.stack.salesforce_ctl, record["Id"], undelete=True)
+
+    def _lifecycle(self, control, record_id, **action) -> None:
+        try:
+            control.edit(record_id, **action)
+        except requests.HTTPError as exc:  # gone meanwhile, or its email taken by now
+            if exc.response.status_code not in (404, 400):
+                raise
+
     def _edit(self, control, record_id, fields, delete) -> None:
         try:
             control.edit(record_id, {} if delete else fields, delete=delete)
@@ -92,6 +139,8 @@ class Workload:
             (lambda: self.hubspot_edit(delete=True), 2),
             (self.salesforce_edit, 15), (lambda: self.salesforce_edit(create=True), 8),
             (lambda: self.salesforce_edit(delete=True), 2),
+            (self.api_merge, 2), (self.api_restore, 2), (self.hubspot_merge, 2), (self.hubspot_restore, 2),
+            (self.salesforce_merge, 2), (self.salesforce_undelete, 2),
         ]  # fmt: skip
         actions, weights = zip(*table, strict=True)
         for _ in range(count):
@@ -150,7 +199,8 @@ def test_random_interleaving_converges_without_loops(stack, settings):
     assert state["syncroot"] == state["hubspot"]
     assert state["syncroot"] == state["salesforce"]
     assert len(state["syncroot"]) > 20
-    assert not ProviderLink.objects.filter(status=LinkStatus.PARKED).exists()
+    parked = ProviderLink.objects.filter(status=LinkStatus.PARKED)
+    assert not parked.exists(), list(DeadLetter.objects.values("provider", "error_code", "error_message"))
     # No loops: once settled, firing every trigger again (webhooks delivered and processed, the
     # reconciler run) leaves nothing to write: a loop would leave a change or a link pending.
     before = writes(stack.hubspot_ctl.stats()), writes(stack.salesforce_ctl.stats())
