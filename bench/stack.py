@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -437,8 +438,9 @@ class Stack:
             client.close()
 
     def _take_lock(self) -> None:
-        """One bench stack at a time: they share the database name, Redis DB 14 and var/bench."""
-        self._lock = open(self.log_dir / "stack.lock", "w")  # held until down()
+        """One bench stack at a time on the machine, from any checkout: they share the database
+        name and Redis DB 14 (and a checkout's var/bench)."""
+        self._lock = open(MACHINE_LOCK, "w")  # held until down()
         waited = False
         while True:
             try:
@@ -455,6 +457,7 @@ class Stack:
             print(f"[stack] {message}", file=sys.stderr, flush=True)
 
 
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "syncroot-bench.lock"
 _OWN_PREFIXES = (
     "SALESFORCE_", "HUBSPOT_", "DJANGO_", "GUNICORN_", "SYNC_", "OUTBOX_", "RECONCILE_", "API_", "CRM_",
 )  # fmt: skip

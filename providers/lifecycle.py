@@ -30,7 +30,7 @@ from crm.registry import get_provider
 from providers.inbound import CONFLICT, DELETED, UNCHANGED, change_apply, source_label
 from providers.issues import record_issue_raise
 from providers.models import LinkStatus, ProviderLink
-from providers.services import links_mark_pending
+from providers.services import enqueue_forward, links_mark_pending
 from syncroot.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ def _uuid(value: Any) -> UUID:
 
 
 def _links_merge(*, survivor: Contact, other: Contact, origin: str | None) -> list[str]:
-    """Where only the other contact has a CRM record, it becomes the survivor's; the origin CRM's
-    record of the other contact is gone with the merge. Returns the CRMs whose link moved."""
+    """Where only the other contact was ever linked to a CRM, its record becomes the survivor's; the
+    origin CRM's record of the other contact is gone with the merge. Returns the CRMs whose link moved."""
     links = {link.provider: link for link in ProviderLink.objects.select_for_update().filter(contact=other)}
     kept = {link.provider: link for link in ProviderLink.objects.select_for_update().filter(contact=survivor)}
     moved = []
@@ -98,9 +98,10 @@ def _links_merge(*, survivor: Contact, other: Contact, origin: str | None) -> li
         if provider == origin:
             link.status, link.synced_version, link.synced_at = LinkStatus.DELETED, other.version, timezone.now()
             link.save()
-        elif link.external_id and not (kept.get(provider) and kept[provider].external_id):
-            if provider in kept:
-                kept[provider].delete()
+        elif link.external_id and provider not in kept:
+            # Only where the survivor never had a link there: one without a record yet may have its
+            # create in flight; the forwarder then merges into that record, or deletes this one
+            # (the survivor holds its values by now and carries them to its own record).
             link.contact, link.status, link.pending_since = survivor, LinkStatus.PENDING, timezone.now()
             link.save()
             moved.append(provider)
@@ -233,6 +234,8 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
     link = ProviderLink.objects.filter(provider=provider, external_id=change.external_id).first()
     if not change.deleted and link is not None and (contact := Contact.objects.get(pk=link.contact_id)).is_deleted:
         if change.restored or _back_after_our_delete(link, contact, change):
+            if contact.merged_into_id or contact.erased_email_hash:
+                return _gone_again(link, merged=bool(contact.merged_into_id))
             try:
                 contact_restore(contact_id=contact.pk, origin=provider)
             except Conflict as exc:
@@ -248,10 +251,20 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
     return change_apply(provider=provider, change=change)
 
 
+def _gone_again(link: ProviderLink, *, merged: bool) -> str:
+    """A record restored in the CRM for a contact merged into another (or erased): the forwarder
+    merges it into the survivor's record there again (or deletes it); the person lives on in one."""
+    with transaction.atomic():
+        ProviderLink.objects.filter(pk=link.pk).update(status=LinkStatus.PENDING, pending_since=timezone.now(),
+                                                       next_attempt_at=None)  # fmt: skip
+        transaction.on_commit(lambda: enqueue_forward(providers=[link.provider]), robust=True)
+    return MERGED if merged else ERASED
+
+
 def _back_after_our_delete(link: ProviderLink, contact: Contact, change: InboundChange) -> bool:
     """A record live again, changed after its deletion reached the CRM: restored there (its webhook
     lost; the reconciler sees it)."""
-    if link.status != LinkStatus.DELETED or contact.merged_into_id or contact.erased_email_hash:
+    if link.status != LinkStatus.DELETED:
         return False
     return bool(change.occurred_at and link.synced_at and change.occurred_at > link.synced_at)
 
@@ -259,22 +272,27 @@ def _back_after_our_delete(link: ProviderLink, contact: Contact, change: Inbound
 def _merged_away(provider: str, *, loser_id: str, survivor_id: str) -> str:
     """Record `loser_id` of this CRM was merged into `survivor_id`: merge their contacts, or let the
     loser's contact keep the survivor's record when the survivor was not linked yet."""
-    with transaction.atomic():
-        loser = ProviderLink.objects.select_for_update().filter(provider=provider, external_id=loser_id).first()
+    found = ProviderLink.objects.filter(provider=provider, external_id=loser_id).values_list("pk", "contact_id").first()
+    if found is None:
+        return UNCHANGED
+    with transaction.atomic():  # lock order everywhere: the contacts, then their links
+        kept = ProviderLink.objects.filter(provider=provider, external_id=survivor_id).values_list("contact_id").first()
+        if kept is not None and kept[0] == found[1]:
+            return UNCHANGED
+        pair = _locked(found[1], *(kept or ()))
+        loser = ProviderLink.objects.select_for_update().filter(pk=found[0], external_id=loser_id).first()
         if loser is None:
             return UNCHANGED
-        kept = ProviderLink.objects.filter(provider=provider, external_id=survivor_id).first()
-        if kept is None:
-            loser.external_id = survivor_id  # the survivor is the loser's contact's record now
-            loser.save(update_fields=["external_id", "updated_at"])
+        if kept is None:  # the survivor is the loser's contact's record now: SyncRoot's values go to it
+            loser.external_id, loser.status, loser.pending_since = survivor_id, LinkStatus.PENDING, timezone.now()
+            loser.next_attempt_at, loser.field_hashes, loser.field_written_at = None, {}, {}
+            loser.save()
+            transaction.on_commit(lambda: enqueue_forward(providers=[provider]), robust=True)
             return MERGED
-        if kept.contact_id == loser.contact_id:
-            return UNCHANGED
-        pair = _locked(kept.contact_id, loser.contact_id)
-        survivor, other = pair[kept.contact_id], pair[loser.contact_id]
+        survivor, other = pair[kept[0]], pair[found[1]]
         if other.is_deleted or survivor.is_deleted:
             return _merged_with_a_tombstone(provider, loser=loser, survivor=survivor, other=other)
-    contacts_merge(survivor_id=kept.contact_id, other_id=loser.contact_id, origin=provider)
+    contacts_merge(survivor_id=kept[0], other_id=found[1], origin=provider)
     return MERGED
 
 

@@ -420,7 +420,12 @@ def _mark_failed(
     assert error is not None
     if result.external_id and not link.external_id:
         link.external_id = result.external_id
-    if error.status == 404 and link.external_id and not link.contact.is_deleted and not result.external_id:
+    if (
+        error.status == 404
+        and link.external_id
+        and not link.contact.is_deleted
+        and result.external_id in (None, link.external_id)
+    ):
         # The CRM record is gone (deleted there, webhook lost): send the whole contact again,
         # matched by email or created, rather than parking a change nobody can deliver.
         link.external_id, link.field_hashes, link.field_prior_hashes, link.field_written_at = None, {}, {}, {}
