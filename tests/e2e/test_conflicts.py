@@ -111,10 +111,10 @@ def test_unknown_conflict_and_bad_action_are_clear_json_errors(stack):
 
 
 def test_bouncing_field_is_paused_after_the_limit_then_resolved(stack, settings):
-    settings.BOUNCE_LIMIT_PER_HOUR = 3
-    # Two workflows fighting: each CRM rewrites the job title after every update.
-    stack.hubspot_ctl.config(workflow_rules=[{"property": "jobtitle", "value": "HubSpot rule"}])
-    stack.salesforce_ctl.config(workflow_rules=[{"field": "Title", "value": "Salesforce rule"}])
+    settings.BOUNCE_LIMIT_PER_HOUR = 2
+    # Two workflows fighting: each CRM rewrites the job title a moment after every update.
+    stack.hubspot_ctl.config(workflow_rules=[{"property": "jobtitle", "value": "HubSpot rule"}], workflow_delay_ms=400)
+    stack.salesforce_ctl.config(workflow_rules=[{"field": "Title", "value": "Salesforce rule"}], workflow_delay_ms=400)
     created = stack.api.post("/contacts", {"email": "loop@example.com", "job_title": "Engineer"}, format="json")
     assert created.status_code == 201
 
