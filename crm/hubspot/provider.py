@@ -75,11 +75,18 @@ class HubSpotProvider(Provider):
         try:
             return str(self.client.merge(survivor_id, loser_id)["id"])
         except Permanent as exc:
-            if exc.status != 404:
+            if exc.status not in (400, 404):
                 raise
-        # One of them is gone (merged already, by an earlier attempt of ours): the merged-away id
-        # answers with its survivor.
-        return str(self.client.get(loser_id)["id"])
+            refused = exc
+        # Merged already (by a person, or an earlier attempt of ours): the merged-away id answers
+        # with its survivor.
+        try:
+            current = str(self.client.get(loser_id)["id"])
+        except Permanent:
+            raise refused from None
+        if current != survivor_id:
+            raise refused
+        return current
 
     def probe(self) -> None:
         self.client.probe()

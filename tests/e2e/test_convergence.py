@@ -184,11 +184,13 @@ def test_random_interleaving_converges_without_loops(stack, settings):
 
     state = snapshot(stack)
     for crm in ("hubspot", "salesforce"):
-        assert state["syncroot"] == state[crm], (
-            crm,
-            sorted(state["syncroot"] - state[crm]),
-            sorted(state[crm] - state["syncroot"]),
+        differ = {row[0] for row in state["syncroot"] ^ state[crm]}
+        links = ProviderLink.objects.filter(contact__email__in=differ).values_list(
+            "contact__email", "contact__deleted_at", "contact__merged_into", "provider", "status", "external_id"
         )
+        assert state["syncroot"] == state[crm], (
+            crm, sorted(state["syncroot"] - state[crm]), sorted(state[crm] - state["syncroot"]), list(links)
+        )  # fmt: skip
     assert len(state["syncroot"]) > 20
     parked = ProviderLink.objects.filter(status=LinkStatus.PARKED)
     assert not parked.exists(), list(DeadLetter.objects.values("provider", "error_code", "error_message"))
