@@ -102,7 +102,11 @@ class Workload:
             self._lifecycle(self.stack.hubspot_ctl, record["id"], restore=True)
 
     def salesforce_undelete(self) -> None:
-        record = self.pick([r for r in self.stack.salesforce_contacts(deleted=True) if not r.get("MasterRecordId")])
+        # A record whose email a live record holds would come back as a duplicate: a merge candidate
+        # for a person (tests/e2e/test_conflicts.py), not something that converges by itself.
+        live = {(r["Email"] or "").lower() for r in self.stack.salesforce_contacts()}
+        gone = self.stack.salesforce_contacts(deleted=True)
+        record = self.pick([r for r in gone if not r.get("MasterRecordId") and (r["Email"] or "").lower() not in live])
         if record is not None:
             self._lifecycle(self.stack.salesforce_ctl, record["Id"], undelete=True)
 
