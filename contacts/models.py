@@ -40,6 +40,13 @@ class Contact(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # A tombstone merged into another contact: reads of its id answer where it went.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from"
+    )
+    # Erased on a person's request (GDPR): only this hash of the email is kept, so the person is
+    # never imported again from a CRM that still has them.
+    erased_email_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -88,6 +95,11 @@ class Contact(models.Model):
             self.custom = {key: held for key, held in self.custom.items() if key != field}
         else:
             self.custom = {**self.custom, field: value}
+
+
+def email_hash(email: str) -> str:
+    """The hash an erased contact keeps of its email (compared trimmed and lower-cased)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
 def time_key(field: str) -> str:

@@ -8,7 +8,7 @@ from django.db.models.functions import Lower
 
 from contacts.fields import InvalidValues, filter_value, is_key
 from contacts.models import Contact, CustomField
-from syncroot.errors import NotFound
+from syncroot.errors import Gone, NotFound
 
 
 def normalise_email(email: str) -> str:
@@ -22,6 +22,12 @@ def contact_live_queryset() -> QuerySet[Contact]:
 def contact_get(*, contact_id: object) -> Contact:
     contact = contact_live_queryset().filter(pk=contact_id).first()
     if contact is None:
+        merged = Contact.objects.filter(pk=contact_id, merged_into__isnull=False).values_list("merged_into", flat=True)
+        if target := merged.first():
+            # A merged-away contact answers where it went (the survivor may itself be merged since).
+            while further := Contact.objects.filter(pk=target).values_list("merged_into", flat=True).first():
+                target = further
+            raise Gone("Contact was merged into another.", details={"id": str(contact_id), "merged_into": str(target)})
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     return contact
 

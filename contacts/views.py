@@ -25,6 +25,7 @@ from contacts.serializers import (
     FieldUpdateSerializer,
     field_output,
 )
+from providers.lifecycle import contact_restore, contacts_merge
 from providers.provenance import contact_history
 from providers.services import contact_resync
 from syncroot.errors import ApplicationError, PreconditionFailed
@@ -43,7 +44,7 @@ class ErrorSerializer(serializers.Serializer):
 ERRORS = {code: OpenApiResponse(response=ErrorSerializer, description=text) for code, text in {
     400: "Validation error", 401: "Missing or invalid token", 404: "Not found", 405: "Method not allowed",
     406: "Only application/json can be returned", 409: "Conflict: a duplicate email, or a field's values or uses",
-    412: "Stale If-Match",
+    410: "Merged into another contact (`details.merged_into`)", 412: "Stale If-Match",
     413: "Request body too large", 415: "Body is not application/json",
     422: "Idempotency-Key reused with another body", 429: "Throttled (see Retry-After)",
     503: "Database or broker unavailable (see Retry-After)",
@@ -251,6 +252,30 @@ class ContactHistoryView(APIView):
         contact = selectors.contact_get(contact_id=contact_id)
         body = {"id": contact.pk, "fields": contact_history(contact=contact)}
         return Response(ContactHistorySerializer(body).data)
+
+
+class ContactMergeSerializer(serializers.Serializer):
+    other_id = serializers.UUIDField(help_text="The contact merged into this one (it becomes a tombstone).")
+
+
+class ContactMergeView(APIView):
+    @extend_schema(request=ContactMergeSerializer, responses={200: ContactSerializer, **ERRORS})
+    def post(self, request: Request, contact_id: str) -> Response:
+        """Merge another contact into this one: this one keeps its values and takes the other's where
+        it has none; the other answers `410` with `merged_into` from then on. Each CRM's records of the
+        two are merged there with the CRM's own merge."""
+        serializer = ContactMergeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        contact = contacts_merge(survivor_id=contact_id, other_id=serializer.validated_data["other_id"])
+        return contact_response(selectors.contact_get(contact_id=contact.pk))
+
+
+class ContactRestoreView(APIView):
+    @extend_schema(request=None, responses={200: ContactSerializer, **ERRORS})
+    def post(self, request: Request, contact_id: str) -> Response:
+        """Bring a deleted contact back (same id, `version` bumped) and on to every CRM."""
+        contact = contact_restore(contact_id=contact_id)
+        return contact_response(selectors.contact_get(contact_id=contact.pk))
 
 
 class FieldListView(APIView):

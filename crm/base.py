@@ -61,6 +61,11 @@ class PushItem:
     # The CRM's own fields beyond the built-ins (mapped custom fields), by the CRM's name: text,
     # numbers, booleans, or None to clear one. The provider writes them as its wire wants.
     remote: Mapping[str, Any] = field(default_factory=dict)
+    # A deleted contact merged into another: merge this record into that record of the same CRM
+    # (its id here) instead of deleting it, so nothing the record holds is lost there.
+    merge_into: str | None = None
+    # A restored contact whose record this CRM deleted: bring the record back before writing it.
+    restore: bool = False
 
 
 @dataclass
@@ -90,6 +95,12 @@ class InboundChange:
     deleted: bool = False
     from_integration: bool = False  # written by SyncRoot's own integration user/app
     complete: bool = True  # False when values must be fetched from the CRM first
+    # The record's lifecycle, when the change is one: merged away into that record of the CRM
+    # (deleted with it), records merged into this one, back from the recycle bin, erased for privacy.
+    merged_into: str | None = None
+    absorbed: tuple[str, ...] = ()
+    restored: bool = False
+    erased: bool = False
 
 
 @dataclass
@@ -231,6 +242,16 @@ class Provider(ABC):
         `kind`: the `payload["kind"]` the parser wrote into the delivery's events, for a CRM whose
         acknowledgement differs per kind of delivery."""
         return "application/json", b'{"status":"ok"}'
+
+    def merge_records(self, *, survivor_id: str, loser_id: str) -> str | None:
+        """Merge record `loser_id` into `survivor_id` as the CRM's own merge does; the survivor's id
+        (a CRM may give it a new one). None when the CRM has no merge: the caller deletes instead."""
+        return None
+
+    def restore_record(self, external_id: str) -> bool:
+        """Bring a deleted record back with its id; False when the CRM cannot (it is then created
+        again)."""
+        return False
 
     def count_since(self, *, modstamp: datetime | None) -> int | None:
         """How many records `changes_since` would return, when one cheap call can tell (progress

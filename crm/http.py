@@ -153,10 +153,12 @@ class CallPath:
         classify: Classify | None = None,
         headers: Mapping[str, str] | None = None,
         raw: bool = False,
+        decode: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Send one call; the decoded JSON body (None when empty) or a classified ProviderError.
 
+        `decode`: another format's decoder (SOAP's XML) instead of JSON's.
         `raw`: a successful answer is returned as the `requests.Response` itself (CSV and other
         bodies that are not JSON); failures are classified as for any other call.
 
@@ -174,7 +176,7 @@ class CallPath:
             sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if tokens is not None else {})}
             started = time.monotonic()
             response = self._send(method, target, operation, route, started, headers=sent, **kwargs)
-            body, error = self._answer(response, check, raw=raw)
+            body, error = self._answer(response, check, raw=raw, decode=decode)
             retry = isinstance(error, AuthExpired) and tokens is not None and tokens.can_refresh and not refreshed
             outcome = "auth_refresh" if retry else _outcome(error)
             budgets = self._budgets(response)
@@ -219,7 +221,12 @@ class CallPath:
             return ()
 
     def _answer(
-        self, response: requests.Response, classify: Classify, *, raw: bool = False
+        self,
+        response: requests.Response,
+        classify: Classify,
+        *,
+        raw: bool = False,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> tuple[Any, ProviderError | None]:
         body: Any = None
         decoded = True
@@ -228,7 +235,7 @@ class CallPath:
             return (response if error is None else None), error
         if response.content:
             try:
-                body = response.json()
+                body = decode(response.content) if decode is not None else response.json()
             except ValueError:
                 body, decoded = response.content[:500].decode("utf-8", "replace"), False
         error = classify(response, body)

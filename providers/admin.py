@@ -319,4 +319,4 @@ class FieldMappingAdmin(admin.ModelAdmin):
         mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)
 
 
-from providers import health_admin  # noqa: E402,F401  (the Sync health page registers itself)
+from providers import admin_conflicts, health_admin  # noqa: E402,F401  (the conflict queue and Sync health page)

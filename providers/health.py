@@ -28,6 +28,8 @@ from django.utils import timezone
 from crm.registry import connected_providers, get_provider
 from providers import outbox
 from providers.models import (
+    Conflict,
+    ConflictStatus,
     CrmState,
     CrmStatus,
     DeadLetter,
@@ -212,6 +214,15 @@ def record_issue_groups() -> list[Group]:
     return [Group(provider=r["provider"], code=r["code"], count=r["n"], sample=r["sample"]) for r in rows]
 
 
+def conflict_groups() -> list[Group]:
+    """Open cases of the conflict queue, by CRM and kind (through the status/kind index)."""
+    rows = (
+        Conflict.objects.filter(status=ConflictStatus.OPEN).order_by().values("provider", "kind")
+        .annotate(n=Count("*"), sample=Min("message"))
+    )  # fmt: skip
+    return [Group(provider=r["provider"], code=r["kind"], count=r["n"], sample=r["sample"] or "") for r in rows]
+
+
 GROUP_KINDS: list[GroupKind] = [
     GroupKind(
         key="dead_letters",
@@ -238,6 +249,13 @@ GROUP_KINDS: list[GroupKind] = [
         groups=sync_issue_groups,
         admin_list="admin:providers_linkissue_changelist",
         filters=lambda provider, code: {"provider": provider, "code": code},
+    ),
+    GroupKind(
+        key="conflicts",
+        title="Conflicts (open cases for a person)",
+        groups=conflict_groups,
+        admin_list="admin:providers_conflict_changelist",
+        filters=lambda provider, code: {"provider": provider, "kind": code, "status": "open"},
     ),
     GroupKind(
         key="record_issues",

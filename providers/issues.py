@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 TOO_LONG, INVALID_EMAIL, NOT_TEXT, EMAIL_CONFLICT, NO_EMAIL, DUPLICATE_RECORD = (
     "too_long", "invalid_email", "not_text", "email_conflict", "no_email", "duplicate_record",
 )  # fmt: skip
-CONFLICT_CODES = frozenset({EMAIL_CONFLICT})
+BOUNCING = "bouncing"  # a field a CRM keeps changing back, paused (providers/bounce.py)
+CONFLICT_CODES = frozenset({EMAIL_CONFLICT, BOUNCING})
 _email_valid = EmailValidator()
 
 
@@ -105,7 +106,8 @@ def blocked_fields(link: ProviderLink, values: Mapping[str, str]) -> set[str]:
     return {
         issue["field"]
         for issue in link.issues
-        if issue.get("blocks", True) and field_hash(issue["field"], values.get(issue["field"])) == issue["held"]
+        if issue.get("paused")
+        or (issue.get("blocks", True) and field_hash(issue["field"], values.get(issue["field"])) == issue["held"])
     }
 
 

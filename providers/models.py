@@ -44,6 +44,12 @@ class ProviderLink(models.Model):
     # and by which PostgreSQL backend (a claim whose backend is gone, a killed worker's, is void).
     claimed_until = models.DateTimeField(null=True, blank=True)
     claimed_by = models.IntegerField(null=True, blank=True)
+    # The contact was restored while this CRM's record was deleted: bring the record back (or,
+    # where the CRM cannot, create it again) before writing to it.
+    restore_pending = models.BooleanField(default=False)
+    # Per field, when this CRM last changed SyncRoot's value (ISO-8601, the last hour's): a field
+    # that flips more than BOUNCE_LIMIT_PER_HOUR times is paused (providers/bounce.py).
+    bounces = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -284,3 +290,49 @@ class SyncHealth(CrmState):
     class Meta:
         proxy = True
         verbose_name = verbose_name_plural = "Sync health"
+
+
+class ConflictKind(models.TextChoices):
+    EMAIL_CLASH = "email_clash"  # a CRM record took an email another contact holds
+    MERGE_CANDIDATE = "merge_candidate"  # two records of one CRM for one email
+    VALUE_NOT_FIT = "value_not_fit"  # a CRM's value SyncRoot (or a target) cannot hold
+    BOUNCING_FIELD = "bouncing_field"  # a field flipping back and forth, paused
+    NO_EMAIL = "no_email"  # a CRM record without the email that identifies a person
+
+
+class ConflictStatus(models.TextChoices):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Conflict(models.Model):
+    """One case that needs a person, in one queue (providers/conflicts.py). The issues on links and
+    the records SyncRoot cannot take in stay the engine's truth; this is their queue, with what was
+    decided: a case that clears by itself is resolved as `cleared`."""
+
+    key = models.CharField(max_length=200, help_text="What the case is about: link:<id>:<field> or record:<crm>:<id>")
+    kind = models.CharField(max_length=32, choices=ConflictKind.choices, db_index=True)
+    provider = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=ConflictStatus.choices, default=ConflictStatus.OPEN)
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    link = models.ForeignKey(ProviderLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    external_id = models.CharField(max_length=64, blank=True, default="")
+    field = models.CharField(max_length=100, blank=True, default="")
+    code = models.CharField(max_length=64, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    action = models.CharField(max_length=32, blank=True, default="", help_text="How it was resolved")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-opened_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("key",), condition=models.Q(status="open"), name="conflict_open_key_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=("status", "kind"), name="conflict_status_kind_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.provider}:{self.external_id or self.field} ({self.status})"

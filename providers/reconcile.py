@@ -27,7 +27,7 @@ from django.utils import timezone
 from crm.base import AuthExpired, InboundChange, ProviderError
 from crm.registry import get_provider
 from providers.crm_state import crm_mark_auth_failed
-from providers.inbound import change_apply
+from providers.lifecycle import record_change_apply
 from providers.models import SyncCursor
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _apply_one(*, provider_name: str, change: InboundChange, cursor: SyncCursor)
     # us may still carry a person's earlier edit to another field.
     change.from_integration = False
     try:
-        return change_apply(provider=provider_name, change=change)
+        return record_change_apply(provider=provider_name, change=change)
     except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
         raise  # the database or the worker's time limit, not the record: stop before the cursor passes it
     except Exception as exc:

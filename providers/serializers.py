@@ -8,7 +8,8 @@ from rest_framework import serializers
 from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictSerializer
 from crm.base import FIELD_TYPES
-from providers.models import BackfillStatus, MappingRule
+from providers.conflicts import ACTIONS, ALLOWED
+from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, MappingRule
 
 RULES_HELP = (
     "`two_way`: the later change at its source wins. `syncroot_wins`: SyncRoot's value is written to the "
@@ -125,3 +126,26 @@ class PreviewCountsSerializer(serializers.Serializer):
 class PreviewSerializer(serializers.Serializer):
     changes = PreviewCountsSerializer()
     samples = PreviewSampleSerializer(many=True, help_text="Up to 20 before/after examples.")
+
+
+class ConflictSerializer(serializers.ModelSerializer):
+    contact_id = serializers.UUIDField(allow_null=True, read_only=True)
+    allowed_actions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Conflict
+        fields = ("id", "kind", "provider", "status", "contact_id", "external_id", "field", "code", "message",
+                  "details", "allowed_actions", "action", "opened_at", "resolved_at")  # fmt: skip
+
+    def get_allowed_actions(self, row: Conflict) -> list[str]:
+        return list(ALLOWED[row.kind]) if row.status == ConflictStatus.OPEN else []
+
+
+class ConflictQuerySerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=ConflictKind.choices, required=False)
+    provider = serializers.CharField(required=False, max_length=32)
+    status = serializers.ChoiceField(choices=ConflictStatus.choices, required=False)
+
+
+class ConflictResolveSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=[(a, a) for a in ACTIONS])

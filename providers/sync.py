@@ -38,9 +38,10 @@ from crm.registry import get_provider
 from providers.backoff import retry_delay
 from providers.crm_state import crm_is_paused, crm_mark_auth_failed
 from providers.field_values import to_crm
-from providers.inbound import matched_records_fill
+from providers.inbound_fill import matched_records_fill
 from providers.issues import counterparts_clear, issue_raise, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, contact_values, prior_hashes
+from providers.lifecycle import lifecycle_calls, merge_target
 from providers.mappings import MappingSet, mapping_set
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, MappingRule, ProviderLink, SyncAttempt
 from syncroot.counters import sync_writes_record
@@ -166,22 +167,26 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
         link, contact = claim.link, claim.link.contact
         if contact.is_deleted:
             if link.external_id:
-                items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True))
+                target = merge_target(link)
+                items.append(PushItem(key=link.pk, values={}, external_id=link.external_id, delete=True,
+                                      merge_into=target))  # fmt: skip
             else:  # never reached this CRM: nothing to delete there
                 unsent.append(PushResult(key=link.pk, operation="delete"))
             continue
         out = outgoing[link.pk] = _outgoing(changed_values(contact=contact, link=link), mapped, provider.label)
-        if link.external_id and not out.values and not out.remote:
+        if link.external_id and not out.values and not out.remote and not link.restore_pending:
             unsent.append(PushResult(key=link.pk, external_id=link.external_id))
             continue
-        items.append(PushItem(key=link.pk, values=out.values, external_id=link.external_id, remote=out.remote))
+        items.append(PushItem(key=link.pk, values=out.values, external_id=link.external_id, remote=out.remote,
+                              restore=link.restore_pending and bool(link.external_id)))  # fmt: skip
     results: list[PushResult] = []
     try:
         if items:  # outside any transaction: a slow CRM holds no lock
+            items, results = lifecycle_calls(provider=provider, items=items)
             try:
-                results = provider.push(items)
+                results += provider.push(items) if items else []
             except ProviderError as exc:
-                results = [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
+                results += [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
         synced = _record(provider_name, claims, outgoing, results, unsent, report)
     except Exception:
         # Let go of the claim at once (the next drain sends the batch again: every write is safe
@@ -462,7 +467,12 @@ def _mark_failed(
     assert error is not None
     if result.external_id and not link.external_id:
         link.external_id = result.external_id
-    if error.status == 404 and link.external_id and not link.contact.is_deleted and not result.external_id:
+    if (
+        error.status == 404
+        and link.external_id
+        and not link.contact.is_deleted
+        and result.external_id in (None, link.external_id)
+    ):
         # The CRM record is gone (deleted there, webhook lost): send the whole contact again,
         # matched by email or created, rather than parking a change nobody can deliver.
         link.external_id, link.field_hashes, link.field_prior_hashes, link.field_written_at = None, {}, {}, {}

@@ -6,8 +6,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.views import ERRORS, ErrorSerializer
-from providers import field_backfill, mappings, remote_fields
+from providers import conflicts, field_backfill, mappings, remote_fields
 from providers.serializers import (
+    ConflictQuerySerializer,
+    ConflictResolveSerializer,
+    ConflictSerializer,
     MappingCreateSerializer,
     MappingQuerySerializer,
     MappingSerializer,
@@ -96,3 +99,35 @@ class MappingDetailView(APIView):
         (409 `builtin_mapping`): set its rule to `off`."""
         mappings.mapping_delete(mapping_id=mapping_id)
         return Response(status=204)
+
+
+class ConflictListView(APIView):
+    @extend_schema(parameters=[ConflictQuerySerializer], responses={200: ConflictSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        """Every case that needs a person, newest first: email clashes, merge candidates, values that
+        do not fit, paused bouncing fields, CRM records without an email. `?status=open` for the work
+        left; each open case lists the `allowed_actions` of `POST /conflicts/{id}/resolve`."""
+        query = ConflictQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = conflicts.conflict_list(**query.validated_data)[:1000]
+        return Response(ConflictSerializer(rows, many=True).data)
+
+
+class ConflictDetailView(APIView):
+    @extend_schema(responses={200: ConflictSerializer, **ERRORS})
+    def get(self, request: Request, conflict_id: int) -> Response:
+        return Response(ConflictSerializer(conflicts.conflict_get(conflict_id=conflict_id)).data)
+
+
+class ConflictResolveView(APIView):
+    @extend_schema(request=ConflictResolveSerializer, responses={200: ConflictSerializer, **ERRORS})
+    def post(self, request: Request, conflict_id: int) -> Response:
+        """Apply a choice everywhere and close the case: `keep_syncroot` (SyncRoot's value goes to the
+        CRM), `keep_crm` (the CRM's value is taken; for an email clash, the record's contact merges into
+        the one holding the email, the record's values winning), `merge` (an email clash: the two
+        contacts merge; a merge candidate: the CRM's two records merge there), `ignore` (closed as is).
+        An action the case does not allow is 400 `action_not_allowed`; a closed case is 409."""
+        body = ConflictResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        row = conflicts.conflict_resolve(conflict_id=conflict_id, action=body.validated_data["action"])
+        return Response(ConflictSerializer(row).data)

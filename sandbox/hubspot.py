@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +58,17 @@ def _coerce_id(value: Any) -> int:
     return number
 
 
+def _coerce_rules(value: Any) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("expected a list of {property, value} rules")
+    rules = []
+    for rule in value:
+        if not isinstance(rule, Mapping) or not isinstance(rule.get("property"), str) or "value" not in rule:
+            raise ValueError("each workflow rule needs a property and a value")
+        rules.append({"property": rule["property"], "value": str(rule["value"])})
+    return tuple(rules)
+
+
 def _rate_limited(policy: str, message: str, retry_after: int, headers: Iterable[tuple[str, str]] = ()) -> ApiError:
     body = {
         "status": "error",
@@ -88,6 +100,9 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
         "portal_id": (62515, _coerce_id),
         "ui_user_id": (45678, _coerce_id),
         "webhook_properties": (SUBSCRIBED_PROPERTIES, _coerce_names),
+        # Workflows "on update of property X, set X to V": [{"property": X, "value": V}, ...]
+        "workflow_rules": ((), _coerce_rules),
+        "workflow_delay_ms": (50.0, coerce_non_negative),
     }
 
     def __init__(self, *, seed: int | None = None, **config: Any) -> None:
@@ -112,6 +127,8 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
         add("PATCH", CONTACTS + "/{id}", self.update_contact)
         add("DELETE", CONTACTS + "/{id}", self.archive_contact)
         add("POST", CONTACTS + "/search", self.search_contacts, tags={"search"})
+        add("POST", CONTACTS + "/merge", self.merge_contacts)
+        add("POST", CONTACTS + "/gdpr-delete", self.gdpr_delete)
         self.add_batch_routes(CONTACTS + "/batch")
         self.add_property_routes()
         self.add_oauth_routes()
@@ -191,10 +208,45 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
     def changed(self, contact: Contact, changed: Mapping[str, str], source: Source) -> None:
         if changed and self.config["webhook_url"]:
             self.emit_events(self.events.property_changes(contact.id, changed, source, contact.updated_ms))
+        self._run_workflows(contact, changed)
+
+    def _run_workflows(self, contact: Contact, changed: Mapping[str, str]) -> None:
+        """The portal's workflows: an update of X to anything but V sets X to V, as the automation."""
+        rewrites = {
+            rule["property"]: rule["value"]
+            for rule in self.config["workflow_rules"]
+            if rule["property"] in changed and changed[rule["property"]] != rule["value"]
+        }
+        if rewrites:  # workflows run a moment after the change that enrolled the record, as in HubSpot
+            timer = threading.Timer(self.config["workflow_delay_ms"] / 1000, self._rewrite, (contact, rewrites))
+            timer.daemon = True
+            timer.start()
+
+    def _rewrite(self, contact: Contact, rewrites: dict[str, str]) -> None:
+        try:
+            done = self.store.update(contact, self.store.validate(rewrites, creating=False))
+        except ApiError:  # an archived contact or a value the portal refuses: the workflow fails
+            return
+        if done and self.config["webhook_url"]:
+            source = Source("AUTOMATION_PLATFORM", "workflow")
+            self.emit_events(self.events.property_changes(contact.id, done, source, contact.updated_ms))
 
     def archived(self, contact: Contact, source: Source) -> None:
         if self.config["webhook_url"]:
             self.emit_events(self.events.deletion(contact.id, source, contact.archived_ms or contact.updated_ms))
+
+    def merged(self, primary: Contact, merged_id: str, moved: int, source: Source) -> None:
+        if self.config["webhook_url"]:
+            events = self.events.merge(primary.id, [merged_id], primary.id, moved, source, primary.updated_ms)
+            self.emit_events(events)
+
+    def restored(self, contact: Contact, source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.restore(contact.id, source, contact.updated_ms))
+
+    def purged(self, contact_id: str, source: Source) -> None:
+        if self.config["webhook_url"]:
+            self.emit_events(self.events.privacy_deletion(contact_id, source, int(time.time() * 1000)))
 
     def deliver_webhooks(self, events: list[Any], attempt: int) -> bool:
         url = self.config["webhook_url"]
@@ -244,6 +296,26 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
             self.archived(contact, self.api_source)
         return empty_response(204)
 
+    def merge_contacts(self, request: Request) -> Response:
+        """``{"primaryObjectId", "objectIdToMerge"}`` → 200 SimplePublicObject of the survivor."""
+        body = self.json_body(request)
+        if not isinstance(body, dict) or not body.get("primaryObjectId") or not body.get("objectIdToMerge"):
+            raise hs_error(400, "VALIDATION_ERROR", "primaryObjectId and objectIdToMerge are required")
+        primary, other = str(body["primaryObjectId"]), str(body["objectIdToMerge"])
+        survivor, moved = self.store.merge(primary, other)
+        self.merged(survivor, other, moved, self.api_source)
+        return json_response(survivor.to_json())
+
+    def gdpr_delete(self, request: Request) -> Response:
+        """``{"objectId", "idProperty"?}`` → 204; the record is gone for good and its email blocklisted."""
+        body = self.json_body(request)
+        if not isinstance(body, dict) or body.get("objectId") in (None, ""):
+            raise hs_error(400, "VALIDATION_ERROR", "objectId is required")
+        purged = self.store.purge(str(body["objectId"]), body.get("idProperty"))
+        if purged is not None:
+            self.purged(purged, self.api_source)
+        return empty_response(204)
+
     def list_contacts(self, request: Request) -> Response:
         try:
             limit = int(request.args.get("limit", "10"))
@@ -269,9 +341,19 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
         contact_id = payload.get("id")
         fields = payload.get("fields") or {}
         try:
-            if payload.get("delete"):
-                if contact_id is None:
-                    raise ValueError("delete needs an id")
+            if contact_id is None and any(payload.get(k) for k in ("delete", "restore", "gdpr_delete", "merge_into")):
+                raise ValueError("delete, restore, gdpr_delete and merge_into need an id")
+            if payload.get("restore"):  # from the recycle bin, as a person does in the UI
+                contact = store.restore(str(contact_id))
+                self.restored(contact, source)
+            elif payload.get("gdpr_delete"):
+                purged = store.purge(str(contact_id), None)
+                self.purged(str(purged), source)
+                return {"id": str(purged), "gdpr_deleted": True}
+            elif payload.get("merge_into"):  # the UI's merge: this record into the primary one
+                contact, moved = store.merge(str(payload["merge_into"]), str(contact_id))
+                self.merged(contact, str(contact_id), moved, source)
+            elif payload.get("delete"):
                 contact = store.archive(str(contact_id))
                 if contact is None:
                     raise KeyError(contact_id)

@@ -27,6 +27,20 @@ __all__ = [
 
 # Returned when a read names no properties (HubSpot's documented default set).
 DEFAULT_PROPERTIES = ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname")
+# Properties a merge never moves from the merged-away record to the primary.
+_OWN_PROPERTIES = frozenset(
+    {
+        "hs_object_id",
+        "createdate",
+        "lastmodifieddate",
+        "hs_merged_object_ids",
+        "hs_all_contact_vids",
+        "hs_object_source",
+        "hs_object_source_id",
+        "email",
+        "hs_email_domain",
+    }
+)
 DATE_PROPERTIES = frozenset({"createdate", "lastmodifieddate"})
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -46,6 +60,7 @@ class Contact:
     created_ms: int
     updated_ms: int
     archived_ms: int | None = None
+    merged_into: str | None = None  # merged away: reads of this id answer with that survivor
 
     def to_json(self, names: Iterable[str] | None = None) -> dict[str, Any]:
         """SimplePublicObject: every set property, or ``names`` (unset ones as null)."""
@@ -95,6 +110,7 @@ class ContactStore:
         self._by_email: dict[str, str] = {}  # lower-cased email → id of the live contact
         self._live = 0
         self.schema = PropertySchema()  # the portal's contact properties
+        self.blocklist: set[str] = set()  # emails of GDPR-deleted people: never created again
 
     # -- validation -----------------------------------------------------------
 
@@ -130,7 +146,9 @@ class ContactStore:
     def get(self, contact_id: str, *, archived: bool = False) -> Contact:
         """The contact with this id (``archived``: only an archived one); 404 otherwise."""
         contact = self.records.get(contact_id)
-        if contact is None or (contact.archived_ms is not None) != archived:
+        while contact is not None and contact.merged_into is not None and not archived:
+            contact = self.records.get(contact.merged_into)  # as HubSpot: the survivor answers
+        if contact is None or (contact.archived_ms is not None) != archived or contact.merged_into is not None:
             raise not_found(contact_id)
         return contact
 
@@ -163,8 +181,8 @@ class ContactStore:
         found: list[Contact] = []
         order, records = self._order, self.records
         for index in range(start, len(order)):
-            contact = records[str(order[index])]
-            if (contact.archived_ms is not None) == archived:
+            contact = records.get(str(order[index]))
+            if contact is not None and (contact.archived_ms is not None) == archived and contact.merged_into is None:
                 if len(found) == limit:
                     return found, found[-1].id
                 found.append(contact)
@@ -184,6 +202,8 @@ class ContactStore:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         with self.lock:
             email = properties.get("email")
+            if email and email in self.blocklist:
+                raise hs_error(400, "VALIDATION_ERROR", f"Email {email} is blocklisted (GDPR deletion)")
             if email and email in self._by_email:
                 existing = self._by_email[email]
                 raise hs_error(409, "CONFLICT", f"Contact already exists. Existing ID: {existing}")
@@ -261,8 +281,76 @@ class ContactStore:
             self._live -= 1
             return contact
 
+    def merge(self, primary_id: str, merged_id: str, *, now_ms: int | None = None) -> tuple[Contact, int]:
+        """Merge ``merged_id`` into ``primary_id`` as HubSpot does: the primary keeps its values and
+        takes the other's where it has none; the merged-away id then answers with the primary.
+        Returns the survivor and how many properties moved."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self.lock:
+            primary, other = self.get(primary_id), self.get(merged_id)
+            if primary.id == other.id:
+                raise hs_error(400, "VALIDATION_ERROR", "Cannot merge an object with itself")
+            props = dict(primary.properties)
+            moved = 0
+            for name, value in other.properties.items():
+                if name in _OWN_PROPERTIES or not value or props.get(name):
+                    continue
+                props[name] = value
+                moved += 1
+            absorbed = [i for i in props.get("hs_merged_object_ids", "").split(";") if i]
+            absorbed += [other.id, *(i for i in other.properties.get("hs_merged_object_ids", "").split(";") if i)]
+            props["hs_merged_object_ids"] = ";".join(absorbed)
+            props["hs_all_contact_vids"] = ";".join([primary.id, *absorbed])
+            self._by_email.pop(other.properties.get("email", ""), None)
+            if props.get("email"):
+                self._by_email[props["email"]] = primary.id
+            props["lastmodifieddate"] = iso_ms(now)
+            primary.properties, primary.updated_ms = props, now
+            other.archived_ms, other.updated_ms, other.merged_into = now, now, primary.id
+            for contact in self.records.values():  # earlier merges into the merged-away record
+                if contact.merged_into == other.id:
+                    contact.merged_into = primary.id
+            self._live -= 1
+            return primary, moved
+
+    def restore(self, contact_id: str, *, now_ms: int | None = None) -> Contact:
+        """Bring an archived contact back from the recycle bin (same id); 409 if its email is taken."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self.lock:
+            contact = self.get(contact_id, archived=True)
+            email = contact.properties.get("email", "")
+            if email and email in self._by_email:
+                raise hs_error(409, "CONFLICT", f"Contact already exists. Existing ID: {self._by_email[email]}")
+            if email:
+                self._by_email[email] = contact.id
+            contact.archived_ms, contact.updated_ms = None, now
+            contact.properties = {**contact.properties, "lastmodifieddate": iso_ms(now)}
+            self._live += 1
+            return contact
+
+    def purge(self, key: str, id_property: str | None) -> str | None:
+        """GDPR delete: the record is gone for good and its email blocklisted. The id deleted, or None
+        when no record had that key (an email is then blocklisted all the same, as HubSpot does)."""
+        with self.lock:
+            try:
+                contact = self.resolve(key, id_property)
+            except ApiError:
+                if id_property == "email":
+                    self.blocklist.add(key.strip().lower())
+                    return None
+                raise
+            email = contact.properties.get("email", "")
+            if email:
+                self.blocklist.add(email)
+                self._by_email.pop(email, None)
+            if contact.archived_ms is None:
+                self._live -= 1
+            del self.records[contact.id]  # neither live nor in the recycle bin: gone
+            return contact.id
+
     def clear(self) -> None:
         with self.lock:
+            self.blocklist.clear()
             self._store.clear()
             self.records.clear()
             self._order.clear()

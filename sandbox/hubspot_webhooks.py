@@ -19,6 +19,9 @@ __all__ = ["EventFactory", "deliver", "sign_v3"]
 USER_AGENT = "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon-executor"
 _CREATION_SUBSCRIPTION = 2_100_001
 _DELETION_SUBSCRIPTION = 2_100_002
+_MERGE_SUBSCRIPTION = 2_100_003
+_RESTORE_SUBSCRIPTION = 2_100_004
+_PRIVACY_SUBSCRIPTION = 2_100_005
 _PROPERTY_SUBSCRIPTION_BASE = 2_100_100
 _WILDCARD_BASE = 2_101_000
 _NO_SUBSCRIPTION = frozenset({"lastmodifieddate", "hs_lastmodifieddate"})  # HubSpot refuses these
@@ -97,6 +100,28 @@ class EventFactory:
     def deletion(self, object_id: str, source: Source, at_ms: int) -> list[dict[str, Any]]:
         event = self._base("contact.deletion", _DELETION_SUBSCRIPTION, object_id, source, at_ms)
         event["changeFlag"] = "DELETED"
+        return [event]
+
+    def merge(
+        self, primary_id: str, merged_ids: list[str], new_id: str, moved: int, source: Source, at_ms: int
+    ) -> list[dict[str, Any]]:
+        """contact.merge: ``objectId`` is the surviving record, as ``newObjectId``."""
+        event = self._base("contact.merge", _MERGE_SUBSCRIPTION, new_id, source, at_ms)
+        event["changeFlag"] = "MERGED"
+        event["primaryObjectId"] = int(primary_id)
+        event["mergedObjectIds"] = [int(i) for i in merged_ids]
+        event["newObjectId"] = int(new_id)
+        event["numberOfPropertiesMoved"] = moved
+        return [event]
+
+    def restore(self, object_id: str, source: Source, at_ms: int) -> list[dict[str, Any]]:
+        event = self._base("contact.restore", _RESTORE_SUBSCRIPTION, object_id, source, at_ms)
+        event["changeFlag"] = "RESTORED"
+        return [event]
+
+    def privacy_deletion(self, object_id: str, source: Source, at_ms: int) -> list[dict[str, Any]]:
+        event = self._base("contact.privacyDeletion", _PRIVACY_SUBSCRIPTION, object_id, source, at_ms)
+        event["changeFlag"] = "GDPR_DELETED"
         return [event]
 
 

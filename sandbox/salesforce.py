@@ -10,8 +10,10 @@ are made by the integration user :data:`INTEGRATION_USER_ID`; simulated UI edits
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,11 +48,19 @@ from sandbox.salesforce_outbound import (
 )
 from sandbox.salesforce_query import QueryMixin
 from sandbox.salesforce_rest import RestMixin
-from sandbox.salesforce_schema import CONTACT, INTEGRATION_USER_ID, UI_USER_ID, make_id, normalize_id
+from sandbox.salesforce_schema import (
+    AUTOMATION_USER_ID,
+    CONTACT,
+    INTEGRATION_USER_ID,
+    UI_USER_ID,
+    make_id,
+    normalize_id,
+)
 from sandbox.salesforce_store import Change, OrgStore, RecordError
 from sandbox.salesforce_ui import edit as ui_edit
 from sandbox.salesforce_ui import render
 
+logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_PORT", "INTEGRATION_USER_ID", "UI_USER_ID", "SalesforceApp", "add_arguments", "create_app"]
 
 DEFAULT_PORT = 8101
@@ -104,6 +114,14 @@ def _coerce_urls(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _coerce_rules(value: Any) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(rule, Mapping) and isinstance(rule.get("field"), str) and "value" in rule for rule in value
+    ):
+        raise ValueError("expected a list of {field, value} rules")
+    return tuple({"field": rule["field"], "value": str(rule["value"])} for rule in value)
+
+
 def _coerce_positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("expected a positive integer")
@@ -138,6 +156,10 @@ class SalesforceApp(AuthMixin, WebServerFlow, BulkMixin, DescribeMixin, RestMixi
         "change_event_secret": ("sandbox-secret", coerce_str),
         "query_batch_size": (2000, _coerce_positive_int),
         "duplicate_rule": ("off", _coerce_duplicate_rule),
+        # Record-triggered flows "on update of field X, set X to V": [{"field": X, "value": V}, ...],
+        # run by the org's automated process user (a user other than the integration's).
+        "workflow_rules": ((), _coerce_rules),
+        "workflow_delay_ms": (50.0, coerce_non_negative),
     }
 
     def __init__(self, *, seed: int | None = None, **config: Any) -> None:
@@ -271,14 +293,43 @@ class SalesforceApp(AuthMixin, WebServerFlow, BulkMixin, DescribeMixin, RestMixi
         for change in changes:
             if change.sobject != "Contact":
                 continue
-            if change.kind != "DELETE" and config["outbound_messages"]:
+            # Workflow rules fire on creates and edits; a delete or an undelete is neither.
+            if change.kind not in ("DELETE", "UNDELETE") and config["outbound_messages"]:
                 notification_id = self.store.new_id("04l")
                 events.append({"channel": "outbound", "id": notification_id, "record_id": change.record_id})
-            if mode == "all" or (mode == "deletes" and change.kind == "DELETE"):
+            if mode == "all" or (mode == "deletes" and change.kind in ("DELETE", "UNDELETE")):
                 record = self.store.get("Contact", change.record_id) or {}
                 event = build_change_event(change, record, api_version=API_VERSION, spec=self.store.objects["Contact"])
                 events.append({"channel": "events", "event": event})
         self.emit_events(events)
+        self._run_workflows(changes)
+
+    def _run_workflows(self, changes: list[Change]) -> None:
+        """The org's flows: a Contact created or updated with X not V gets X set to V (store lock held)."""
+        rules = self.config["workflow_rules"]
+        for change in changes if rules else ():
+            record = self.store.get("Contact", change.record_id) if change.sobject == "Contact" else None
+            if record is None or record["IsDeleted"] or change.kind not in ("CREATE", "UPDATE"):
+                continue
+            rewrites = {
+                rule["field"]: rule["value"]
+                for rule in rules
+                if (change.kind == "CREATE" or rule["field"] in change.changed)
+                and record.get(rule["field"]) != rule["value"]
+            }
+            if rewrites:  # a moment later, as an asynchronous path of a flow runs
+                timer = threading.Timer(
+                    self.config["workflow_delay_ms"] / 1000, self._rewrite, (change.record_id, rewrites)
+                )
+                timer.daemon = True
+                timer.start()
+
+    def _rewrite(self, record_id: str, rewrites: dict[str, str]) -> None:
+        try:
+            with self.store.transaction(user_id=AUTOMATION_USER_ID, origin="") as tx:
+                tx.update(self.store.objects["Contact"], record_id, rewrites)
+        except RecordError:  # the flow fails on a value the org refuses, or on a deleted record
+            logger.info("sandbox workflow rule failed", extra={"record_id": record_id})
 
     def _send_outbound_messages(self, events: list[dict[str, Any]], attempt: int) -> bool:
         url = self.config["webhook_url"]

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.consent import CodeRegistry, pkce_matches
 from sandbox.core import json_response
+from sandbox.salesforce_lifecycle import parse_call, soap_call, soap_fault
 from sandbox.salesforce_schema import INTEGRATION_USER_ID, UI_USER_ID, normalize_id
 
 __all__ = [
@@ -316,6 +317,12 @@ class AuthMixin:
     def soap_login(self, request: Request, soap_version: str) -> Response:
         credentials = parse_soap_login(request.get_data())
         if credentials is None:
+            call = parse_call(request.get_data())
+            if call is not None and call[0] != "login":
+                if not (call[1] == self.config["token"] or self.sessions.valid(call[1])):
+                    return soap_fault("INVALID_SESSION_ID", "Invalid Session ID found in SessionHeader")
+                self.daily_quota.hit("org")
+                return soap_call(self.store, call, user_id=INTEGRATION_USER_ID)
             return login_fault()
         access, _ = self.sessions.issue(self.config["token_ttl_s"], with_refresh=False)
         return login_response(

@@ -254,3 +254,4 @@ OBJECTS: dict[str, ObjectSpec] = {spec.name: spec for spec in (ACCOUNT, CONTACT)
 #: The API (integration) user every token belongs to, and the person editing in the UI.
 INTEGRATION_USER_ID = make_id("005", 1, "8d")
 UI_USER_ID = make_id("005", 2, "8d")
+AUTOMATION_USER_ID = make_id("005", 3, "8d")  # the org's automated process user (flows)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sandbox.salesforce_lifecycle import fill_blanks, merge, undelete
 from sandbox.salesforce_schema import ObjectSpec, format_datetime, normalize_id
 from sandbox.salesforce_store import OrgStore, RecordError
 
@@ -51,18 +52,25 @@ def edit(store: OrgStore, payload: Mapping[str, Any], *, user_id: str) -> dict[s
                 for key in company_keys[1:]:
                     fields.pop(key)
                 fields["AccountId"] = _account_for(store, tx, company)
+            lifecycle = [key for key in ("delete", "undelete", "merge_into") if payload.get(key)]
             if raw_id is None:
-                if payload.get("delete"):
-                    raise ValueError("delete needs an id")
+                if lifecycle:
+                    raise ValueError(f"{lifecycle[0]} needs an id")
                 record_id = tx.create(spec, fields)
             else:
                 record_id = normalize_id(raw_id) or str(raw_id)
-                if payload.get("delete"):
+                if payload.get("undelete"):  # from the recycle bin
+                    undelete(tx, spec, raw_id)
+                elif payload.get("merge_into"):  # the merge wizard: this record into the master
+                    master = store.live(spec, payload["merge_into"])
+                    fields = {**fill_blanks(spec, master, store.live(spec, raw_id)), **fields}
+                    record_id = merge(tx, spec, master["Id"], [raw_id], fields)
+                elif payload.get("delete"):
                     tx.delete(spec, raw_id)
                 else:
                     tx.update(spec, raw_id, fields)
     except RecordError as error:
-        if error.code == "NOT_FOUND":
+        if error.code in ("NOT_FOUND", "INVALID_ID_FIELD"):
             raise KeyError(raw_id) from None
         raise ValueError(f"{error.code}: {error.message}") from None
     return render(spec, store.tables[spec.name][record_id], None, "59.0")

@@ -101,9 +101,12 @@ class SandboxControl:
     def reset(self, *, config: bool = False) -> dict[str, Any]:
         return self._call("POST", "reset", {"config": config})
 
-    def edit(self, record_id: str | None = None, fields: dict[str, Any] | None = None, *, delete: bool = False) -> Any:
-        """Change a record as a person in the CRM UI would (no id: create)."""
-        body: dict[str, Any] = {"fields": fields or {}}
+    def edit(
+        self, record_id: str | None = None, fields: dict[str, Any] | None = None, *, delete: bool = False, **flags: Any
+    ) -> Any:
+        """Change a record as a person in the CRM UI would (no id: create). ``flags``: the lifecycle
+        actions, e.g. ``restore=True`` / ``undelete=True``, ``merge_into=<id>``, ``gdpr_delete=True``."""
+        body: dict[str, Any] = {"fields": fields or {}, **flags}
         if record_id is not None:
             body["id"] = record_id
         if delete:

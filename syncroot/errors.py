@@ -42,6 +42,13 @@ class Conflict(ApplicationError):
     code = "conflict"
 
 
+class Gone(ApplicationError):
+    """The resource was merged into another (its id in `details`) or is otherwise gone for good."""
+
+    status_code = status.HTTP_410_GONE
+    code = "gone"
+
+
 class PreconditionFailed(ApplicationError):
     status_code = status.HTTP_412_PRECONDITION_FAILED
     code = "precondition_failed"

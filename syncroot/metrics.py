@@ -99,6 +99,11 @@ def _families() -> dict[str, Metric]:
             "CRM records SyncRoot cannot take in (no email, an email it cannot hold, a duplicate email), by reason.",
             labels=["provider", "code"],
         ),
+        "conflicts": GaugeMetricFamily(
+            "syncroot_conflicts_open",
+            "Cases waiting for a person in the conflict queue (GET /conflicts), by kind.",
+            labels=["kind"],
+        ),
         "pruned": CounterMetricFamily(
             "syncroot_retention_pruned", "Rows deleted by retention (RETENTION_DAYS), by kind.", labels=["kind"]
         ),
@@ -144,6 +149,7 @@ class SyncRootCollector:
 
     def _database(self, families: dict[str, Metric]) -> None:
         from crm.registry import PROVIDER_CLASSES
+        from providers.conflicts import conflict_counts
         from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink, RecordIssue
         from providers.retention import retention_oldest
         from webhooks.models import WebhookEvent
@@ -168,6 +174,7 @@ class SyncRootCollector:
                 .values_list("provider", "oldest")
             )
             kept = retention_oldest()
+            conflicts = conflict_counts()
         # Every known CRM gets every status, zeros included: a series that vanishes cannot alert.
         providers = sorted(
             set(PROVIDER_CLASSES) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
@@ -193,6 +200,8 @@ class SyncRootCollector:
 
         for provider, field, code, count in issues:
             families["issues"].add_metric([provider, field, code], count)
+        for kind, count in conflicts.items():
+            families["conflicts"].add_metric([kind], count)
 
     def _counters(self, families: dict[str, Metric]) -> None:
         try:

@@ -294,6 +294,8 @@ SYNC_CLAIM_LEASE_SECONDS = env.int("SYNC_CLAIM_LEASE_SECONDS", default=120)
 CRM_PROBE_INTERVAL_SECONDS = env.int("CRM_PROBE_INTERVAL_SECONDS", default=60)
 # How long a CRM's contact fields (GET /providers/<provider>/fields) are kept before it is asked again.
 CRM_SCHEMA_CACHE_SECONDS = env.int("CRM_SCHEMA_CACHE_SECONDS", default=3600)
+# A field a CRM changes back more often than this within an hour is paused for that contact.
+BOUNCE_LIMIT_PER_HOUR = env.int("BOUNCE_LIMIT_PER_HOUR", default=5)
 OUTBOX_SWEEP_INTERVAL_SECONDS = env.int("OUTBOX_SWEEP_INTERVAL_SECONDS", default=30)
 OUTBOX_SWEEP_AFTER_SECONDS = env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=30)
 # An inbox event that fails this many times (backoff between attempts) is `failed`, for an operator.

@@ -76,7 +76,7 @@ def test_every_operation_documents_every_error_status_with_the_error_body():
         for method, operation in item.items()
         if method in ("get", "put", "patch", "post", "delete")
     ]
-    assert len(operations) == 20
+    assert len(operations) == 25
     for method, path, operation in operations:
         for status in ("400", "401", "404", "405", "406", "409", "412", "413", "415", "422", "429", "503"):
             response = operation["responses"].get(status)

@@ -17,7 +17,8 @@ from crm.registry import get_provider
 from providers import dispatch
 from providers.backoff import retry_delay
 from providers.crm_state import crm_mark_auth_failed
-from providers.inbound import ECHO, change_apply, is_linked
+from providers.inbound import ECHO, is_linked
+from providers.lifecycle import outcome_processed, record_change_apply
 from syncroot.queues import BROKER_ERRORS
 from webhooks.models import EventStatus, WebhookEvent
 
@@ -153,8 +154,9 @@ def event_process(*, event_id: int) -> str | None:
             if change is None:
                 outcome = "ignored: not a synced object"
             else:
-                outcome = change_apply(provider=event.provider, change=change)
-            status = EventStatus.PROCESSED if outcome in ("applied", "created", "deleted") else EventStatus.IGNORED
+                outcome = record_change_apply(provider=event.provider, change=change)
+            processed = outcome in ("applied", "created") or outcome_processed(outcome)
+            status = EventStatus.PROCESSED if processed else EventStatus.IGNORED
             locked.update(
                 status=status, outcome=outcome, error="", attempts=F("attempts") + 1, processed_at=timezone.now(),
                 next_attempt_at=None,
@@ -228,6 +230,8 @@ def _complete(provider, change: InboundChange) -> InboundChange:
     if change.occurred_at and (current.occurred_at is None or current.occurred_at < change.occurred_at):
         current.occurred_at = change.occurred_at
     current.from_integration = False
+    # What the event said happened to the record, which its current state alone does not tell.
+    current.absorbed, current.restored, current.erased = change.absorbed, change.restored, change.erased
     return current
 
 

@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('contacts', '0002_custom_fields'),
+        ('contacts', '0003_contact_lifecycle'),
     ]
 
     operations = [

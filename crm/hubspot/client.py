@@ -264,6 +264,11 @@ class HubSpotClient:
         path = f"{CONTACTS}/{quote(str(contact_id), safe='')}"
         self.request("DELETE", path, operation="archive", route=RECORD_ROUTE)
 
+    def merge(self, primary_id: str, merged_id: str) -> dict[str, Any]:
+        """`POST …/contacts/merge`: the survivor (SimplePublicObject), whose id may be new."""
+        body = {"primaryObjectId": str(primary_id), "objectIdToMerge": str(merged_id)}
+        return self.request("POST", f"{CONTACTS}/merge", operation="merge", body=body)
+
     def iter_archived(self, *, properties: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
         """Every archived contact (search never returns them), 100 per page."""
         params: dict[str, str] = {"archived": "true", "limit": str(BATCH_LIMIT)}

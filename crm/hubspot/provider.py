@@ -11,6 +11,7 @@ from typing import Any
 
 from crm.base import (
     InboundChange,
+    Permanent,
     Provider,
     PushItem,
     PushResult,
@@ -28,8 +29,8 @@ from syncroot import queues
 
 # Subscription types (and their generic `object.*` forms for contacts, objectTypeId 0-1) we act on.
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
-_GONE_EVENTS = {"deletion", "privacyDeletion"}
-_FETCH_EVENTS = {"creation", "restore"}
+_GONE_EVENTS = {"deletion"}
+_FETCH_EVENTS = {"creation"}
 
 
 class HubSpotProvider(Provider):
@@ -69,6 +70,23 @@ class HubSpotProvider(Provider):
         else:
             run.batched()
         return run.finish()
+
+    def merge_records(self, *, survivor_id: str, loser_id: str) -> str | None:
+        try:
+            return str(self.client.merge(survivor_id, loser_id)["id"])
+        except Permanent as exc:
+            if exc.status not in (400, 404):
+                raise
+            refused = exc
+        # Merged already (by a person, or an earlier attempt of ours): the merged-away id answers
+        # with its survivor.
+        try:
+            current = str(self.client.get(loser_id)["id"])
+        except Permanent:
+            raise refused from None
+        if current != survivor_id:
+            raise refused
+        return current
 
     def probe(self) -> None:
         self.client.probe()
@@ -167,6 +185,16 @@ class HubSpotProvider(Provider):
             return InboundChange(values={field: value}, field_times=field_times, **base)
         if action in _FETCH_EVENTS:
             return InboundChange(complete=False, **base)
+        if action == "merge":  # the survivor (newObjectId) absorbed the others: read it
+            survivor = str(payload.get("newObjectId") or payload.get("primaryObjectId") or external_id)
+            ids = [payload.get("primaryObjectId"), *(payload.get("mergedObjectIds") or ())]
+            absorbed = tuple(dict.fromkeys(str(i) for i in ids if i not in (None, "") and str(i) != survivor))
+            base["external_id"] = survivor
+            return InboundChange(complete=False, absorbed=absorbed, **base)
+        if action == "restore":
+            return InboundChange(complete=False, restored=True, **base)
+        if action == "privacyDeletion":
+            return InboundChange(deleted=True, erased=True, **base)
         if action in _GONE_EVENTS:
             return InboundChange(deleted=True, **base)
         return None

@@ -41,9 +41,12 @@ def item_properties(item: PushItem) -> dict[str, str]:
     return {**{prop: _text(value) for prop, value in item.remote.items()}, **to_hubspot(item.values)}
 
 
+MERGED_PROPERTY = "hs_merged_object_ids"
+
+
 def read_properties(extra: tuple[str, ...] = ()) -> list[str]:
     """The properties a read asks for: the built-ins', the mapped custom ones, the change time."""
-    return list(dict.fromkeys([*READ_PROPERTIES, *extra]))
+    return list(dict.fromkeys([*READ_PROPERTIES, MERGED_PROPERTY, *extra]))
 
 
 def from_hubspot(properties: Mapping[str, Any]) -> dict[str, str]:
@@ -107,6 +110,9 @@ def object_to_change(obj: Mapping[str, Any], extra: tuple[str, ...] = ()) -> Inb
         remote=extra_values(properties, extra),
         occurred_at=parse_time(modified),
         deleted=bool(obj.get("archived")),
+        # The ids merged into this record (HubSpot keeps them on the survivor): a merge whose
+        # webhook was lost is still seen by the reconciler.
+        absorbed=tuple(i for i in str(properties.get(MERGED_PROPERTY) or "").split(";") if i.strip()),
     )
 
 

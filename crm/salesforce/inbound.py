@@ -55,6 +55,8 @@ def record_change(
         occurred_at=occurred_at,
         field_times=dict.fromkeys(values, occurred_at) if occurred_at else {},
         deleted=record.get("IsDeleted") in (True, "true"),
+        # A record deleted by a merge names its master; SOQL reads only ever see that once deleted.
+        merged_into=str(record["MasterRecordId"]) if record.get("MasterRecordId") else None,
         from_integration=same_user(record.get("LastModifiedById"), integration_user_id),
     )
 
@@ -116,7 +118,11 @@ def event_change(
     from_integration = same_user(header.get("commitUser"), integration_user_id)
     base = {"external_id": record_id, "occurred_at": occurred_at, "from_integration": from_integration}
     if change_type == "DELETE":
-        return InboundChange(deleted=True, **base)
+        # Read the record: one deleted by a merge names its master there (MasterRecordId), and
+        # no change event tells a merge from a delete.
+        return InboundChange(deleted=True, complete=from_integration, **base)
+    if change_type == "UNDELETE":
+        return InboundChange(complete=False, restored=True, **base)
     if change_type not in ("CREATE", "UPDATE"):
         # UNDELETE and GAP_* events say "something happened": read the record itself.
         return InboundChange(complete=False, **base)

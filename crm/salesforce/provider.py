@@ -14,7 +14,7 @@ import requests
 from crm.base import InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
 from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
-from crm.salesforce import schema, webhook
+from crm.salesforce import lifecycle, schema, webhook
 from crm.salesforce.accounts import AccountDirectory
 from crm.salesforce.bulk_push import BulkPush
 from crm.salesforce.bulk_read import read_records
@@ -67,6 +67,12 @@ class SalesforceProvider(Provider):
                 threshold=self.bulk_threshold, external_id_field=self.bulk_external_id_field,
             ).run()  # fmt: skip
         return ContactPush(self.client, self.accounts, list(items)).run()
+
+    def merge_records(self, *, survivor_id: str, loser_id: str) -> str | None:
+        return lifecycle.merge(self.client, master_id=survivor_id, loser_id=loser_id)
+
+    def restore_record(self, external_id: str) -> bool:
+        return lifecycle.undelete(self.client, external_id)
 
     def probe(self) -> None:
         self.client.request("GET", "query", params={"q": "SELECT Id FROM Contact LIMIT 1"})

@@ -179,7 +179,7 @@ class ContactPush:
         error = Permanent(
             f"The linked Salesforce record is gone ({entry.gone.message}); only a full contact can recreate it",
             code=entry.gone.code,
-            status=entry.gone.status,
+            status=404,  # gone, whichever call said so (a collection answers 200): the caller sends it all
         )
         self._set(entry, "update", entry.item.external_id, error)
         return False

@@ -42,6 +42,7 @@ QUERY_FIELDS: tuple[str, ...] = (
     "SystemModstamp",
     "LastModifiedById",
     "IsDeleted",
+    "MasterRecordId",
 )
 
 

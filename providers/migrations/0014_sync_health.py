@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('contacts', '0002_custom_fields'),
-        ('providers', '0011_custom_field_mappings'),
+        ('providers', '0013_conflicts'),
     ]
 
     operations = [

@@ -131,6 +131,21 @@ def test_sync_issues_are_grouped_and_link_to_the_filtered_list(admin_client, con
     assert listed.context["cl"].result_count == 2
 
 
+def test_open_conflicts_are_grouped_by_crm_and_kind_and_link_to_the_queue(admin_client, connected):
+    from providers.models import Conflict
+
+    for n in range(2):
+        Conflict.objects.create(key=f"record:hubspot:{n}", kind="no_email", provider="hubspot", message="no email")
+    Conflict.objects.create(key="record:hubspot:9", kind="no_email", provider="hubspot", status="resolved")
+    Conflict.objects.create(key="link:1:email", kind="email_clash", provider="salesforce", message="clash")
+
+    groups = {(g.provider, g.code): g.count for g in health.conflict_groups()}
+    assert groups == {("hubspot", "no_email"): 2, ("salesforce", "email_clash"): 1}
+    page = admin_client.get("/admin/providers/synchealth/").content.decode()
+    assert "Conflicts (open cases for a person)" in page
+    assert "/admin/providers/conflict/?" in page
+
+
 def test_each_crm_shows_its_state_backlog_inbox_and_lag(admin_client, connected):
     CrmState.objects.create(provider="hubspot", status=CrmStatus.AUTH_FAILED, last_error="401 revoked")
     since = timezone.now() - timedelta(minutes=5)

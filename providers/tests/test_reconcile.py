@@ -133,19 +133,19 @@ def test_the_workers_time_limit_ends_the_run_without_stepping_past_the_change_in
 
     _, first_at = add(hubspot, "ada@example.com", "Ada", second=0)
     add(hubspot, "grace@example.com", "Grace", second=1)
-    apply = providers.reconcile.change_apply
+    apply = providers.reconcile.record_change_apply
 
     def limited(*, provider, change):
         if change.values.get("email") == "grace@example.com":
             raise SoftTimeLimitExceeded()
         return apply(provider=provider, change=change)
 
-    monkeypatch.setattr(providers.reconcile, "change_apply", limited)
+    monkeypatch.setattr(providers.reconcile, "record_change_apply", limited)
     with pytest.raises(SoftTimeLimitExceeded):
         reconcile(provider_name="hubspot")
     cursor = SyncCursor.objects.get(provider="hubspot")
     assert (cursor.modstamp, cursor.failed_count) == (first_at, 0)
 
-    monkeypatch.setattr(providers.reconcile, "change_apply", apply)
+    monkeypatch.setattr(providers.reconcile, "record_change_apply", apply)
     assert reconcile(provider_name="hubspot") == {"unchanged": 1, "created": 1}
     assert Contact.objects.count() == 2

@@ -106,3 +106,28 @@ def test_a_claimed_link_is_not_claimed_again_until_its_claim_is_void(api_client,
     past = timezone.now() - timedelta(seconds=1)  # a hung worker's lease ran out
     ProviderLink.objects.filter(contact=contact).update(claimed_until=past)
     assert len(sync._claim(provider_name="hubspot", batch_size=10)) == 1
+
+
+def test_partial_updates_of_records_deleted_in_hubspot_send_the_whole_contacts_again(api_client, hubspot):
+    """Two partial updates go through batch/update; HubSpot answers that both records are gone (their
+    deletion webhooks lost). They used to be parked ("push the full contact"), a change nobody could
+    deliver; now the whole contacts are sent again, matched by email or created."""
+    contacts = [_create(api_client, f"gone{i}@example.com") for i in range(2)]
+    sync.drain(provider_name="hubspot", linger=False)
+    links = list(ProviderLink.objects.filter(contact__in=contacts, provider="hubspot"))
+    assert all(link.status == LinkStatus.SYNCED for link in links)
+    for link in links:
+        hubspot.edit(link.external_id, delete=True)  # a person deletes them; no webhook is configured
+    for contact in contacts:
+        response = api_client.patch(f"/contacts/{contact.pk}", {"first_name": "Grace"}, format="json")
+        assert response.status_code == 200
+
+    sync.drain(provider_name="hubspot", linger=False)  # both 404: sent again as whole contacts
+    sync.drain(provider_name="hubspot", linger=False)
+
+    again = {link.pk: link for link in ProviderLink.objects.filter(pk__in=[link.pk for link in links])}
+    assert {link.status for link in again.values()} == {LinkStatus.SYNCED}
+    assert not DeadLetter.objects.exists()
+    assert all(again[link.pk].external_id != link.external_id for link in links)  # recreated in HubSpot
+    live = {r["properties"]["email"]: r["properties"].get("firstname") for r in hubspot.records() if not r["archived"]}
+    assert live == {"gone0@example.com": "Grace", "gone1@example.com": "Grace"}

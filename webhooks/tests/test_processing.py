@@ -143,7 +143,7 @@ def test_two_copies_of_one_event_processed_at_once_apply_it_once(hubspot, monkey
     reading, both_read = threading.Event(), threading.Barrier(2, timeout=10)
     complete, apply, mark = (
         webhooks.services._complete,
-        webhooks.services.change_apply,
+        webhooks.services.record_change_apply,
         providers.inbound.links_mark_pending,
     )
     applied, marked = [], []
@@ -155,7 +155,7 @@ def test_two_copies_of_one_event_processed_at_once_apply_it_once(hubspot, monkey
         return change
 
     monkeypatch.setattr(webhooks.services, "_complete", read_then_meet)
-    monkeypatch.setattr(webhooks.services, "change_apply", lambda **kw: applied.append(1) or apply(**kw))
+    monkeypatch.setattr(webhooks.services, "record_change_apply", lambda **kw: applied.append(1) or apply(**kw))
     monkeypatch.setattr(providers.inbound, "links_mark_pending", lambda **kw: marked.append(1) or mark(**kw))
     errors: list[BaseException] = []
 

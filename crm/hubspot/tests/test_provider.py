@@ -372,3 +372,11 @@ def test_sandbox_webhooks_verify_and_mark_our_own_writes(provider, control, webh
     assert creation.from_integration
     assert ui_edit.from_integration is False
     assert len({e.event_id for e in events}) == len(events)
+
+
+def test_merging_records_a_person_merged_already_answers_the_survivor(provider, control):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    control.edit(other["id"], merge_into=keep["id"])  # a person merged them in HubSpot meanwhile
+
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == keep["id"]

@@ -203,14 +203,20 @@ def test_property_changes_map_to_internal_fields_with_their_times(hubspot_provid
     assert (other_app.values, other_app.from_integration) == ({"first_name": "Jo"}, False)
 
 
-def test_deletion_is_reported_deleted_and_merges_are_not_ours_to_apply(hubspot_provider):
+def test_deletion_is_reported_deleted_and_a_merge_names_the_survivor_and_the_absorbed(hubspot_provider):
     [deletion] = load_payload("webhook_deletion.json")
     [merge] = load_payload("webhook_merge.json")
 
     change = hubspot_provider.webhook_change(deletion)
+    merged = hubspot_provider.webhook_change(merge)
+    restore = hubspot_provider.webhook_change({**deletion, "subscriptionType": "contact.restore"})
+    privacy = hubspot_provider.webhook_change({**deletion, "subscriptionType": "contact.privacyDeletion"})
 
     assert (change.external_id, change.deleted) == ("106314056576", True)
-    assert hubspot_provider.webhook_change(merge) is None
+    # The survivor is read (values as HubSpot merged them); the merged-away id goes with it.
+    assert (merged.external_id, merged.absorbed, merged.complete) == ("106314056576", ("106314056577",), False)
+    assert (restore.restored, restore.complete, restore.deleted) == (True, False, False)
+    assert (privacy.erased, privacy.deleted) == (True, True)
     assert hubspot_provider.webhook_change({"subscriptionType": "company.creation", "objectId": 5}) is None
 
 

@@ -340,3 +340,17 @@ def test_a_lock_held_by_a_killed_worker_is_free_at_once(provider, org):
     assert results[0].error is None
     assert time.monotonic() - began < 5
     assert [a["Name"] for a in org.accounts()] == ["Orphan Inc"]
+
+
+def test_partial_updates_of_records_deleted_in_salesforce_say_gone_in_collections_too(provider, org):
+    """Through sObject Collections (which answer 200) the refusal said status 200, so the engine
+    parked a change it could deliver whole; both paths now say 404 (gone)."""
+    created = provider.push([PushItem(key=n, values=contact_values(20 + n)) for n in range(2)])
+    for result in created:
+        org.control.edit(result.external_id, delete=True)
+
+    again = provider.push(
+        [PushItem(key=r.key, values={"job_title": "CTO"}, external_id=r.external_id) for r in created]
+    )
+
+    assert [(r.error.code, r.error.status) for r in again] == [("ENTITY_IS_DELETED", 404)] * 2

@@ -1,0 +1,103 @@
+"""Salesforce merge and undelete: the partner SOAP API's `merge()` and `undelete()` (REST has neither).
+
+The calls go through the client's one call path (limiter, token, classification, count); their
+answers are XML, decoded here into the per-record results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from xml.sax.saxutils import escape
+
+import requests
+from defusedxml import ElementTree
+
+from crm.base import AuthExpired, Permanent, ProviderError, Transient
+from crm.salesforce.client import SalesforceClient
+from crm.salesforce.errors import GONE_CODES
+
+_PARTNER = "{urn:partner.soap.sforce.com}"
+_ENVELOPE = (
+    '<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+    'envelope/" xmlns:urn="urn:partner.soap.sforce.com" xmlns:urn1="urn:sobject.partner.soap.sforce.com">'
+    "<soapenv:Header><urn:SessionHeader><urn:sessionId>{session}</urn:sessionId></urn:SessionHeader>"
+    "</soapenv:Header><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+)
+
+
+def _decode(content: bytes) -> Any:
+    try:
+        return ElementTree.fromstring(content)
+    except Exception as exc:  # defusedxml raises several types for broken XML
+        raise ValueError("not XML") from exc
+
+
+def _classify(response: requests.Response, body: Any) -> ProviderError | None:
+    if response.status_code < 300:
+        return None
+    fault = body.find(".//faultcode") if body is not None and not isinstance(body, str) else None
+    code = (fault.text or "").removeprefix("sf:") if fault is not None else ""
+    text = body.find(".//faultstring") if fault is not None else None
+    message = text.text if text is not None and text.text else f"SOAP call answered {response.status_code}"
+    if code == "INVALID_SESSION_ID":
+        return AuthExpired(message, code=code, status=401)
+    if response.status_code >= 500 and not code:
+        return Transient(message, code="SOAP_ERROR", status=response.status_code)
+    return Permanent(message, code=code or "SOAP_FAULT", status=response.status_code)
+
+
+def _call(client: SalesforceClient, operation: str, body: str) -> list[dict[str, str]]:
+    """One partner SOAP call; its `<result>` elements as {tag: text}."""
+    envelope = _ENVELOPE.format(session=escape(client.tokens.current()), body=body)
+    answer = client.path.request(
+        "POST",
+        lambda: f"{client.instance_url}/services/Soap/u/{client.api_version}",
+        operation=f"SOAP {operation}",
+        route=f"Soap/u/{operation}",
+        classify=_classify,
+        decode=_decode,
+        data=envelope.encode(),
+        headers={"Content-Type": "text/xml; charset=UTF-8", "SOAPAction": operation},
+    )
+    results = []
+    for result in answer.iter(f"{_PARTNER}result"):
+        row: dict[str, str] = {}
+        for child in result:
+            tag = child.tag.removeprefix(_PARTNER)
+            if tag == "errors":
+                row["statusCode"] = child.findtext(f"{_PARTNER}statusCode") or ""
+                row["message"] = child.findtext(f"{_PARTNER}message") or ""
+            else:
+                row[tag] = child.text or ""
+        results.append(row)
+    return results
+
+
+def _failed(row: Mapping[str, str]) -> Permanent | None:
+    if row.get("success") == "true":
+        return None
+    return Permanent(row.get("message") or "refused", code=row.get("statusCode") or "SOAP_ERROR")
+
+
+def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Mapping[str, Any] = {}) -> str:
+    """Merge `loser_id` into `master_id` (`fields`: values the master takes). A loser already gone
+    (an earlier attempt merged it) is no error."""
+    values = "".join(f"<urn1:{name}>{escape(str(value))}</urn1:{name}>" for name, value in fields.items())
+    body = (
+        f"<urn:merge><urn:request><urn:masterRecord><urn1:type>Contact</urn1:type><urn1:Id>{escape(master_id)}"
+        f"</urn1:Id>{values}</urn:masterRecord><urn:recordToMergeIds>{escape(loser_id)}</urn:recordToMergeIds>"
+        "</urn:request></urn:merge>"
+    )
+    [row] = _call(client, "merge", body) or [{"success": "false", "statusCode": "BAD_RESPONSE"}]
+    error = _failed(row)
+    if error is not None and error.code not in GONE_CODES:
+        raise error
+    return master_id
+
+
+def undelete(client: SalesforceClient, record_id: str) -> bool:
+    """Bring a record back from the recycle bin; False when Salesforce no longer has it (purged)."""
+    rows = _call(client, "undelete", f"<urn:undelete><urn:ids>{escape(record_id)}</urn:ids></urn:undelete>")
+    error = _failed(rows[0]) if rows else Permanent("no result", code="BAD_RESPONSE")
+    return error is None or error.code == "UNDELETE_FAILED"  # not in the recycle bin: live already
