@@ -362,6 +362,11 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         link.external_id = result.external_id
     if result.operation in ("create", "match"):
         link.field_hashes, link.field_prior_hashes, link.field_written_at = {}, {}, {}
+    if result.operation == "create":
+        # A record we created holds nothing but what we sent: a later snapshot of it (a person's
+        # edit of another field) showing those fields blank is no change of theirs.
+        for field in contact_values(link.contact, mapping_set(provider=link.provider)):
+            link.field_hashes.setdefault(field, field_hash(field, ""))
     now = timezone.now()
     for field, value in sent.items():
         # What the CRM held before this write and during our recent writes: a late snapshot of any
