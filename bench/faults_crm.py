@@ -23,7 +23,7 @@ from bench.stack import SANDBOX_TOKEN, SECRET, percentile
 
 
 def _crm_status(ctx: Context) -> dict[str, str]:
-    return dict(query(ctx.stack, "SELECT provider, status FROM providers_crmstate"))
+    return dict(query(ctx.stack, "SELECT provider, status FROM providers_connection"))
 
 
 def _link_counts(ctx: Context, prefix: str) -> dict[str, int]:

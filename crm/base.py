@@ -180,7 +180,7 @@ def extra_fields_source(source: Callable[[str], tuple[str, ...]]) -> None:
 class Provider(ABC):
     """Base class; see crm/hubspot and crm/salesforce."""
 
-    name: ClassVar[str]
+    kind: ClassVar[str]  # the CRM, a key of crm.registry.PROVIDER_CLASSES
     label: ClassVar[str] = ""  # how people write the CRM's name, for messages ("HubSpot")
     webhook_queue: ClassVar[str]
     batch_size: ClassVar[int]
@@ -189,8 +189,30 @@ class Provider(ABC):
     bulk_threshold: int = 0
     bulk_batch_size: int = 0
 
+    # Settings that belong to one account (its credentials and ids), not to every connection to
+    # the CRM: a connection made through the API or the admin brings its own.
+    account_settings: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
+        # The connection's key: what links, cursors and metrics name it by (the CRM's own name
+        # for the connection configured from the environment).
+        self.name: str = str(config.get("connection") or self.kind)
+
+    @classmethod
+    def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
+        """The config settings of one account: its API base, its id, its credentials."""
+        raise NotImplementedError
+
+    def account_id(self) -> str:
+        """The account these credentials reach (HubSpot portal id, Salesforce org id), asked of the
+        CRM. Raises AuthExpired when the credentials are refused."""
+        raise NotImplementedError
+
+    def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
+        """The account an inbox event comes from, when the delivery says (routing between the
+        connections of one CRM); None when it does not."""
+        return None
 
     @classmethod
     @abstractmethod

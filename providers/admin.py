@@ -16,7 +16,6 @@ from providers.issues import (
     presented_status,
 )
 from providers.models import (
-    CrmState,
     DeadLetter,
     FieldMapping,
     LinkIssue,
@@ -177,35 +176,6 @@ class DeadLetterAdmin(CsvExportMixin, ScaledAdmin):
         return False
 
 
-@admin.register(CrmState)
-class CrmStateAdmin(admin.ModelAdmin):
-    """Each CRM connection: active, or paused because the CRM refused our credentials."""
-
-    list_display = ("provider", "status", "since", "short_error", "last_probe_at", "next_probe_at")
-    readonly_fields = [f.name for f in CrmState._meta.fields]
-    actions = ("check_credentials",)
-
-    def get_queryset(self, request):
-        crm_state.crm_states()  # every connected CRM has its row, active until it fails
-        return super().get_queryset(request)
-
-    @admin.display(description="last error")
-    def short_error(self, state: CrmState) -> str:
-        return state.last_error[:120]
-
-    @admin.action(description="Check credentials now")
-    def check_credentials(self, request, queryset):
-        for provider in queryset.values_list("provider", flat=True):
-            if crm_state.crm_probe(provider=provider):
-                messages.success(request, f"{provider}: the credentials work; sync is active.")
-            else:
-                state = CrmState.objects.get(provider=provider)
-                detail = state.last_error[:200]
-                messages.error(request, f"{provider}: not confirmed ({detail}); sync stays {state.status}.")
-
-    has_add_permission = has_delete_permission = _no
-
-
 @admin.register(SyncAttempt)
 class SyncAttemptAdmin(ScaledAdmin):
     list_display = ("created_at", "provider", "contact", "operation", "outcome", "error_code", "batch_size")
@@ -319,4 +289,5 @@ class FieldMappingAdmin(admin.ModelAdmin):
         mappings.mapping_update(mapping_id=obj.pk, rule=obj.rule)
 
 
-from providers import admin_conflicts, health_admin  # noqa: E402,F401  (the conflict queue and Sync health page)
+# The connections, the conflict queue and the Sync health page.
+from providers import admin_conflicts, admin_connections, health_admin  # noqa: E402,F401

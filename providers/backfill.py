@@ -317,3 +317,18 @@ def drain_all(names: list[str], *, progress: Progress) -> dict[str, dict[str, in
         progress.close()
         forwarded[name] = totals
     return forwarded
+
+
+def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | None:
+    """A new connection gets every live contact: up to `share` contacts marked pending per call,
+    then the next call goes on from the checkpoint (enqueued here), so no task runs for long."""
+    from providers.tasks import backfill_connection as task
+
+    if key not in connected_providers():
+        return None  # deleted or paused meanwhile: nothing to send it
+    report = backfill_from_syncroot(targets=[key], limit=share)
+    if report.stop_reason == "limit":
+        transaction.on_commit(lambda: task.delay(key))
+    elif report.stop_reason == "error":
+        transaction.on_commit(lambda: task.apply_async(args=[key], countdown=60))
+    return report

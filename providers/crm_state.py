@@ -1,4 +1,5 @@
-"""The state of each CRM connection: active, or paused because the CRM refused our credentials.
+"""The state of each CRM connection: active, paused by an operator, or paused because the CRM
+refused our credentials.
 
 A credential refused even after one refresh (a revoked token, a rotated client secret) is an
 outage of that connection, not bad data: the CRM is marked `auth_failed`, the forwarder stops
@@ -12,23 +13,23 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from crm.base import AuthExpired, ProviderError
 from crm.registry import connected_providers, get_provider
 from providers import services
-from providers.models import CrmState, CrmStatus
+from providers.models import Connection, ConnectionStatus
 
 logger = logging.getLogger(__name__)
 
-PAUSE_REASONS = {CrmStatus.AUTH_FAILED: "auth_failed"}
+PAUSE_REASONS = {ConnectionStatus.AUTH_FAILED: "auth_failed", ConnectionStatus.PAUSED: "paused"}
 
 
 def crm_paused() -> dict[str, str]:
-    """Providers nothing is sent to at the moment, with the reason (`auth_failed`)."""
-    rows = CrmState.objects.exclude(status=CrmStatus.ACTIVE).values_list("provider", "status")
-    return {provider: PAUSE_REASONS.get(status, status) for provider, status in rows}
+    """Connections nothing is sent to at the moment, with the reason (`auth_failed`, `paused`)."""
+    rows = Connection.objects.filter(status__in=PAUSE_REASONS, deleted_at__isnull=True).values_list("key", "status")
+    return {key: PAUSE_REASONS[status] for key, status in rows}
 
 
 # The API shows a paused CRM on every contact it returns; reading the states once per response
@@ -49,19 +50,44 @@ def crm_paused_for_display() -> dict[str, str]:
     return dict(paused)
 
 
-def _forget_paused() -> None:
+def forget_paused() -> None:
     _paused_cache.clear()
 
 
 def crm_is_paused(*, provider: str) -> bool:
-    return CrmState.objects.filter(provider=provider).exclude(status=CrmStatus.ACTIVE).exists()
+    return Connection.objects.filter(key=provider).exclude(status=ConnectionStatus.ACTIVE).exists()
 
 
-def crm_states() -> list[CrmState]:
-    """One row per connected CRM (created active when missing), for the admin and /metrics."""
-    for provider in connected_providers():
-        CrmState.objects.get_or_create(provider=provider)
-    return list(CrmState.objects.order_by("provider"))
+def crm_states() -> list[Connection]:
+    """The live connections (each connected one has its row, created active when missing)."""
+    _ensure_rows()
+    return list(Connection.objects.filter(deleted_at__isnull=True).order_by("key"))
+
+
+def _ensure_rows() -> None:
+    missing = set(connected_providers()) - set(Connection.objects.values_list("key", flat=True))
+    if missing:
+        Connection.objects.bulk_create(
+            [_new_row(key) for key in sorted(missing)], ignore_conflicts=True, unique_fields=("key",)
+        )
+
+
+def _new_row(key: str) -> Connection:
+    """The row of a connection configured in the environment (the first one of each CRM)."""
+    try:
+        provider = get_provider(key)
+    except LookupError:  # no longer connected: its state is still kept
+        return Connection(key=key, provider=key, name=key)
+    account = provider.config.get("portal_id") or provider.config.get("organization_id") or ""
+    return Connection(key=key, provider=provider.kind, name=provider.label or key, account_id=str(account))
+
+
+def _row_for_update(key: str) -> Connection:
+    try:
+        return Connection.objects.select_for_update().get(key=key)
+    except Connection.DoesNotExist:
+        Connection.objects.bulk_create([_new_row(key)], ignore_conflicts=True, unique_fields=("key",))
+        return Connection.objects.select_for_update().get(key=key)
 
 
 def crm_mark_auth_failed(*, provider: str, error: str) -> bool:
@@ -69,13 +95,15 @@ def crm_mark_auth_failed(*, provider: str, error: str) -> bool:
     now = timezone.now()
     next_probe = now + timedelta(seconds=settings.CRM_PROBE_INTERVAL_SECONDS)
     with transaction.atomic():
-        state, _ = CrmState.objects.select_for_update().get_or_create(provider=provider)
-        changed = state.status != CrmStatus.AUTH_FAILED
+        state = _row_for_update(provider)
+        if state.status in (ConnectionStatus.PAUSED, ConnectionStatus.DISABLED):
+            return False  # an operator's pause or deletion stands; the credentials are checked on resume
+        changed = state.status != ConnectionStatus.AUTH_FAILED
         if changed:
-            state.status, state.since, state.next_probe_at = CrmStatus.AUTH_FAILED, now, next_probe
+            state.status, state.since, state.next_probe_at = ConnectionStatus.AUTH_FAILED, now, next_probe
         state.last_error = error[:2000]
         state.save()
-    _forget_paused()
+    forget_paused()
     if changed:
         logger.error("CRM credentials refused: sync to this CRM paused", extra={"provider": provider, "error": error})
     return changed
@@ -85,15 +113,17 @@ def crm_mark_active(*, provider: str) -> bool:
     """Resume the CRM; what waited for it is drained at once. True when it was paused until now."""
     now = timezone.now()
     with transaction.atomic():
-        state, _ = CrmState.objects.select_for_update().get_or_create(provider=provider)
-        changed = state.status != CrmStatus.ACTIVE
+        state = _row_for_update(provider)
+        if state.status in (ConnectionStatus.PAUSED, ConnectionStatus.DISABLED):
+            return False  # working credentials do not undo an operator's pause
+        changed = state.status != ConnectionStatus.ACTIVE
         state.last_probe_at = now
         if changed:
-            state.status, state.since, state.next_probe_at, state.last_error = CrmStatus.ACTIVE, now, None, ""
+            state.status, state.since, state.next_probe_at, state.last_error = ConnectionStatus.ACTIVE, now, None, ""
         state.save()
         if changed:
             transaction.on_commit(lambda: services.enqueue_forward(providers=[provider]), robust=True)
-    _forget_paused()
+    forget_paused()
     if changed:
         logger.info("CRM credentials work again: sync to this CRM resumed", extra={"provider": provider})
     return changed
@@ -123,12 +153,28 @@ def crm_probe(*, provider: str) -> bool:
 
 def _probed(provider: str) -> None:
     now = timezone.now()
-    CrmState.objects.filter(provider=provider).update(
+    Connection.objects.filter(key=provider).update(
         last_probe_at=now, next_probe_at=now + timedelta(seconds=settings.CRM_PROBE_INTERVAL_SECONDS)
     )
 
 
 def crm_probe_paused() -> dict[str, bool]:
-    """Beat: probe every paused CRM; {provider: credentials work}."""
-    paused = [name for name in crm_paused() if name in connected_providers()]
-    return {name: crm_probe(provider=name) for name in paused}
+    """Beat: probe every connection whose credentials were refused; {key: credentials work}."""
+    refused = [name for name, reason in crm_paused().items() if reason == "auth_failed"]
+    connected = set(connected_providers())
+    return {name: crm_probe(provider=name) for name in refused if name in connected}
+
+
+def crm_probe_idle() -> dict[str, bool]:
+    """Beat: check the credentials of every active connection not checked for
+    CONNECTION_CHECK_INTERVAL_SECONDS, idle ones included: a token is refreshed before it expires
+    and a revoked one is found before a change has to wait for it. {key: credentials work}."""
+    due = timezone.now() - timedelta(seconds=settings.CONNECTION_CHECK_INTERVAL_SECONDS)
+    connected = set(connected_providers())
+    keys = Connection.objects.filter(status=ConnectionStatus.ACTIVE, deleted_at__isnull=True).filter(
+        models.Q(last_probe_at__isnull=True) | models.Q(last_probe_at__lt=due)
+    )
+    checked = {}
+    for key in keys.filter(key__in=connected).values_list("key", flat=True):
+        checked[key] = crm_probe(provider=key)
+    return checked

@@ -30,8 +30,8 @@ from providers import outbox
 from providers.models import (
     Conflict,
     ConflictStatus,
-    CrmState,
-    CrmStatus,
+    Connection,
+    ConnectionStatus,
     DeadLetter,
     DeadLetterStatus,
     LinkStatus,
@@ -86,7 +86,7 @@ class CrmHealth:
 
 def crm_health(*, now: datetime | None = None) -> list[CrmHealth]:
     now = now or timezone.now()
-    states = {state.provider: state for state in CrmState.objects.all()}
+    states = {state.provider: state for state in Connection.objects.all()}
     limited = crm_rate_limited_at()
     calls = crm_calls_today(now=now.timestamp())
     cursors = dict(SyncCursor.objects.filter(provider__in=connected_providers()).values_list("provider", "updated_at"))
@@ -124,8 +124,8 @@ def _pending(provider: str):
     return ProviderLink.objects.filter(provider=provider, status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
 
 
-def _state(state: CrmState | None, limited_at: float | None, now: datetime) -> tuple[str, str, datetime | None]:
-    if state is not None and state.status == CrmStatus.AUTH_FAILED:
+def _state(state: Connection | None, limited_at: float | None, now: datetime) -> tuple[str, str, datetime | None]:
+    if state is not None and state.status == ConnectionStatus.AUTH_FAILED:
         return "auth_failed", state.last_error, state.since
     if limited_at is not None and now.timestamp() - limited_at < RATE_LIMITED_SECONDS:
         return "rate_limited", "the CRM answered 429 in the last 5 minutes", datetime.fromtimestamp(limited_at, tz=UTC)

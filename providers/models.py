@@ -179,27 +179,59 @@ class RecordIssue(models.Model):
         return f"{self.provider}:{self.external_id} {self.code}"
 
 
-class CrmStatus(models.TextChoices):
+class ConnectionStatus(models.TextChoices):
     ACTIVE = "active"
+    PAUSED = "paused"  # an operator paused it: changes wait as they are until it is resumed
     AUTH_FAILED = "auth_failed"  # the CRM refused our credentials even after a refresh: paused
+    DISABLED = "disabled"  # deleted: nothing is sent or read; its links and history are kept
 
 
-class CrmState(models.Model):
-    """The state of the connection to one CRM. While it is not active nothing is sent to it: its
-    changes wait as they are (pending, not parked) until a probe finds the credentials work."""
+class ConnectionSource(models.TextChoices):
+    ENVIRONMENT = "environment"  # credentials in the environment (SALESFORCE_*, HUBSPOT_*)
+    API = "api"  # POST /connections
+    OAUTH = "oauth"  # the admin's Connect button
 
-    provider = models.CharField(max_length=32, unique=True)
-    status = models.CharField(max_length=16, choices=CrmStatus.choices, default=CrmStatus.ACTIVE)
+
+class Connection(models.Model):
+    """One CRM account SyncRoot syncs with: a HubSpot portal or a Salesforce org.
+
+    `key` names it everywhere else: the `provider` column of links, dead letters, attempts,
+    mappings, cursors and conflicts, the webhook URL (`/webhooks/<key>`), its rate limiter and
+    its metrics. While it is not active nothing is sent to it: its changes wait as they are
+    (pending, not parked) until it is resumed or a probe finds its credentials work again.
+    """
+
+    key = models.SlugField(max_length=32, unique=True)
+    provider = models.CharField(max_length=32)  # the CRM: a key of crm.registry.PROVIDER_CLASSES
+    name = models.CharField(max_length=100, blank=True, default="")
+    account_id = models.CharField(max_length=64, blank=True, default="")  # HubSpot portal id, Salesforce org id
+    instance_url = models.URLField(max_length=255, blank=True, default="")
+    source = models.CharField(max_length=16, choices=ConnectionSource.choices, default=ConnectionSource.ENVIRONMENT)
+    # Encrypted JSON (syncroot.credentials); empty for a connection whose credentials are in the environment.
+    credentials = models.TextField(blank=True, default="", editable=False)
+    status = models.CharField(max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.ACTIVE)
     since = models.DateTimeField(default=timezone.now)  # when the status last changed
     last_error = models.TextField(blank=True, default="")
     last_probe_at = models.DateTimeField(null=True, blank=True)
     next_probe_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        ordering = ("key",)
         verbose_name = "CRM connection"
+        constraints = [
+            # One live connection per CRM account: two would write every contact twice.
+            models.UniqueConstraint(
+                fields=("provider", "account_id"),
+                condition=models.Q(deleted_at__isnull=True) & ~models.Q(account_id=""),
+                name="connection_account_unique",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.provider} ({self.status})"
+        return f"{self.name or self.key} ({self.status})"
 
 
 class MappingRule(models.TextChoices):
@@ -284,7 +316,7 @@ class FieldChange(models.Model):
         return f"{self.field} from {self.source} at {self.changed_at:%Y-%m-%d %H:%M:%S}"
 
 
-class SyncHealth(CrmState):
+class SyncHealth(Connection):
     """The admin's "Sync health" page (providers/health_admin.py): a page, not a list of rows."""
 
     class Meta:

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from crm.registry import connected_providers, get_provider
-from providers import crm_state, field_backfill, outbox, reconcile, retention
+from providers import backfill, crm_state, field_backfill, outbox, reconcile, retention
 
 
 @shared_task(name="providers.tasks.drain_provider", acks_late=True)
@@ -41,8 +41,10 @@ def sweep_outbox() -> None:
 
 @shared_task(name="providers.tasks.probe_crms")
 def probe_crms() -> None:
-    """Beat: check the credentials of every CRM paused as auth_failed; a working one resumes."""
+    """Beat: check the credentials of every CRM paused as auth_failed (a working one resumes), and
+    of active ones not checked for a while (their tokens are refreshed ahead of expiry)."""
     crm_state.crm_probe_paused()
+    crm_state.crm_probe_idle()
 
 
 @shared_task(name="providers.tasks.reconcile_provider", acks_late=True)
@@ -64,3 +66,9 @@ def reconcile_all() -> None:
 def prune_retention() -> None:
     """Beat (hourly): delete what is older than RETENTION_DAYS, in bounded batches."""
     retention.retention_prune()
+
+
+@shared_task(name="providers.tasks.backfill_connection", acks_late=True)
+def backfill_connection(key: str) -> None:
+    """DLQ queue: a new connection gets every live contact, a bounded share per task, resumably."""
+    backfill.backfill_connection(key=key)

@@ -69,8 +69,13 @@ def _families() -> dict[str, Metric]:
         ),
         "crm_status": GaugeMetricFamily(
             "syncroot_crm_status",
-            "Each CRM connection's status: 1 for the current one (auth_failed: paused, nothing sent).",
+            "Each CRM connection's status: 1 for the current one (paused, auth_failed: nothing sent).",
             labels=["provider", "status"],
+        ),
+        "connection_up": GaugeMetricFamily(
+            "syncroot_connection_up",
+            "1 while a CRM connection is active, 0 while it is paused or its credentials are refused.",
+            labels=["connection", "provider"],
         ),
         "events": GaugeMetricFamily(
             "syncroot_webhook_events", "Inbox events per CRM, by status.", labels=["provider", "status"]
@@ -150,7 +155,7 @@ class SyncRootCollector:
     def _database(self, families: dict[str, Metric]) -> None:
         from crm.registry import PROVIDER_CLASSES
         from providers.conflicts import conflict_counts
-        from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink, RecordIssue
+        from providers.models import Connection, ConnectionStatus, DeadLetter, LinkStatus, ProviderLink, RecordIssue
         from providers.retention import retention_oldest
         from webhooks.models import WebhookEvent
 
@@ -165,7 +170,8 @@ class SyncRootCollector:
             with connection.cursor() as cursor:  # served by the partial index on links with issues
                 cursor.execute(_ISSUES_QUERY)
                 issues = cursor.fetchall()
-            crm_status = dict(CrmState.objects.values_list("provider", "status"))
+            connections = list(Connection.objects.filter(deleted_at__isnull=True).values_list("key", "provider", "status"))
+            crm_status = {key: status for key, _, status in connections}
             oldest = dict(
                 ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
                 .order_by()
@@ -177,8 +183,10 @@ class SyncRootCollector:
             conflicts = conflict_counts()
         # Every known CRM gets every status, zeros included: a series that vanishes cannot alert.
         providers = sorted(
-            set(PROVIDER_CLASSES) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
+            set(PROVIDER_CLASSES) | set(crm_status) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
         )
+        for key, crm, status in connections:
+            families["connection_up"].add_metric([key, crm], 1 if status == ConnectionStatus.ACTIVE else 0)
         now = timezone.now()
         for provider in providers:
             for status in LINK_STATUSES:
@@ -189,8 +197,8 @@ class SyncRootCollector:
                 families["events"].add_metric([provider, status], events.get((provider, status), 0))
             for code in RECORD_ISSUE_CODES:
                 families["record_issues"].add_metric([provider, code], record_issues.get((provider, code), 0))
-            current = crm_status.get(provider, CrmStatus.ACTIVE)
-            for status in CrmStatus.values:
+            current = crm_status.get(provider, ConnectionStatus.ACTIVE)
+            for status in ConnectionStatus.values:
                 families["crm_status"].add_metric([provider, status], 1 if status == current else 0)
             since = oldest.get(provider)
             lag = max((now - since) / timedelta(seconds=1), 0.0) if since else 0.0

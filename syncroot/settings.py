@@ -192,6 +192,7 @@ CELERY_TASK_ROUTES = {
     "providers.tasks.retry_dead_letter": {"queue": queues.DLQ},
     "providers.tasks.probe_crms": {"queue": queues.DLQ},
     "providers.tasks.field_backfill": {"queue": queues.DLQ},  # behind live changes (the forwarder's)
+    "providers.tasks.backfill_connection": {"queue": queues.DLQ},
     "providers.tasks.sweep_outbox": {"queue": queues.FORWARDER},
     "contacts.tasks.expire_idempotency_keys": {"queue": queues.FORWARDER},
     "providers.tasks.prune_retention": {"queue": queues.FORWARDER},
@@ -292,6 +293,12 @@ SYNC_WRITE_SPACING_MS = env.int("SYNC_WRITE_SPACING_MS", default=600)
 SYNC_CLAIM_LEASE_SECONDS = env.int("SYNC_CLAIM_LEASE_SECONDS", default=120)
 # A CRM that refused our credentials is paused; a probe checks them this often (beat).
 CRM_PROBE_INTERVAL_SECONDS = env.int("CRM_PROBE_INTERVAL_SECONDS", default=60)
+# Every active connection, idle or not, has its credentials checked this often (one cheap call):
+# tokens are refreshed before they expire and a revoked one is found before a change waits for it.
+CONNECTION_CHECK_INTERVAL_SECONDS = env.int("CONNECTION_CHECK_INTERVAL_SECONDS", default=900)
+# Seconds a process builds its CRM connections from what it read last (a connection added, paused
+# or deleted by another process is seen within this time).
+CONNECTIONS_REFRESH_SECONDS = env.float("CONNECTIONS_REFRESH_SECONDS", default=5.0)
 # How long a CRM's contact fields (GET /providers/<provider>/fields) are kept before it is asked again.
 CRM_SCHEMA_CACHE_SECONDS = env.int("CRM_SCHEMA_CACHE_SECONDS", default=3600)
 # A field a CRM changes back more often than this within an hour is paused for that contact.

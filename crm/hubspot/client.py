@@ -243,6 +243,20 @@ class HubSpotClient:
         """The cheapest authenticated call: one contact of the first page (credential check)."""
         self.request("GET", CONTACTS, operation="probe", params={"limit": "1"})
 
+    def account_id(self) -> str:
+        """The portal these credentials reach: an OAuth token tells its `hub_id` when looked up
+        (`GET /oauth/v1/access-tokens/{token}`); a private-app token answers `GET
+        /account-info/v3/details` with its `portalId`."""
+        token = self.tokens.current()
+        if self.tokens.can_refresh:
+            info = self.path.request(
+                "GET", f"{self.base_url}/oauth/v1/access-tokens/{quote(token, safe='')}", operation="token_info",
+                route="/oauth/v1/access-tokens/{token}", authorized=False,
+            )  # fmt: skip
+            return str((info or {}).get("hub_id") or "")
+        details = self.request("GET", "/account-info/v3/details", operation="account_details")
+        return str((details or {}).get("portalId") or "")
+
     def get(self, contact_id: str, *, properties: Iterable[str] = (), id_property: str | None = None) -> dict[str, Any]:
         params: dict[str, str] = {"archived": "false"}
         if properties:

@@ -34,7 +34,7 @@ _FETCH_EVENTS = {"creation"}
 
 
 class HubSpotProvider(Provider):
-    name = "hubspot"
+    kind = "hubspot"
     label = "HubSpot"
     webhook_queue = queues.WEBHOOKS_HUBSPOT
     batch_size = BATCH_LIMIT  # CRM v3 batch endpoints
@@ -46,9 +46,29 @@ class HubSpotProvider(Provider):
         self._client_pid = 0
         self._client_lock = threading.Lock()
 
+    account_settings = ("access_token", "refresh_token", "portal_id")
+
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
         return bool(config.get("access_token") or config.get("refresh_token"))
+
+    @classmethod
+    def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
+        config: dict[str, Any] = {"portal_id": account_id}
+        if instance_url:
+            config["base_url"] = instance_url
+        # An app's client id and secret come with its refresh token; a private-app token alone.
+        for name in ("access_token", "refresh_token", "client_id", "client_secret"):
+            if credentials.get(name):
+                config[name] = credentials[name]
+        return config
+
+    def account_id(self) -> str:
+        return self.client.account_id()
+
+    def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
+        portal = payload.get("portalId")
+        return str(portal) if portal not in (None, "") else None
 
     @property
     def client(self) -> HubSpotClient:

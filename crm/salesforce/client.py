@@ -77,6 +77,7 @@ class SalesforceClient:
         self.timeout = timeout
         self.api_usage: tuple[int, int] | None = None  # (used, limit) from the last Sforce-Limit-Info
         self._user_id = str(config.get("integration_user_id") or "")
+        self.organization_id = ""  # learnt from the token answer's identity URL
         self._user_id_retry_at = 0.0
         self.tokens = TokenCache(
             self._fetch_token,
@@ -141,9 +142,12 @@ class SalesforceClient:
         )
         if body.get("instance_url"):
             self.instance_url = str(body["instance_url"]).rstrip("/")
-        identity = str(body.get("id") or "")
-        if identity and not self.config.get("integration_user_id"):
-            self._user_id = identity.rstrip("/").rsplit("/", 1)[-1]
+        # The identity URL names the org and the user: https://login.salesforce.com/id/<org>/<user>
+        identity = str(body.get("id") or "").rstrip("/").split("/")
+        if identity[-3:-2] == ["id"]:
+            self.organization_id = identity[-2]
+        if identity[-1] and not self.config.get("integration_user_id"):
+            self._user_id = identity[-1]
         logger.info("salesforce login ok", extra={"instance_url": self.instance_url})
         return Token(str(body["access_token"]))
 
@@ -160,6 +164,16 @@ class SalesforceClient:
             )  # fmt: skip
         # The org refused our credentials: retrying will not help until an operator fixes them.
         return AuthExpired(message or "token request refused", code=code or "LOGIN_FAILED", status=status)
+
+    def account_id(self) -> str:
+        """The org these credentials reach: from the token answer's identity URL, else (a static
+        token) from `/services/oauth2/userinfo`."""
+        self.tokens.current()
+        if not self.organization_id:
+            info = self.request("GET", "/services/oauth2/userinfo")
+            if isinstance(info, Mapping):
+                self.organization_id = str(info.get("organization_id") or "")
+        return self.organization_id
 
     @property
     def integration_user_id(self) -> str:

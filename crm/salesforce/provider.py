@@ -31,15 +31,38 @@ _GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
 
 
 class SalesforceProvider(Provider):
-    name = "salesforce"
+    kind = "salesforce"
     label = "Salesforce"
     webhook_queue = queues.WEBHOOKS_SALESFORCE
     batch_size = COLLECTION_SIZE  # sObject Collections
+
+    account_settings = (
+        "access_token", "refresh_token", "username", "password", "organization_id", "instance_url",
+        "integration_user_id",
+    )  # fmt: skip
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
         grant = config.get("client_id") and (config.get("client_secret") or config.get("refresh_token"))
         return bool(config.get("access_token") or grant)
+
+    @classmethod
+    def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
+        config: dict[str, Any] = {"organization_id": account_id}
+        if instance_url:
+            # A My Domain URL serves the org's API and its token endpoint (client credentials need it).
+            config["instance_url"] = config["login_url"] = instance_url
+        for name in ("access_token", "refresh_token", "client_id", "client_secret"):
+            if credentials.get(name):
+                config[name] = credentials[name]
+        return config
+
+    def account_id(self) -> str:
+        return self.client.account_id()
+
+    def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
+        org = payload.get("organization_id")
+        return str(org) if org else None
 
     def __init__(
         self,

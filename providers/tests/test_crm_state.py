@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from contacts.models import Contact
 from crm import registry
 from providers import crm_state, sync
-from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink
+from providers.models import Connection, ConnectionStatus, DeadLetter, LinkStatus, ProviderLink
 from sandbox.testing import SandboxControl, running_sandbox
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +33,8 @@ def test_a_revoked_token_pauses_the_crm_and_a_working_probe_resumes_it(
     assert link.status == LinkStatus.PENDING
     assert link.attempts == 0
     assert not DeadLetter.objects.exists()
-    state = CrmState.objects.get(provider="hubspot")
-    assert state.status == CrmStatus.AUTH_FAILED
+    state = Connection.objects.get(key="hubspot")
+    assert state.status == ConnectionStatus.AUTH_FAILED
     assert "INVALID_AUTHENTICATION" in state.last_error
 
     calls = hubspot.stats()["requests_total"]
@@ -52,7 +52,7 @@ def test_a_revoked_token_pauses_the_crm_and_a_working_probe_resumes_it(
     with django_capture_on_commit_callbacks(execute=True):
         assert crm_state.crm_probe_paused() == {"hubspot": True}
 
-    assert CrmState.objects.get(provider="hubspot").status == CrmStatus.ACTIVE
+    assert Connection.objects.get(key="hubspot").status == ConnectionStatus.ACTIVE
     assert enqueued[-1] == ["hubspot"]  # what waited drains at once
     sync.drain(provider_name="hubspot", linger=False)
     assert ProviderLink.objects.get(contact_id=contact_id).status == LinkStatus.SYNCED
@@ -68,16 +68,16 @@ def test_the_admin_checks_credentials_at_once(client, hubspot, api_client):
     admin = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
     client.force_login(admin)
 
-    listing = client.get("/admin/providers/crmstate/")
-    state = CrmState.objects.get(provider="hubspot")
+    listing = client.get("/admin/providers/connection/")
+    state = Connection.objects.get(key="hubspot")
     response = client.post(
-        "/admin/providers/crmstate/", {"action": "check_credentials", "_selected_action": [state.pk]}, follow=True
+        "/admin/providers/connection/", {"action": "check_credentials", "_selected_action": [state.pk]}, follow=True
     )
 
     assert listing.status_code == 200
     assert b"auth_failed" in listing.content
     assert response.status_code == 200
-    assert CrmState.objects.get(provider="hubspot").status == CrmStatus.ACTIVE
+    assert Connection.objects.get(key="hubspot").status == ConnectionStatus.ACTIVE
     assert Contact.objects.count() == 1
 
 
@@ -113,8 +113,8 @@ def _paused_then_resumed(provider: str, api_client, *, revoke, restore, refused:
 
     assert sync.drain(provider_name=provider, linger=False).paused
 
-    state = CrmState.objects.get(provider=provider)
-    assert state.status == CrmStatus.AUTH_FAILED
+    state = Connection.objects.get(key=provider)
+    assert state.status == ConnectionStatus.AUTH_FAILED
     assert refused in state.last_error
     assert ProviderLink.objects.get(contact_id=contact_id).status == LinkStatus.PENDING
     assert not DeadLetter.objects.exists()
@@ -153,7 +153,7 @@ def test_the_reconciler_pauses_a_crm_that_refuses_it_and_leaves_a_paused_crm_alo
 
     hubspot.config(token="revoked")
     tasks.reconcile_provider("hubspot")
-    assert CrmState.objects.get(provider="hubspot").status == CrmStatus.AUTH_FAILED
+    assert Connection.objects.get(key="hubspot").status == ConnectionStatus.AUTH_FAILED
 
     sent: list = []
     monkeypatch.setattr(tasks.reconcile_provider, "apply_async", lambda args, queue: sent.append(args))
@@ -169,14 +169,14 @@ def display_clock(monkeypatch, settings):
     settings.API_CRM_STATE_CACHE_SECONDS = 2
     now = [500.0]
     monkeypatch.setattr(crm_state, "_clock", lambda: now[0])
-    crm_state._forget_paused()
+    crm_state.forget_paused()
     yield now
-    crm_state._forget_paused()
+    crm_state.forget_paused()
 
 
 def test_the_api_sees_a_pause_written_elsewhere_within_the_cache_time(display_clock, django_assert_num_queries):
     assert crm_state.crm_paused_for_display() == {}
-    CrmState.objects.create(provider="hubspot", status=CrmStatus.AUTH_FAILED)  # as another process would
+    Connection.objects.create(key="hubspot", provider="hubspot", status=ConnectionStatus.AUTH_FAILED)  # as another process would
 
     with django_assert_num_queries(0):
         still = crm_state.crm_paused_for_display()

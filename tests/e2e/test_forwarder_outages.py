@@ -8,7 +8,7 @@ import requests
 
 from contacts.models import Contact
 from providers import crm_state
-from providers.models import CrmState, CrmStatus, DeadLetter, LinkStatus, ProviderLink
+from providers.models import Connection, ConnectionStatus, DeadLetter, LinkStatus, ProviderLink
 from tests.e2e.conftest import SECRET
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,7 +78,7 @@ def test_a_credential_outage_pauses_the_crm_and_everything_lands_once_it_works_a
     ids = [_create(stack, f"outage-{n}@example.com") for n in range(5)]
     assert stack.api.patch(f"/contacts/{ids[0]}", {"first_name": "Changed"}, format="json").status_code == 200
 
-    stack.wait_until(lambda: CrmState.objects.filter(provider=provider, status=CrmStatus.AUTH_FAILED).exists())
+    stack.wait_until(lambda: Connection.objects.filter(key=provider, status=ConnectionStatus.AUTH_FAILED).exists())
     other = "salesforce" if provider == "hubspot" else "hubspot"
     stack.wait_until(
         lambda: (

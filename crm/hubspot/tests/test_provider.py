@@ -31,7 +31,7 @@ def live_records(control) -> list[dict]:
     return [r for r in control.records() if not r["archived"]]
 
 
-def test_registry_builds_the_provider_from_settings(hubspot_config):
+def test_registry_builds_the_provider_from_settings(db, hubspot_config):
     provider = get_provider("hubspot")
 
     assert isinstance(provider, HubSpotProvider)

@@ -152,7 +152,7 @@ def test_record_url_falls_back_to_a_my_domain_login_url(sf_config, org):
         ({"client_secret": "", "refresh_token": "5Aep"}, True),
     ],
 )
-def test_registry_connects_salesforce_from_settings(settings, sf_config, overrides, connected):
+def test_registry_connects_salesforce_from_settings(db, settings, sf_config, overrides, connected):
     settings.SALESFORCE = {**sf_config, **overrides}
     registry.reset()
     assert ("salesforce" in registry.connected_providers()) is connected

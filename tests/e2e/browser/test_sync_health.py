@@ -12,7 +12,7 @@ import pytest
 
 from contacts.models import Contact
 from providers import crm_state
-from providers.models import CrmState, CrmStatus, DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
+from providers.models import Connection, ConnectionStatus, DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink
 from tests.e2e.browser.conftest import PASSWORD, SCREENSHOTS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -75,7 +75,7 @@ def test_a_revoked_crm_credential_shows_as_an_outage_then_as_restored(operator_b
     person = operator_browser
     stack.hubspot_ctl.config(token="revoked")  # HubSpot refuses the private-app token SyncRoot holds
     _create(stack, "outage@example.com", last_name="Outage")
-    stack.wait_until(lambda: CrmState.objects.filter(provider="hubspot", status=CrmStatus.AUTH_FAILED).exists())
+    stack.wait_until(lambda: Connection.objects.filter(key="hubspot", status=ConnectionStatus.AUTH_FAILED).exists())
 
     assert person.crm_state_shown("hubspot") == "auth_failed"
     assert "Auth failed (paused)" in person.css("#crm-hubspot")[0].text

@@ -1,0 +1,73 @@
+"""The admin's CRM connections: each account's state, pause, resume, delete, check credentials."""
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from providers import connections, crm_state
+from providers.models import Connection, ConnectionStatus
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    """Each CRM account SyncRoot syncs with: active, paused, or paused because the CRM refused
+    our credentials. Credentials are never shown."""
+
+    list_display = ("key", "name", "provider", "account_id", "status", "since", "short_error", "last_probe_at")
+    list_filter = ("provider", "status")
+    fields = ("key", "name", "provider", "account_id", "instance_url", "source", "status", "since", "last_error",
+              "last_probe_at", "next_probe_at", "created_at", "deleted_at")  # fmt: skip
+    readonly_fields = tuple(f for f in fields if f != "name")
+    actions = ("check_credentials", "pause", "resume", "delete_connections")
+
+    def get_queryset(self, request):
+        crm_state.crm_states()  # every connection configured in the environment has its row
+        return super().get_queryset(request)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deleting keeps the history: `delete_connections`
+        return actions
+
+    @admin.display(description="last error")
+    def short_error(self, state: Connection) -> str:
+        return state.last_error[:120]
+
+    @admin.action(description="Check credentials now")
+    def check_credentials(self, request: HttpRequest, queryset) -> None:
+        for key in queryset.filter(deleted_at__isnull=True).values_list("key", flat=True):
+            if crm_state.crm_probe(provider=key):
+                messages.success(request, f"{key}: the credentials work; sync is active.")
+            else:
+                state = Connection.objects.get(key=key)
+                detail = state.last_error[:200] or "not connected"
+                messages.error(request, f"{key}: not confirmed ({detail}); sync stays {state.status}.")
+
+    @admin.action(description="Pause sync")
+    def pause(self, request: HttpRequest, queryset) -> None:
+        for connection in queryset.filter(deleted_at__isnull=True):
+            connections.connection_pause(connection=connection)
+            messages.success(request, f"{connection.key}: {connection.status}.")
+
+    @admin.action(description="Resume sync")
+    def resume(self, request: HttpRequest, queryset) -> None:
+        for connection in queryset.filter(deleted_at__isnull=True):
+            connections.connection_resume(connection=connection)
+            messages.success(request, f"{connection.key}: {connection.status}.")
+
+    @admin.action(description="Delete (stop syncing, keep the history)")
+    def delete_connections(self, request: HttpRequest, queryset) -> None:
+        for connection in queryset.filter(deleted_at__isnull=True):
+            connections.connection_delete(connection=connection)
+            messages.success(request, f"{connection.key}: deleted; its links and history are kept.")
+
+    def save_model(self, request, obj, form, change) -> None:
+        connections.connection_update(connection=obj, name=obj.name)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+__all__ = ["ConnectionAdmin", "ConnectionStatus"]
