@@ -192,6 +192,7 @@ class Provider(ABC):
     # Settings that belong to one account (its credentials and ids), not to every connection to
     # the CRM: a connection made through the API or the admin brings its own.
     account_settings: ClassVar[tuple[str, ...]] = ()
+    account_setting: ClassVar[str] = ""  # the one holding the account id (`portal_id`)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
@@ -208,6 +209,15 @@ class Provider(ABC):
         """The account these credentials reach (HubSpot portal id, Salesforce org id), asked of the
         CRM. Raises AuthExpired when the credentials are refused."""
         raise NotImplementedError
+
+    @property
+    def connected_account(self) -> str:
+        """The account id this connection was made for ("" when not known)."""
+        return str(self.config.get(self.account_setting) or "") if self.account_setting else ""
+
+    @classmethod
+    def same_account(cls, one: str, other: str) -> bool:
+        return bool(one) and one == other
 
     def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
         """The account an inbox event comes from, when the delivery says (routing between the

@@ -111,6 +111,14 @@ def get_provider(name: str) -> Provider:
         raise LookupError(f"provider {name!r} is not connected") from None
 
 
+def connection_for_account(*, kind: str, account: str) -> str | None:
+    """The key of the connection to this account of this CRM, None when none is connected."""
+    for key, provider in _providers().items():
+        if provider.kind == kind and provider.same_account(provider.connected_account, account):
+            return key
+    return None
+
+
 def build_provider(*, provider: str, config: Mapping[str, Any], key: str = "") -> Provider:
     """A provider for a connection not registered (yet): to check credentials before saving them."""
     return _build(ConnectionSpec(key=key or provider, provider=provider, config=config))

@@ -4,7 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from crm.registry import connected_providers, get_provider
-from providers import crm_state, mappings, outbox
+from providers import mappings, outbox
 from providers.admin_export import CsvExportMixin
 from providers.field_values import NOT_AN_OPTION, WRONG_TYPE
 from providers.issues import (

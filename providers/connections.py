@@ -26,6 +26,7 @@ from crm.registry import PROVIDER_CLASSES, ConnectionSpec, environment_connectio
 from providers import crm_state, services
 from providers.models import Connection, ConnectionSource, ConnectionStatus
 from syncroot.credentials import CredentialsError, credentials_decrypt, credentials_encrypt
+from syncroot.errors import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -33,33 +34,20 @@ CREDENTIAL_NAMES = ("access_token", "refresh_token", "client_id", "client_secret
 KEY_LENGTH = Connection._meta.get_field("key").max_length
 
 
-class ConnectionRequestError(Exception):
-    """A connection request refused: `status` and `code` are the API's answer."""
-
-    status = 400
-    code = "invalid"
-
-    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = dict(details or {})
+class ConnectionInvalid(ApplicationError):
+    code = "invalid_connection"
 
 
-class ConnectionInvalid(ConnectionRequestError):
-    pass
-
-
-class CredentialsRefused(ConnectionRequestError):
+class CredentialsRefused(ApplicationError):
     code = "credentials_refused"
 
 
-class CrmUnreachable(ConnectionRequestError):
-    status = 502
+class CrmUnreachable(ApplicationError):
+    status_code = 502
     code = "crm_unavailable"
 
 
-class AccountConnected(ConnectionRequestError):
-    status = 409
+class AccountConnected(Conflict):
     code = "account_already_connected"
 
 
@@ -113,7 +101,9 @@ def _spec(row: Connection) -> ConnectionSpec | None:
     try:
         credentials = json.loads(credentials_decrypt(row.credentials)) if row.credentials else {}
     except (CredentialsError, ValueError) as exc:
-        logger.error("connection not built: its credentials cannot be read", extra={"provider": row.key, "error": str(exc)})
+        logger.error(
+            "connection not built: its credentials cannot be read", extra={"provider": row.key, "error": str(exc)}
+        )
         return None
     config = _config(
         provider=row.provider, instance_url=row.instance_url, account_id=row.account_id, credentials=credentials
@@ -131,7 +121,7 @@ def connection_create(
     source: str = ConnectionSource.API,
 ) -> Connection:
     """Check the credentials with the CRM, learn the account they reach, store them encrypted and
-    start sending every contact there. Raises a ConnectionRequestError subclass."""
+    start sending every contact there. Raises an ApplicationError."""
     if provider not in PROVIDER_CLASSES:
         raise ConnectionInvalid(
             f"Unknown CRM {provider!r}.", details={"provider": [f"One of: {', '.join(sorted(PROVIDER_CLASSES))}."]}
@@ -184,12 +174,15 @@ def connection_update(
             )
         connection.account_id, connection.instance_url = account, url
         connection.credentials = credentials_encrypt(json.dumps(secrets))
-        connection.source = ConnectionSource.API if connection.source == ConnectionSource.ENVIRONMENT else connection.source
+        connection.source = (
+            ConnectionSource.API if connection.source == ConnectionSource.ENVIRONMENT else connection.source
+        )
         fields += ["account_id", "instance_url", "credentials", "source"]
     connection.save(update_fields=fields)
     registry.refresh()
     if credentials is not None:
         crm_state.crm_mark_active(provider=connection.key)  # reconnected: what waited drains now
+        connection.refresh_from_db()
     return connection
 
 
@@ -219,6 +212,20 @@ def connection_delete(*, connection: Connection) -> None:
     registry.refresh()
     crm_state.forget_paused()
     logger.info("connection deleted", extra={"provider": connection.key})
+
+
+def connection_get(*, connection_id: int) -> Connection:
+    crm_state.crm_states()  # the environment's connections have their rows
+    try:
+        return Connection.objects.get(pk=connection_id)
+    except Connection.DoesNotExist:
+        raise NotFound("No connection with this id.") from None
+
+
+def connection_list(*, include_deleted: bool = False) -> list[Connection]:
+    crm_state.crm_states()
+    rows = Connection.objects.order_by("id")
+    return list(rows if include_deleted else rows.filter(deleted_at__isnull=True))
 
 
 def _set_status(connection: Connection, status: str, *, allowed: tuple[str, ...]) -> bool:

@@ -35,11 +35,11 @@ from providers.inbound import current_value
 from providers.issues import blocked_fields, issue_raise, refusal
 from providers.ledger import PRIOR_HASHES_KEPT, prior_hashes
 from providers.mappings import (
-    BUILTIN_REMOTE_FIELDS,
     IDENTITY_FIELD,
     CustomMapping,
     IdentityMapping,
     MappingInvalid,
+    builtin_remote_field,
     custom_mapping,
     mapping_check,
     mapping_set,
@@ -408,7 +408,7 @@ def mapping_preview(
     if provider not in connected_providers():
         raise MappingInvalid(f"No CRM named {provider!r} is connected.", details={"provider": ["Not connected."]})
     if field in SYNCED_FIELDS:
-        builtin = BUILTIN_REMOTE_FIELDS.get(provider, {}).get(field, field)
+        builtin = builtin_remote_field(provider, field)
         if remote_field != builtin:
             raise MappingInvalid(f"The built-in field {field} maps onto {builtin} only.",
                                  details={"remote_field": [f"Only {builtin!r}."]})  # fmt: skip

@@ -23,7 +23,7 @@ from django.db.models import Q
 from redis.exceptions import RedisError
 
 from contacts.models import SYNCED_FIELDS, CustomField, FieldType
-from crm.registry import connected_providers
+from crm.registry import connected_providers, get_provider
 from providers import dispatch
 from providers.models import BackfillStatus, FieldMapping, MappingRule
 from providers.remote_fields import remote_field_list
@@ -42,6 +42,17 @@ BUILTIN_REMOTE_FIELDS: dict[str, dict[str, str]] = {
         "phone": "Phone", "company": "Account.Name", "job_title": "Title",
     },
 }  # fmt: skip
+
+
+def builtin_remote_field(provider: str, field: str) -> str:
+    """The CRM's name of a built-in field, for a connection (named by its key) to that CRM."""
+    try:
+        kind = get_provider(provider).kind
+    except LookupError:
+        kind = provider
+    return BUILTIN_REMOTE_FIELDS.get(kind, {}).get(field, field)
+
+
 IDENTITY_FIELD = "email"  # how SyncRoot and every CRM recognise a person: always two_way
 
 # Rules under which SyncRoot never writes the field to the CRM, and never takes the CRM's value.
@@ -193,7 +204,7 @@ def mappings_ensure(*, providers: list[str] | None = None) -> None:
     """The built-in mappings of every connected CRM (or of `providers`) exist, as `two_way`."""
     names = connected_providers() if providers is None else providers
     rows = [
-        FieldMapping(provider=name, field=field, remote_field=BUILTIN_REMOTE_FIELDS.get(name, {}).get(field, field))
+        FieldMapping(provider=name, field=field, remote_field=builtin_remote_field(name, field))
         for name in names
         for field in SYNCED_FIELDS
     ]

@@ -8,8 +8,9 @@ from rest_framework import serializers
 from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictSerializer
 from crm.base import FIELD_TYPES
+from crm.registry import PROVIDER_CLASSES
 from providers.conflicts import ACTIONS, ALLOWED
-from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, MappingRule
+from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, Connection, MappingRule
 
 RULES_HELP = (
     "`two_way`: the later change at its source wins. `syncroot_wins`: SyncRoot's value is written to the "
@@ -149,3 +150,49 @@ class ConflictQuerySerializer(serializers.Serializer):
 
 class ConflictResolveSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=[(a, a) for a in ACTIONS])
+
+
+class ConnectionSerializer(serializers.ModelSerializer):
+    webhook_path = serializers.SerializerMethodField(help_text="Where the CRM delivers this account's webhooks.")
+
+    class Meta:
+        model = Connection
+        fields = ("id", "key", "provider", "name", "account_id", "instance_url", "source", "status", "since",
+                  "last_error", "last_probe_at", "webhook_path", "created_at", "updated_at", "deleted_at")  # fmt: skip
+        extra_kwargs = {
+            "key": {"help_text": "Names the connection in links, sync status, mappings, metrics and its webhook URL."},
+            "account_id": {"help_text": "The HubSpot portal id or Salesforce organization id, asked of the CRM."},
+            "status": {"help_text": "`active`; `paused` by an operator; `auth_failed`: the CRM refused the "
+                       "credentials (changes wait, nothing is lost); `disabled`: deleted."},
+        }  # fmt: skip
+
+    def get_webhook_path(self, row: Connection) -> str:
+        return f"/webhooks/{row.key}"
+
+
+class CredentialsSerializer(StrictSerializer):
+    access_token = serializers.CharField(required=False, max_length=4096, trim_whitespace=True)
+    refresh_token = serializers.CharField(required=False, max_length=4096, trim_whitespace=True)
+    client_id = serializers.CharField(required=False, max_length=1024, trim_whitespace=True)
+    client_secret = serializers.CharField(required=False, max_length=1024, trim_whitespace=True)
+
+
+class ConnectionCreateSerializer(StrictSerializer):
+    provider = serializers.ChoiceField(choices=sorted(PROVIDER_CLASSES))
+    name = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
+    instance_url = serializers.URLField(
+        required=False, default="", allow_blank=True, max_length=255,
+        help_text="The CRM's API base: a HubSpot API host, or a Salesforce My Domain URL (needed for "
+        "client credentials). Default: the CRM's public one.",
+    )  # fmt: skip
+    credentials = CredentialsSerializer(
+        help_text="An `access_token` (a HubSpot private-app token, a Salesforce session), or a `refresh_token` "
+        "with the app's `client_id` and `client_secret`, or (Salesforce) `client_id` and `client_secret` for "
+        "the client-credentials flow. Stored encrypted, never returned."
+    )
+
+
+class ConnectionUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    instance_url = serializers.URLField(required=False, allow_blank=True, max_length=255)
+    credentials = CredentialsSerializer(required=False, help_text="New credentials: they must reach the same account.")

@@ -6,11 +6,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.views import ERRORS, ErrorSerializer
-from providers import conflicts, field_backfill, mappings, remote_fields
+from providers import conflicts, connections, field_backfill, mappings, remote_fields
 from providers.serializers import (
     ConflictQuerySerializer,
     ConflictResolveSerializer,
     ConflictSerializer,
+    ConnectionCreateSerializer,
+    ConnectionSerializer,
+    ConnectionUpdateSerializer,
     MappingCreateSerializer,
     MappingQuerySerializer,
     MappingSerializer,
@@ -30,6 +33,15 @@ CRM_ERRORS = {
         response=ErrorSerializer,
         description="The CRM is unavailable (`crm_unavailable`, with its message), or the database or broker",
     ),
+}
+CONNECT_ERRORS = {
+    **ERRORS,
+    400: OpenApiResponse(
+        response=ErrorSerializer,
+        description="Invalid input, or the CRM refused the credentials (`credentials_refused`, with its message)",
+    ),
+    409: OpenApiResponse(response=ErrorSerializer, description="The account is connected already"),
+    502: OpenApiResponse(response=ErrorSerializer, description="The CRM could not be asked (`crm_unavailable`)"),
 }
 
 
@@ -131,3 +143,63 @@ class ConflictResolveView(APIView):
         body.is_valid(raise_exception=True)
         row = conflicts.conflict_resolve(conflict_id=conflict_id, action=body.validated_data["action"])
         return Response(ConflictSerializer(row).data)
+
+
+class ConnectionListView(APIView):
+    @extend_schema(responses={200: ConnectionSerializer(many=True), **ERRORS})
+    def get(self, request: Request) -> Response:
+        """The CRM accounts SyncRoot syncs with (deleted ones are kept, with `deleted_at`, for their
+        history: `?deleted=true`)."""
+        include_deleted = request.query_params.get("deleted") == "true"
+        rows = connections.connection_list(include_deleted=include_deleted)
+        return Response(ConnectionSerializer(rows, many=True).data)
+
+    @extend_schema(request=ConnectionCreateSerializer, responses={201: ConnectionSerializer, **CONNECT_ERRORS})
+    def post(self, request: Request) -> Response:
+        """Connect an account: the CRM is asked which account the credentials reach (`account_id`);
+        refused credentials are 400 `credentials_refused`, an account connected already 409. Every
+        live contact is then sent there (matched by email or created)."""
+        given = ConnectionCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        row = connections.connection_create(**given.validated_data)
+        return Response(ConnectionSerializer(row).data, status=201)
+
+
+class ConnectionDetailView(APIView):
+    @extend_schema(responses={200: ConnectionSerializer, **ERRORS})
+    def get(self, request: Request, connection_id: int) -> Response:
+        return Response(ConnectionSerializer(connections.connection_get(connection_id=connection_id)).data)
+
+    @extend_schema(request=ConnectionUpdateSerializer, responses={200: ConnectionSerializer, **CONNECT_ERRORS})
+    def patch(self, request: Request, connection_id: int) -> Response:
+        """Rename, or reconnect with new credentials (they must reach the same account): a
+        connection whose credentials were refused resumes and what waited is sent."""
+        changes = ConnectionUpdateSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        row = connections.connection_get(connection_id=connection_id)
+        return Response(
+            ConnectionSerializer(connections.connection_update(connection=row, **changes.validated_data)).data
+        )
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request: Request, connection_id: int) -> Response:
+        """Stop syncing with the account: its credentials are forgotten; links, dead letters,
+        attempts and history are kept."""
+        connections.connection_delete(connection=connections.connection_get(connection_id=connection_id))
+        return Response(status=204)
+
+
+class ConnectionPauseView(APIView):
+    @extend_schema(request=None, responses={200: ConnectionSerializer, **ERRORS})
+    def post(self, request: Request, connection_id: int) -> Response:
+        """Nothing is sent to or read from the CRM; changes wait as they are (`paused` on contacts)."""
+        row = connections.connection_get(connection_id=connection_id)
+        return Response(ConnectionSerializer(connections.connection_pause(connection=row)).data)
+
+
+class ConnectionResumeView(APIView):
+    @extend_schema(request=None, responses={200: ConnectionSerializer, **ERRORS})
+    def post(self, request: Request, connection_id: int) -> Response:
+        """Active again: what waited is sent at once."""
+        row = connections.connection_get(connection_id=connection_id)
+        return Response(ConnectionSerializer(connections.connection_resume(connection=row)).data)

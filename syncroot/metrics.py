@@ -170,7 +170,9 @@ class SyncRootCollector:
             with connection.cursor() as cursor:  # served by the partial index on links with issues
                 cursor.execute(_ISSUES_QUERY)
                 issues = cursor.fetchall()
-            connections = list(Connection.objects.filter(deleted_at__isnull=True).values_list("key", "provider", "status"))
+            connections = list(
+                Connection.objects.filter(deleted_at__isnull=True).values_list("key", "provider", "status")
+            )
             crm_status = {key: status for key, _, status in connections}
             oldest = dict(
                 ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
@@ -183,7 +185,11 @@ class SyncRootCollector:
             conflicts = conflict_counts()
         # Every known CRM gets every status, zeros included: a series that vanishes cannot alert.
         providers = sorted(
-            set(PROVIDER_CLASSES) | set(crm_status) | {p for p, _ in links} | {p for p, _ in dead} | {p for p, _ in events}
+            set(PROVIDER_CLASSES)
+            | set(crm_status)
+            | {p for p, _ in links}
+            | {p for p, _ in dead}
+            | {p for p, _ in events}
         )
         for key, crm, status in connections:
             families["connection_up"].add_metric([key, crm], 1 if status == ConnectionStatus.ACTIVE else 0)

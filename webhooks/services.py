@@ -11,9 +11,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS
-from crm.base import AuthExpired, InboundChange, ProviderError, RateLimited
+from crm.base import AuthExpired, InboundChange, Provider, ProviderError, RateLimited
 from crm.base import WebhookEvent as ParsedEvent
-from crm.registry import get_provider
+from crm.registry import connection_for_account, get_provider
 from providers import dispatch
 from providers.backoff import retry_delay
 from providers.crm_state import crm_mark_auth_failed
@@ -23,6 +23,31 @@ from syncroot.queues import BROKER_ERRORS
 from webhooks.models import EventStatus, WebhookEvent
 
 logger = logging.getLogger(__name__)
+
+
+def inbox_route(*, crm: Provider, events: list[ParsedEvent]) -> dict[str, list[ParsedEvent]]:
+    """Each event to the connection of the account it comes from: one app's webhook URL receives
+    the events of every portal that installed it (HubSpot names the portal in each event).
+
+    An event naming no account stays with the URL's connection; so does one of an account no
+    other connection holds when the URL's connection's account is not known (configured without
+    it). An event of an account no connection syncs is dropped (logged): it could only fail to apply.
+    """
+    routed: dict[str, list[ParsedEvent]] = {}
+    own = crm.connected_account
+    for event in events:
+        account = crm.webhook_account(event.payload) if isinstance(event.payload, dict) else None
+        key: str | None = crm.name
+        if account is not None and not crm.same_account(own, account):
+            key = connection_for_account(kind=crm.kind, account=account) or (None if own else crm.name)
+        if key is None:
+            logger.warning(
+                "webhook event of an account not connected dropped",
+                extra={"provider": crm.name, "account": account, "event_id": event.event_id},
+            )
+            continue
+        routed.setdefault(key, []).append(event)
+    return routed
 
 
 def inbox_store(*, provider: str, events: list[ParsedEvent]) -> list[int]:

@@ -21,7 +21,7 @@ from crm.base import Provider, WebhookEvent, WebhookRejected
 from crm.registry import get_provider
 from syncroot.chunked import read_limited
 from syncroot.errors import error_body
-from webhooks.services import inbox_store
+from webhooks.services import inbox_route, inbox_store
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,11 @@ def webhook_receive(request: HttpRequest, provider: str) -> HttpResponse:
         return _error(exc.status, exc.code, exc.message)
 
     try:
-        new_ids = inbox_store(provider=provider, events=events)
+        new_ids = [
+            pk
+            for key, routed in inbox_route(crm=crm, events=events).items()
+            for pk in inbox_store(provider=key, events=routed)
+        ]
     except (OperationalError, InterfaceError) as exc:
         logger.warning("webhook not stored: database unavailable", extra={"provider": provider, "error": str(exc)})
         return _unavailable("database")

@@ -47,6 +47,7 @@ class HubSpotProvider(Provider):
         self._client_lock = threading.Lock()
 
     account_settings = ("access_token", "refresh_token", "portal_id")
+    account_setting = "portal_id"
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:

@@ -40,6 +40,12 @@ class SalesforceProvider(Provider):
         "access_token", "refresh_token", "username", "password", "organization_id", "instance_url",
         "integration_user_id",
     )  # fmt: skip
+    account_setting = "organization_id"
+
+    @classmethod
+    def same_account(cls, one: str, other: str) -> bool:
+        # Ids come in 15- and 18-character forms; the first 15 characters name the org.
+        return bool(one) and one[:15] == other[:15]
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:

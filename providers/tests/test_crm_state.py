@@ -176,7 +176,9 @@ def display_clock(monkeypatch, settings):
 
 def test_the_api_sees_a_pause_written_elsewhere_within_the_cache_time(display_clock, django_assert_num_queries):
     assert crm_state.crm_paused_for_display() == {}
-    Connection.objects.create(key="hubspot", provider="hubspot", status=ConnectionStatus.AUTH_FAILED)  # as another process would
+    Connection.objects.create(
+        key="hubspot", provider="hubspot", status=ConnectionStatus.AUTH_FAILED
+    )  # as another process would
 
     with django_assert_num_queries(0):
         still = crm_state.crm_paused_for_display()

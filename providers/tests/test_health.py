@@ -10,7 +10,15 @@ from contacts.tests.factories import ContactFactory
 from crm import registry
 from providers import health
 from providers.health_admin import writes_chart_svg
-from providers.models import Connection, ConnectionStatus, DeadLetter, DeadLetterStatus, LinkStatus, ProviderLink, RecordIssue
+from providers.models import (
+    Connection,
+    ConnectionStatus,
+    DeadLetter,
+    DeadLetterStatus,
+    LinkStatus,
+    ProviderLink,
+    RecordIssue,
+)
 from syncroot.counters import sync_writes_read, sync_writes_record
 from webhooks.models import EventStatus
 from webhooks.tests.factories import WebhookEventFactory
@@ -147,7 +155,9 @@ def test_open_conflicts_are_grouped_by_crm_and_kind_and_link_to_the_queue(admin_
 
 
 def test_each_crm_shows_its_state_backlog_inbox_and_lag(admin_client, connected):
-    Connection.objects.create(key="hubspot", provider="hubspot", status=ConnectionStatus.AUTH_FAILED, last_error="401 revoked")
+    Connection.objects.create(
+        key="hubspot", provider="hubspot", status=ConnectionStatus.AUTH_FAILED, last_error="401 revoked"
+    )
     since = timezone.now() - timedelta(minutes=5)
     for _ in range(3):
         ProviderLink.objects.create(contact=ContactFactory(), provider="hubspot", pending_since=since)
