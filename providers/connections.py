@@ -224,7 +224,7 @@ def connection_get(*, connection_id: int) -> Connection:
 
 def connection_list(*, include_deleted: bool = False) -> list[Connection]:
     crm_state.crm_states()
-    rows = Connection.objects.order_by("id")
+    rows = Connection.objects.order_by("key")
     return list(rows if include_deleted else rows.filter(deleted_at__isnull=True))
 
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.models import SYNCED_FIELDS
-from contacts.serializers import StrictSerializer
+from contacts.serializers import StrictCharField, StrictSerializer
 from crm.base import FIELD_TYPES
 from crm.registry import PROVIDER_CLASSES
 from providers.conflicts import ACTIONS, ALLOWED
@@ -171,15 +171,15 @@ class ConnectionSerializer(serializers.ModelSerializer):
 
 
 class CredentialsSerializer(StrictSerializer):
-    access_token = serializers.CharField(required=False, max_length=4096, trim_whitespace=True)
-    refresh_token = serializers.CharField(required=False, max_length=4096, trim_whitespace=True)
-    client_id = serializers.CharField(required=False, max_length=1024, trim_whitespace=True)
-    client_secret = serializers.CharField(required=False, max_length=1024, trim_whitespace=True)
+    access_token = StrictCharField(required=False, max_length=4096, trim_whitespace=True)
+    refresh_token = StrictCharField(required=False, max_length=4096, trim_whitespace=True)
+    client_id = StrictCharField(required=False, max_length=1024, trim_whitespace=True)
+    client_secret = StrictCharField(required=False, max_length=1024, trim_whitespace=True)
 
 
 class ConnectionCreateSerializer(StrictSerializer):
     provider = serializers.ChoiceField(choices=sorted(PROVIDER_CLASSES))
-    name = serializers.CharField(required=False, default="", allow_blank=True, max_length=100)
+    name = StrictCharField(required=False, default="", allow_blank=True, max_length=100)
     instance_url = serializers.URLField(
         required=False, default="", allow_blank=True, max_length=255,
         help_text="The CRM's API base: a HubSpot API host, or a Salesforce My Domain URL (needed for "
@@ -193,6 +193,6 @@ class ConnectionCreateSerializer(StrictSerializer):
 
 
 class ConnectionUpdateSerializer(StrictSerializer):
-    name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    name = StrictCharField(required=False, allow_blank=True, max_length=100)
     instance_url = serializers.URLField(required=False, allow_blank=True, max_length=255)
     credentials = CredentialsSerializer(required=False, help_text="New credentials: they must reach the same account.")
