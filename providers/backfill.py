@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from django.db import transaction
@@ -22,8 +22,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from contacts.models import Contact
+from crm import registry
 from crm.base import ProviderError
 from crm.registry import connected_providers, get_provider
+from providers import dispatch
 from providers.dispatch import enqueue_drain
 from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
 from providers.outbox import schedule_retry
@@ -140,6 +142,7 @@ def backfill_from_syncroot(
     relink: bool = False,
     chunk_size: int = 500,
     progress: Progress | None = None,
+    checkpoint: str = "",
 ) -> BackfillReport:
     """Queue every live contact for every target CRM whose link is not synced at the contact's version.
 
@@ -154,7 +157,7 @@ def backfill_from_syncroot(
         get_provider(name)  # LookupError for a CRM that is not connected
     names = [name for name in connected if name in set(targets)] if targets else connected
     # Every connected CRM named one by one is the same run as naming none.
-    key = checkpoint_key(source=SYNCROOT, targets=names if set(names) != set(connected) else ())
+    key = checkpoint or checkpoint_key(source=SYNCROOT, targets=names if set(names) != set(connected) else ())
     report = BackfillReport(source=SYNCROOT, targets=names, dry_run=dry_run)
     for name in names:
         report.row(name)
@@ -319,16 +322,41 @@ def drain_all(names: list[str], *, progress: Progress) -> dict[str, dict[str, in
     return forwarded
 
 
-def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | None:
-    """A new connection gets every live contact: up to `share` contacts marked pending per call,
-    then the next call goes on from the checkpoint (enqueued here), so no task runs for long."""
-    from providers.tasks import backfill_connection as task
+def _connection_checkpoint(key: str) -> str:
+    return checkpoint_key(source=SYNCROOT, targets=[key])
 
+
+def connection_backfill_start(*, key: str) -> None:
+    """A connection was added (inside its transaction): every live contact is to go to it. The
+    checkpoint is written now, so the sweeper finds the run even if its first message is lost."""
+    checkpoint_save(key=_connection_checkpoint(key), modstamp=None, last_id="")
+    transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key), robust=True)
+
+
+def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | None:
+    """Go on with a new connection's backfill: up to `share` contacts marked pending per call, from
+    its checkpoint; the next call is sent here, so no task runs for long."""
+    checkpoint = _connection_checkpoint(key)
     if key not in connected_providers():
-        return None  # deleted or paused meanwhile: nothing to send it
-    report = backfill_from_syncroot(targets=[key], limit=share)
+        registry.refresh()  # added a moment ago by another process
+    if key not in connected_providers() or checkpoint_get(key=checkpoint) is None:
+        return None  # deleted or paused meanwhile, or done: nothing to send it
+    report = backfill_from_syncroot(targets=[key], limit=share, checkpoint=checkpoint)
     if report.stop_reason == "limit":
-        transaction.on_commit(lambda: task.delay(key))
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key))
     elif report.stop_reason == "error":
-        transaction.on_commit(lambda: task.apply_async(args=[key], countdown=60))
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key, countdown=60))
     return report
+
+
+def connection_backfills_resume(*, idle_seconds: float = 300) -> list[str]:
+    """Sweeper: connection backfills whose checkpoint has not moved for `idle_seconds` (a lost
+    message, a killed worker) are sent again."""
+    stale = timezone.now() - timedelta(seconds=idle_seconds)
+    resumed = [
+        key for key in connected_providers()
+        if SyncCursor.objects.filter(provider=_connection_checkpoint(key), updated_at__lt=stale).exists()
+    ]  # fmt: skip
+    for key in resumed:
+        dispatch.send_connection_backfill(key=key)
+    return resumed

@@ -23,9 +23,9 @@ from django.utils.text import slugify
 from crm import registry
 from crm.base import AuthExpired, ProviderError
 from crm.registry import PROVIDER_CLASSES, ConnectionSpec, environment_connections, provider_class
-from providers import crm_state, services
+from providers import backfill, crm_state, services
 from providers.models import Connection, ConnectionSource, ConnectionStatus
-from syncroot.credentials import CredentialsError, credentials_decrypt, credentials_encrypt
+from syncroot.credentials import CredentialsError, credentials_decrypt, credentials_encrypt, credentials_rotate
 from syncroot.errors import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ def connection_create(
                 source=source,
                 credentials=credentials_encrypt(json.dumps(secrets)),
             )
-            transaction.on_commit(lambda: _connected(connection.key), robust=True)
+            backfill.connection_backfill_start(key=connection.key)
+            transaction.on_commit(registry.refresh)
     except IntegrityError:  # the same account connected meanwhile by another request
         raise AccountConnected(
             "This account is already connected.", details={"account_id": account, "provider": provider}
@@ -242,14 +243,6 @@ def _set_status(connection: Connection, status: str, *, allowed: tuple[str, ...]
     return bool(changed)
 
 
-def _connected(key: str) -> None:
-    """After a connection is added: every live contact goes to it (matched by email or created)."""
-    from providers.tasks import backfill_connection
-
-    registry.refresh()
-    backfill_connection.delay(key)
-
-
 def _clean_credentials(credentials: Mapping[str, Any] | None) -> dict[str, str]:
     if not isinstance(credentials, Mapping):
         raise ConnectionInvalid("Credentials are required.", details={"credentials": ["An object is required."]})
@@ -321,3 +314,13 @@ def _free_key(*, provider: str, name: str, account_id: str) -> str:
         if key not in taken:
             return key
     raise ConnectionInvalid("No free key for this name; choose another name.")
+
+
+def connections_rotate_credentials() -> int:
+    """Re-encrypt every stored credential under the newest CREDENTIALS_KEYS key (after a key is
+    put first), so the old key can be dropped. Returns how many were re-encrypted."""
+    done = 0
+    for pk, ciphertext in Connection.objects.exclude(credentials="").values_list("pk", "credentials"):
+        Connection.objects.filter(pk=pk, credentials=ciphertext).update(credentials=credentials_rotate(ciphertext))
+        done += 1
+    return done

@@ -34,6 +34,7 @@ def sweep_outbox() -> None:
     """Beat: re-enqueue what Redis may have lost; PostgreSQL is the only state."""
     outbox.sweep()
     field_backfill.field_backfills_resume()
+    backfill.connection_backfills_resume()
     from webhooks.services import inbox_sweep
 
     inbox_sweep()

@@ -203,3 +203,57 @@ def test_idle_connections_have_their_credentials_checked(hubspot, settings):
     registry.reset()
     assert crm_state.crm_probe_idle() == {"hubspot": False}
     assert Connection.objects.get(key="hubspot").status == ConnectionStatus.AUTH_FAILED
+
+
+def test_a_new_key_is_rolled_in_and_the_old_one_dropped(api_client, second_portal, settings):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CREDENTIALS_KEYS = [old]
+    _connect(api_client, provider="hubspot", name="EU", instance_url=second_portal.url,
+             credentials={"access_token": "sandbox-token"})  # fmt: skip
+    settings.CREDENTIALS_KEYS = [new, old]
+
+    call_command("rotate_credentials")
+
+    settings.CREDENTIALS_KEYS = [new]  # the old key dropped: the connection still works
+    registry.reset()
+    assert get_provider("eu").account_id() == str(PORTAL)
+
+
+def test_a_new_connection_gets_every_contact_in_shares_and_a_lost_message_is_resumed(
+    api_client, second_portal, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from providers import backfill, dispatch
+    from providers.models import SyncCursor
+
+    sent: list[list] = []
+    monkeypatch.setattr(dispatch, "task_send", lambda name, *, args, **options: sent.append([name, *args]))
+    for n in range(3):
+        Contact.objects.create(email=f"c{n}@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        _connect(api_client, provider="hubspot", name="EU", instance_url=second_portal.url,
+                 credentials={"access_token": "sandbox-token"})  # fmt: skip
+    assert sent == [[dispatch.CONNECTION_BACKFILL, "eu"]]
+
+    # The message was lost: the sweeper finds the checkpoint that has not moved and sends it again.
+    SyncCursor.objects.filter(provider__endswith=":eu").update(updated_at=timezone.now() - timedelta(hours=1))
+    assert backfill.connection_backfills_resume() == ["eu"]
+
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = backfill.backfill_connection(key="eu", share=2)
+    assert first.stop_reason == "limit"
+    assert [dispatch.CONNECTION_BACKFILL, "eu"] in sent  # the next share follows (the forwarder drains these)
+    assert ProviderLink.objects.filter(provider="eu").count() == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        second = backfill.backfill_connection(key="eu", share=2)
+    assert second.finished
+    assert ProviderLink.objects.filter(provider="eu", status="pending").count() == 3
+    assert backfill.backfill_connection(key="eu") is None  # done: the checkpoint is gone
+    assert backfill.connection_backfills_resume() == []
