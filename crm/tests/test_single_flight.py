@@ -79,3 +79,28 @@ def test_salesforce_refreshes_an_expired_session_once_for_fifty_calls():
 
         assert all("DailyApiRequests" in result for result in results)
         assert token_requests(control, "POST /services/oauth2/token") - before == 1
+
+
+@pytest.mark.django_db
+def test_hubspot_refreshes_a_token_before_it_expires(monkeypatch):
+    """A token a minute from its end is replaced before a call is sent with it: no call is refused."""
+    import crm.http
+
+    with running_sandbox("hubspot", seed=3, rate_limit=None, token_ttl_s=1800) as sandbox:
+        control = SandboxControl(sandbox.url)
+        answered: list = []
+        client = HubSpotClient(
+            {"base_url": sandbox.url, "client_id": "sandbox-client", "client_secret": "sandbox-secret",
+             "refresh_token": "sandbox-refresh-token", "rate_limit": "100000/10 seconds",
+             "limiter_key": f"early-{uuid.uuid4().hex}", "on_response": answered.append},
+        )  # fmt: skip
+        client.probe()
+        first = client.tokens.value
+        now = crm.http.time.time()
+        monkeypatch.setattr(crm.http.time, "time", lambda: now + 1800 - 30)  # 30 s left: inside the margin
+
+        client.probe()
+
+        assert client.tokens.value != first
+        assert token_requests(control, "POST /oauth/v1/token") == 2
+        assert [r.status for r in answered if r.operation == "probe"] == [200, 200]  # none refused
