@@ -145,6 +145,7 @@ def connection_create(
         raise AccountConnected(
             "This account is already connected.", details={"account_id": account, "provider": provider}
         ) from None
+    registry.refresh()  # this process sees the new connection at once
     logger.info("connection added", extra={"provider": connection.key, "account": account})
     return connection
 
@@ -295,12 +296,27 @@ def _discover(*, provider: str, instance_url: str, credentials: Mapping[str, str
 
 
 def _refuse_duplicate(*, provider: str, account_id: str) -> None:
-    same = Connection.objects.filter(key=provider, account_id=account_id, deleted_at__isnull=True).first()
-    if same is not None:
-        raise AccountConnected(
-            f"This account is already connected as {same.key!r}.",
-            details={"account_id": account_id, "connection": same.key},
-        )
+    crm = provider_class(provider)
+    crm_state.crm_states()  # the environment's connections have their rows
+    for row in Connection.objects.filter(provider=provider, deleted_at__isnull=True).order_by("key"):
+        if crm.same_account(row.account_id or _learn_account(row), account_id):
+            raise AccountConnected(
+                f"This account is already connected as {row.key!r}.",
+                details={"account_id": account_id, "connection": row.key},
+            )
+
+
+def _learn_account(row: Connection) -> str:
+    """The account of a connection made without naming it (the environment's, when HUBSPOT_PORTAL_ID
+    or SALESFORCE_ORGANIZATION_ID is not set), asked of the CRM once and kept; "" when it cannot tell."""
+    try:
+        account = registry.get_provider(row.key).account_id()
+    except (LookupError, ProviderError) as exc:
+        logger.info("connection's account not learnt", extra={"provider": row.key, "error": str(exc)})
+        return ""
+    if account:
+        Connection.objects.filter(pk=row.pk, account_id="").update(account_id=account)
+    return account
 
 
 def _key_for(provider: str, name: str) -> str:

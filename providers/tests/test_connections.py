@@ -203,3 +203,18 @@ def test_idle_connections_have_their_credentials_checked(hubspot, settings):
     registry.reset()
     assert crm_state.crm_probe_idle() == {"hubspot": False}
     assert Connection.objects.get(key="hubspot").status == ConnectionStatus.AUTH_FAILED
+
+
+def test_the_account_the_environment_connects_is_not_connected_again(api_client, hubspot, settings):
+    # The environment connects the sandbox's portal without naming it (no HUBSPOT_PORTAL_ID).
+    body = {
+        "provider": "hubspot", "name": "Same portal", "instance_url": settings.HUBSPOT["base_url"],
+        "credentials": {"access_token": "sandbox-token"},
+    }  # fmt: skip
+
+    answer = api_client.post("/connections", body, format="json")
+
+    assert answer.status_code == 409, answer.content
+    assert answer.json()["details"] == {"account_id": "62515", "connection": "hubspot"}
+    assert Connection.objects.get(key="hubspot").account_id == "62515"  # learnt, and kept
+    assert list(Connection.objects.values_list("key", flat=True)) == ["hubspot"]
