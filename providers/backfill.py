@@ -24,6 +24,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from crm.base import ProviderError
 from crm.registry import connected_providers, get_provider
+from providers import dispatch
 from providers.dispatch import enqueue_drain
 from providers.models import LinkStatus, ProviderLink, SyncAttempt, SyncCursor
 from providers.outbox import schedule_retry
@@ -322,13 +323,11 @@ def drain_all(names: list[str], *, progress: Progress) -> dict[str, dict[str, in
 def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | None:
     """A new connection gets every live contact: up to `share` contacts marked pending per call,
     then the next call goes on from the checkpoint (enqueued here), so no task runs for long."""
-    from providers.tasks import backfill_connection as task
-
     if key not in connected_providers():
         return None  # deleted or paused meanwhile: nothing to send it
     report = backfill_from_syncroot(targets=[key], limit=share)
     if report.stop_reason == "limit":
-        transaction.on_commit(lambda: task.delay(key))
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key))
     elif report.stop_reason == "error":
-        transaction.on_commit(lambda: task.apply_async(args=[key], countdown=60))
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key, countdown=60))
     return report

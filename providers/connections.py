@@ -23,7 +23,7 @@ from django.utils.text import slugify
 from crm import registry
 from crm.base import AuthExpired, ProviderError
 from crm.registry import PROVIDER_CLASSES, ConnectionSpec, environment_connections, provider_class
-from providers import crm_state, services
+from providers import crm_state, dispatch, services
 from providers.models import Connection, ConnectionSource, ConnectionStatus
 from syncroot.credentials import CredentialsError, credentials_decrypt, credentials_encrypt
 from syncroot.errors import ApplicationError, Conflict, NotFound
@@ -245,10 +245,8 @@ def _set_status(connection: Connection, status: str, *, allowed: tuple[str, ...]
 
 def _connected(key: str) -> None:
     """After a connection is added: every live contact goes to it (matched by email or created)."""
-    from providers.tasks import backfill_connection
-
     registry.refresh()
-    backfill_connection.delay(key)
+    dispatch.send_connection_backfill(key=key)
 
 
 def _clean_credentials(credentials: Mapping[str, Any] | None) -> dict[str, str]:

@@ -21,6 +21,7 @@ RETRY = "providers.tasks.retry_provider"
 PROCESS_EVENTS = "webhooks.tasks.process_events"
 RECONCILE = "providers.tasks.reconcile_provider"
 FIELD_BACKFILL = "providers.tasks.field_backfill"
+CONNECTION_BACKFILL = "providers.tasks.backfill_connection"
 
 
 def task_send(name: str, *, args: list[Any], **options: Any) -> None:
@@ -65,3 +66,11 @@ def send_field_backfill(*, mapping_id: int) -> None:
     except BROKER_ERRORS as exc:
         logger.warning("field backfill enqueue failed; the sweeper will retry", extra={"mapping_id": mapping_id,
                                                                                       "error": str(exc)})  # fmt: skip
+
+
+def send_connection_backfill(*, key: str, countdown: float | None = None) -> None:
+    """Send every live contact to a new connection (the next share of them, from its checkpoint)."""
+    try:
+        task_send(CONNECTION_BACKFILL, args=[key], countdown=countdown)
+    except BROKER_ERRORS as exc:
+        logger.warning("connection backfill enqueue failed", extra={"provider": key, "error": str(exc)})
