@@ -168,10 +168,11 @@ def connection_update(
         url = connection.instance_url if instance_url is None else instance_url
         secrets = _clean_credentials(credentials) if credentials is not None else _stored(connection)
         account = _discover(provider=connection.provider, instance_url=url, credentials=secrets, key=connection.key)
-        if connection.account_id and account != connection.account_id:
+        known = connection.account_id or _learn_account(connection)  # unknown when its credentials stopped working
+        if known and not provider_class(connection.provider).same_account(known, account):
             raise ConnectionInvalid(
                 "These credentials reach another account; add it as a connection of its own.",
-                details={"account_id": account, "connected_account_id": connection.account_id},
+                details={"account_id": account, "connected_account_id": known},
             )
         connection.account_id, connection.instance_url = account, url
         connection.credentials = credentials_encrypt(json.dumps(secrets))

@@ -218,3 +218,14 @@ def test_the_account_the_environment_connects_is_not_connected_again(api_client,
     assert answer.json()["details"] == {"account_id": "62515", "connection": "hubspot"}
     assert Connection.objects.get(key="hubspot").account_id == "62515"  # learnt, and kept
     assert list(Connection.objects.values_list("key", flat=True)) == ["hubspot"]
+
+
+def test_new_credentials_for_the_environments_connection_must_reach_its_account(api_client, second_portal):
+    environment = api_client.get("/connections").json()[0]  # its portal (62515) is not in the settings
+    other = {"instance_url": second_portal.url, "credentials": {"access_token": "sandbox-token"}}
+
+    answer = api_client.patch(f"/connections/{environment['id']}", other, format="json")
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["details"] == {"account_id": str(PORTAL), "connected_account_id": "62515"}
+    assert Connection.objects.get(key="hubspot").instance_url == ""
