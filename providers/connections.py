@@ -156,9 +156,11 @@ def connection_update(
     name: str | None = None,
     instance_url: str | None = None,
     credentials: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> Connection:
     """Rename a connection, or give it new credentials (reconnect): they must reach the same
-    account. A connection paused because its credentials were refused resumes with working ones."""
+    account. A connection paused because its credentials were refused resumes with working ones.
+    `source`: where new credentials came from (the admin's OAuth connect); default: the API."""
     if connection.deleted_at is not None:
         raise ConnectionInvalid("This connection was deleted.")
     fields = ["updated_at"]
@@ -176,9 +178,10 @@ def connection_update(
             )
         connection.account_id, connection.instance_url = account, url
         connection.credentials = credentials_encrypt(json.dumps(secrets))
-        connection.source = (
-            ConnectionSource.API if connection.source == ConnectionSource.ENVIRONMENT else connection.source
-        )
+        if source is not None:
+            connection.source = source
+        elif connection.source == ConnectionSource.ENVIRONMENT:
+            connection.source = ConnectionSource.API
         fields += ["account_id", "instance_url", "credentials", "source"]
     connection.save(update_fields=fields)
     registry.refresh()
