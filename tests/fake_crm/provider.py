@@ -44,7 +44,7 @@ STORE = FakeStore()
 
 
 class FakeCrm(Provider):
-    name = "fakecrm"
+    kind = "fakecrm"
     label = "FakeCRM"
     webhook_queue = "webhooks.fakecrm"
     batch_size = 50
