@@ -108,6 +108,7 @@ def _spec(row: Connection) -> ConnectionSpec | None:
     config = _config(
         provider=row.provider, instance_url=row.instance_url, account_id=row.account_id, credentials=credentials
     )
+    config["credentials_version"] = row.credentials_version  # see crm_state.crm_mark_auth_failed
     return ConnectionSpec(key=row.key, provider=row.provider, config=config, version=row.updated_at.isoformat())
 
 
