@@ -285,7 +285,12 @@ def _discover(*, provider: str, instance_url: str, credentials: Mapping[str, str
     if not crm.is_configured(config):
         raise ConnectionInvalid(
             f"These credentials are not enough to connect to {crm.label}.",
-            details={"credentials": ["A refresh_token needs the app's client_id and client_secret."]},
+            details={
+                "credentials": [
+                    "A refresh_token needs the app's client_id and client_secret; Salesforce client credentials "
+                    "need the org's My Domain as instance_url."
+                ]
+            },
         )
     try:
         account = registry.build_provider(provider=provider, config=config, key=key).account_id()

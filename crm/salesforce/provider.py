@@ -52,8 +52,17 @@ class SalesforceProvider(Provider):
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
-        grant = config.get("client_id") and (config.get("client_secret") or config.get("refresh_token"))
-        return bool(config.get("access_token") or grant)
+        if config.get("access_token"):
+            return True
+        if not config.get("client_id"):
+            return False
+        if config.get("refresh_token") or (config.get("username") and config.get("password")):
+            return True
+        # Client credentials alone: Salesforce takes them on the org's My Domain only, so the
+        # connected app's id and secret on the generic login host (set for the admin's Connect
+        # Salesforce) connect no org by themselves.
+        login_host = urlsplit(str(config.get("login_url") or "https://login.salesforce.com")).hostname
+        return bool(config.get("client_secret")) and login_host not in _GENERIC_LOGIN_HOSTS
 
     @classmethod
     def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:

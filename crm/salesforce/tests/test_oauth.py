@@ -96,3 +96,22 @@ def test_an_authorization_without_a_refresh_token_is_refused(app):
         app.authorization_grant(code=code, redirect_uri=CALLBACK, code_verifier=authorization.code_verifier)
 
     assert refused.value.code == "NO_REFRESH_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("settings_given", "connected"),
+    [
+        # The connected app's credentials, there for Connect Salesforce: client credentials need
+        # a My Domain (Salesforce refuses them on login.salesforce.com), so they connect no org.
+        ({"login_url": "https://login.salesforce.com"}, False),
+        ({"login_url": "https://test.salesforce.com/"}, False),
+        ({"login_url": "https://acme.my.salesforce.com"}, True),
+        ({"login_url": "https://login.salesforce.com", "refresh_token": "5Aep…"}, True),
+        ({"login_url": "https://login.salesforce.com", "username": "u", "password": "p"}, True),
+        ({"login_url": "https://login.salesforce.com", "client_secret": "", "access_token": "00D…"}, True),
+    ],
+)
+def test_the_environment_connects_an_org_only_with_credentials_that_reach_one(settings_given, connected):
+    config = {"client_id": "3MVG…", "client_secret": "secret", **settings_given}
+
+    assert SalesforceProvider.is_configured(config) is connected
