@@ -137,6 +137,24 @@ class RemoteField:
     custom: bool = False  # defined by the CRM's admins, not shipped by the CRM
 
 
+@dataclass(frozen=True)
+class Authorization:
+    """Where a person approves SyncRoot's app for one account of a CRM (the authorization-code
+    flow's first leg), and the PKCE verifier the app keeps until the CRM sends the person back."""
+
+    url: str
+    code_verifier: str = ""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an authorization code brought: the account's credentials (a refresh token and the
+    app's client id and secret) and its API base when it is not the CRM's default one."""
+
+    credentials: Mapping[str, str]
+    instance_url: str = ""
+
+
 class WebhookRejected(Exception):
     def __init__(self, message: str, *, status: int = 400, code: str = "bad_webhook") -> None:
         super().__init__(message)
@@ -204,6 +222,21 @@ class Provider(ABC):
     def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
         """The config settings of one account: its API base, its id, its credentials."""
         raise NotImplementedError
+
+    # A CRM whose accounts can be connected from the admin with OAuth's authorization-code flow:
+    # its provider, built with the settings of SyncRoot's app (client id and secret), implements
+    # `authorization` and `authorization_grant`.
+    oauth_connect: ClassVar[bool] = False
+
+    def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
+        """The consent page a person is sent to, for this app and `redirect_uri`, carrying `state`."""
+        raise NotImplementedError(f"{self.label or self.kind} accounts are not connected with OAuth")
+
+    def authorization_grant(self, *, code: str, redirect_uri: str, code_verifier: str = "") -> Grant:
+        """Exchange the code the CRM sent back (it works once) for the account's credentials.
+        Raises AuthExpired when the CRM refuses the code or the app's credentials, another
+        ProviderError when it could not answer."""
+        raise NotImplementedError(f"{self.label or self.kind} accounts are not connected with OAuth")
 
     def account_id(self) -> str:
         """The account these credentials reach (HubSpot portal id, Salesforce org id), asked of the

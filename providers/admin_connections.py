@@ -1,18 +1,22 @@
-"""The admin's CRM connections: each account's state, pause, resume, delete, check credentials."""
+"""The admin's CRM connections: each account's state, pause, resume, delete, check credentials, and
+connecting (or reconnecting) an account with OAuth (providers/admin_connect.py)."""
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from providers import connections, crm_state
+from providers.admin_connect import OAuthConnectMixin
 from providers.models import Connection, ConnectionStatus
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
     """Each CRM account SyncRoot syncs with: active, paused, or paused because the CRM refused
     our credentials. Credentials are never shown."""
 
-    list_display = ("key", "name", "provider", "account_id", "status", "since", "short_error", "last_probe_at")
+    list_display = (
+        "key", "name", "provider", "account_id", "status", "since", "short_error", "last_probe_at", "reconnect",
+    )  # fmt: skip
     list_filter = ("provider", "status")
     fields = ("key", "name", "provider", "account_id", "instance_url", "source", "status", "since", "last_error",
               "last_probe_at", "next_probe_at", "created_at", "deleted_at")  # fmt: skip

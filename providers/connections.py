@@ -108,6 +108,7 @@ def _spec(row: Connection) -> ConnectionSpec | None:
     config = _config(
         provider=row.provider, instance_url=row.instance_url, account_id=row.account_id, credentials=credentials
     )
+    config["credentials_version"] = row.credentials_version  # see crm_state.crm_mark_auth_failed
     return ConnectionSpec(key=row.key, provider=row.provider, config=config, version=row.updated_at.isoformat())
 
 
@@ -146,6 +147,7 @@ def connection_create(
         raise AccountConnected(
             "This account is already connected.", details={"account_id": account, "provider": provider}
         ) from None
+    registry.refresh()  # this process sees the new connection at once
     logger.info("connection added", extra={"provider": connection.key, "account": account})
     return connection
 
@@ -156,9 +158,11 @@ def connection_update(
     name: str | None = None,
     instance_url: str | None = None,
     credentials: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> Connection:
     """Rename a connection, or give it new credentials (reconnect): they must reach the same
-    account. A connection paused because its credentials were refused resumes with working ones."""
+    account. A connection paused because its credentials were refused resumes with working ones.
+    `source`: where new credentials came from (the admin's OAuth connect); default: the API."""
     if connection.deleted_at is not None:
         raise ConnectionInvalid("This connection was deleted.")
     fields = ["updated_at"]
@@ -168,16 +172,18 @@ def connection_update(
         url = connection.instance_url if instance_url is None else instance_url
         secrets = _clean_credentials(credentials) if credentials is not None else _stored(connection)
         account = _discover(provider=connection.provider, instance_url=url, credentials=secrets, key=connection.key)
-        if connection.account_id and account != connection.account_id:
+        known = connection.account_id or _learn_account(connection)  # unknown when its credentials stopped working
+        if known and not provider_class(connection.provider).same_account(known, account):
             raise ConnectionInvalid(
                 "These credentials reach another account; add it as a connection of its own.",
-                details={"account_id": account, "connected_account_id": connection.account_id},
+                details={"account_id": account, "connected_account_id": known},
             )
         connection.account_id, connection.instance_url = account, url
         connection.credentials = credentials_encrypt(json.dumps(secrets))
-        connection.source = (
-            ConnectionSource.API if connection.source == ConnectionSource.ENVIRONMENT else connection.source
-        )
+        if source is not None:
+            connection.source = source
+        elif connection.source == ConnectionSource.ENVIRONMENT:
+            connection.source = ConnectionSource.API
         fields += ["account_id", "instance_url", "credentials", "source"]
     connection.save(update_fields=fields)
     registry.refresh()
@@ -274,7 +280,12 @@ def _discover(*, provider: str, instance_url: str, credentials: Mapping[str, str
     if not crm.is_configured(config):
         raise ConnectionInvalid(
             f"These credentials are not enough to connect to {crm.label}.",
-            details={"credentials": ["A refresh_token needs the app's client_id and client_secret."]},
+            details={
+                "credentials": [
+                    "A refresh_token needs the app's client_id and client_secret; Salesforce client credentials "
+                    "need the org's My Domain as instance_url."
+                ]
+            },
         )
     try:
         account = registry.build_provider(provider=provider, config=config, key=key).account_id()
@@ -288,12 +299,27 @@ def _discover(*, provider: str, instance_url: str, credentials: Mapping[str, str
 
 
 def _refuse_duplicate(*, provider: str, account_id: str) -> None:
-    same = Connection.objects.filter(key=provider, account_id=account_id, deleted_at__isnull=True).first()
-    if same is not None:
-        raise AccountConnected(
-            f"This account is already connected as {same.key!r}.",
-            details={"account_id": account_id, "connection": same.key},
-        )
+    crm = provider_class(provider)
+    crm_state.crm_states()  # the environment's connections have their rows
+    for row in Connection.objects.filter(provider=provider, deleted_at__isnull=True).order_by("key"):
+        if crm.same_account(row.account_id or _learn_account(row), account_id):
+            raise AccountConnected(
+                f"This account is already connected as {row.key!r}.",
+                details={"account_id": account_id, "connection": row.key},
+            )
+
+
+def _learn_account(row: Connection) -> str:
+    """The account of a connection made without naming it (the environment's, when HUBSPOT_PORTAL_ID
+    or SALESFORCE_ORGANIZATION_ID is not set), asked of the CRM once and kept; "" when it cannot tell."""
+    try:
+        account = registry.get_provider(row.key).account_id()
+    except (LookupError, ProviderError) as exc:
+        logger.info("connection's account not learnt", extra={"provider": row.key, "error": str(exc)})
+        return ""
+    if account:
+        Connection.objects.filter(pk=row.pk, account_id="").update(account_id=account)
+    return account
 
 
 def _key_for(provider: str, name: str) -> str:

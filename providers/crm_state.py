@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from crm import registry
 from crm.base import AuthExpired, ProviderError
 from crm.registry import connected_providers, get_provider
 from providers import services
@@ -90,19 +91,33 @@ def _row_for_update(key: str) -> Connection:
         return Connection.objects.select_for_update().get(key=key)
 
 
-def crm_mark_auth_failed(*, provider: str, error: str) -> bool:
-    """Pause the CRM: its credentials were refused. True when it was active until now."""
+def crm_mark_auth_failed(*, provider: str, error: str, credentials_version: str | None = None) -> bool:
+    """Pause the CRM: its credentials were refused. True when it was active until now.
+
+    `credentials_version`: that of the credentials refused (the provider's config). When the
+    connection holds others by now (reconnected while this process still used the old ones), the
+    refusal says nothing about them: the connection stays as it is, this process builds its
+    provider again and what waits is sent again at once.
+    """
     now = timezone.now()
     next_probe = now + timedelta(seconds=settings.CRM_PROBE_INTERVAL_SECONDS)
     with transaction.atomic():
         state = _row_for_update(provider)
-        if state.status in (ConnectionStatus.PAUSED, ConnectionStatus.DISABLED):
-            return False  # an operator's pause or deletion stands; the credentials are checked on resume
-        changed = state.status != ConnectionStatus.AUTH_FAILED
-        if changed:
-            state.status, state.since, state.next_probe_at = ConnectionStatus.AUTH_FAILED, now, next_probe
-        state.last_error = error[:2000]
-        state.save()
+        replaced = credentials_version is not None and credentials_version != state.credentials_version
+        if replaced:
+            transaction.on_commit(lambda: services.enqueue_forward(providers=[provider]), robust=True)
+        if replaced or state.status in (ConnectionStatus.PAUSED, ConnectionStatus.DISABLED):
+            changed = False  # an operator's pause or deletion stands; the credentials are checked on resume
+        else:
+            changed = state.status != ConnectionStatus.AUTH_FAILED
+            if changed:
+                state.status, state.since, state.next_probe_at = ConnectionStatus.AUTH_FAILED, now, next_probe
+            state.last_error = error[:2000]
+            state.save()
+    if replaced:
+        registry.refresh()
+        logger.info("refused credentials were replaced meanwhile: sent again", extra={"provider": provider})
+        return False
     forget_paused()
     if changed:
         logger.error("CRM credentials refused: sync to this CRM paused", extra={"provider": provider, "error": error})
@@ -137,10 +152,13 @@ def crm_probe(*, provider: str) -> bool:
     """
     if provider not in connected_providers():
         return False
+    crm = get_provider(provider)
     try:
-        get_provider(provider).probe()
+        crm.probe()
     except AuthExpired as exc:
-        crm_mark_auth_failed(provider=provider, error=str(exc))
+        crm_mark_auth_failed(
+            provider=provider, error=str(exc), credentials_version=crm.config.get("credentials_version")
+        )
         _probed(provider)
         return False
     except ProviderError as exc:

@@ -1,3 +1,5 @@
+import hashlib
+
 from django.db import models
 from django.db.models import F
 from django.utils import timezone
@@ -232,6 +234,12 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or self.key} ({self.status})"
+
+    @property
+    def credentials_version(self) -> str:
+        """Changes whenever the stored credentials do (each encryption differs): a refusal by a
+        provider built with older ones says nothing about these."""
+        return hashlib.sha256(self.credentials.encode()).hexdigest()[:16] if self.credentials else ""
 
 
 class MappingRule(models.TextChoices):

@@ -56,7 +56,8 @@ def reconcile(*, provider_name: str, limit: int | None = None, clock=time.monoto
     except ProviderError as exc:
         # Reading the CRM failed: keep what was applied; the next run reads on from there.
         if isinstance(exc, AuthExpired):  # refused credentials: the CRM pauses until a probe succeeds
-            crm_mark_auth_failed(provider=provider_name, error=str(exc))
+            version = provider.config.get("credentials_version")
+            crm_mark_auth_failed(provider=provider_name, error=str(exc), credentials_version=version)
         logger.warning(
             "reconcile read failed", extra={"provider": provider_name, "error": str(exc), "outcomes": dict(counts)}
         )

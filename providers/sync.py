@@ -187,7 +187,8 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
                 results += provider.push(items) if items else []
             except ProviderError as exc:
                 results += [PushResult(key=item.key, external_id=item.external_id, error=exc) for item in items]
-        synced = _record(provider_name, claims, outgoing, results, unsent, report)
+        version = provider.config.get("credentials_version")
+        synced = _record(provider_name, claims, outgoing, results, unsent, report, credentials_version=version)
     except Exception:
         # Let go of the claim at once (the next drain sends the batch again: every write is safe
         # to repeat) rather than leave it to the lease while this process lives on.
@@ -273,6 +274,8 @@ def _record(
     results: list[PushResult],
     unsent: list[PushResult],
     report: DrainReport,
+    *,
+    credentials_version: str | None = None,
 ) -> list[ProviderLink]:
     """Short transaction: write the results on the links as they are now, and let go of the claim.
     Returns the links written as synced."""
@@ -314,7 +317,7 @@ def _record(
         _save_synced(synced, versions, report)
         ProviderLink.objects.filter(pk__in=list(by_pk)).update(claimed_until=None, claimed_by=None)
     if refused is not None:
-        crm_mark_auth_failed(provider=provider_name, error=str(refused))
+        crm_mark_auth_failed(provider=provider_name, error=str(refused), credentials_version=credentials_version)
     return synced
 
 

@@ -410,6 +410,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--app-id", dest="app_id", type=int, default=None, help="app id (default 1234567)")
     parser.add_argument("--portal-id", dest="portal_id", type=int, default=None, help="portal id (default 62515)")
+    parser.add_argument(
+        "--redirect-uri", dest="redirect_uris", action="append", default=None, metavar="URL",
+        help="a redirect URL of the app (repeat for more); the consent page refuses any other (default: none, any)",
+    )  # fmt: skip
 
 
 def create_app(**options: Any) -> HubSpotApp:

@@ -412,6 +412,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-ttl-s", dest="token_ttl_s", type=float, default=None, help="OAuth access token lifetime (default 7200)"
     )
     parser.add_argument(
+        "--callback-url", dest="callback_urls", action="append", default=None, metavar="URL",
+        help="a callback URL of the connected app (repeat for more); others are refused (default: none, any)",
+    )  # fmt: skip
+    parser.add_argument(
         "--instance-url",
         dest="instance_url",
         default=None,

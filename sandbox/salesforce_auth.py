@@ -270,7 +270,9 @@ def exchange_code(
     elif not client_secret:
         raise OAuthError("invalid_client", "invalid client credentials")
     scope = code.scope or "api refresh_token"
-    return sessions.issue(config["token_ttl_s"], with_refresh="refresh_token" in scope.split(), scope=scope)
+    # `offline_access` is the OpenID Connect name of the `refresh_token` scope: either brings one.
+    with_refresh = bool({"refresh_token", "offline_access"} & set(scope.split()))
+    return sessions.issue(config["token_ttl_s"], with_refresh=with_refresh, scope=scope)
 
 
 class AuthMixin:

@@ -259,6 +259,10 @@ SALESFORCE = {
     "bulk_batch_size": env.int("SALESFORCE_BULK_BATCH_SIZE", default=10000),
     "bulk_external_id_field": env.str("SALESFORCE_BULK_EXTERNAL_ID_FIELD", default="SyncRoot_Id__c"),
     "record_url": env.str("SALESFORCE_RECORD_URL", default="{instance_url}/lightning/r/Contact/{id}/view"),
+    # The admin's "Connect Salesforce" (the connected app above, web-server flow with PKCE): where
+    # the browser approves it and the code is exchanged (empty: login_url), and the scopes asked.
+    "oauth_login_url": env.str("SALESFORCE_OAUTH_LOGIN_URL", default=""),
+    "scopes": env.str("SALESFORCE_SCOPES", default="api refresh_token"),
 }
 HUBSPOT = {
     "base_url": env.str("HUBSPOT_BASE_URL", default="https://api.hubapi.com"),
@@ -270,6 +274,14 @@ HUBSPOT = {
     "portal_id": env.str("HUBSPOT_PORTAL_ID", default=""),
     "rate_limit": env.str("HUBSPOT_RATE_LIMIT", default="100/10 seconds"),
     "record_url": env.str("HUBSPOT_RECORD_URL", default="https://app.hubspot.com/contacts/{portal_id}/record/0-1/{id}"),
+    # The admin's "Connect HubSpot" (the app's client id and secret above): the app's install page,
+    # the API base its codes are exchanged at and its portals are called at (empty: base_url), and
+    # the scopes asked, which must be the app's required scopes.
+    "authorize_url": env.str("HUBSPOT_AUTHORIZE_URL", default="https://app.hubspot.com/oauth/authorize"),
+    "oauth_base_url": env.str("HUBSPOT_OAUTH_BASE_URL", default=""),
+    "scopes": env.str(
+        "HUBSPOT_SCOPES", default="oauth crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.read"
+    ),
 }
 
 # --- Sync engine -------------------------------------------------------------------------------

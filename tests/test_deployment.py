@@ -393,12 +393,19 @@ def test_procfiles_run_installed_programs():
     for argv in procfile.values():
         assert (bin_dir / argv[0]).exists(), argv[0]
     parser, sandboxes = build_parser(), _procfile("Procfile.sandboxes")
-    assert set(sandboxes) == {"salesforce", "hubspot"}
+    # The account of each CRM the environment connects, and a second one to connect from the admin.
+    assert set(sandboxes) == {"salesforce", "hubspot", "salesforce2", "hubspot2"}
     for name, argv in sandboxes.items():
-        assert argv[:4] == ["python", "-m", "sandbox", name]
+        kind = name.rstrip("2")
+        assert argv[:4] == ["python", "-m", "sandbox", kind]
         args = parser.parse_args(argv[3:])
-        assert args.port == {"salesforce": 8101, "hubspot": 8102}[name]
-        assert args.webhook_url == f"<{name.upper()}_SANDBOX_WEBHOOK_URL>"
+        assert args.port == {"salesforce": 8101, "hubspot": 8102, "salesforce2": 8103, "hubspot2": 8104}[name]
+        assert args.webhook_url == f"<{(name if kind == 'salesforce' else kind).upper()}_SANDBOX_WEBHOOK_URL>"
+        registered = args.callback_urls if kind == "salesforce" else args.redirect_uris
+        assert registered == [{"salesforce": "<SALESFORCE_SANDBOX_CALLBACK_URL>",
+                               "hubspot": "<HUBSPOT_SANDBOX_REDIRECT_URL>"}[kind]]  # fmt: skip
+    assert _option(sandboxes["salesforce2"], "--organization-id") != "00D000000000001EAA"
+    assert _option(sandboxes["hubspot2"], "--portal-id") != "62515"
 
 
 def test_celery_finds_the_app_named_in_the_commands():

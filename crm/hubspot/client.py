@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from limits import parse as parse_rate
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CONTACTS = "/crm/v3/objects/contacts"
 RECORD_ROUTE = CONTACTS + "/{id}"  # what single-record calls report, without the id
 TOKEN_PATH = "/oauth/v1/token"
+AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"  # the app host's install page, not the API's
 BATCH_LIMIT = 100  # inputs per batch request
 SEARCH_PAGE_LIMIT = 200  # results per search page
 # Seconds to wait when a 429 names its window but carries no Retry-After (as HubSpot's Node SDK does).
@@ -91,16 +92,28 @@ def classify_response(response: requests.Response, body: Any) -> ProviderError |
 
 def classify_token_answer(response: requests.Response, body: Any) -> ProviderError | None:
     """A token endpoint answer without an access token is a refusal, unless HubSpot is down."""
+    return _token_answer(response, body, refused="token refresh refused")
+
+
+def classify_code_answer(response: requests.Response, body: Any) -> ProviderError | None:
+    """The answer to an authorization code: both tokens, else a refusal (unless HubSpot is down)."""
+    error = _token_answer(response, body, refused="authorization code refused")
+    if error is None and not body.get("refresh_token"):
+        return AuthExpired("authorization code refused: the answer holds no refresh token", code="NO_REFRESH_TOKEN")
+    return error
+
+
+def _token_answer(response: requests.Response, body: Any, *, refused: str) -> ProviderError | None:
     status = response.status_code
     if status == 200 and isinstance(body, dict) and body.get("access_token"):
         return None
     error = classify(status, body, response.headers)
     if isinstance(error, Permanent | AuthExpired) or status == 200:
-        # A refused refresh token cannot fix itself: the app must be authorised again.
-        # The token endpoint names its refusal in `status` (BAD_REFRESH_TOKEN, ...).
+        # A refused refresh token or code cannot fix itself: the app must be authorised again.
+        # The token endpoint names its refusal in `status` (BAD_REFRESH_TOKEN, BAD_AUTH_CODE, ...).
         refusal = str(body.get("status") or "") if isinstance(body, dict) else ""
         code = refusal if refusal and refusal != "error" else error.code
-        return AuthExpired(f"token refresh refused: {error.message}", code=code, status=status)
+        return AuthExpired(f"{refused}: {error.message}", code=code, status=status)
     return error
 
 
@@ -440,6 +453,26 @@ class HubSpotClient:
             self.on_response(record)
 
     # --- auth ----------------------------------------------------------------------------------
+    def authorize_url(self, *, authorize_url: str, scopes: str, redirect_uri: str, state: str) -> str:
+        """The app's install page for a person to approve it on one of their portals."""
+        query = {"client_id": self._client_id, "redirect_uri": redirect_uri, "scope": scopes, "state": state}
+        return f"{authorize_url or AUTHORIZE_URL}?{urlencode(query, quote_via=quote, safe='')}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> dict[str, Any]:
+        """`POST /oauth/v1/token` with grant `authorization_code`: the portal's refresh and access
+        tokens. `redirect_uri` must be the one the code was issued for."""
+        form = {
+            "grant_type": "authorization_code",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "redirect_uri": redirect_uri,
+            "code": code,
+        }
+        return self.path.request(
+            "POST", self.base_url + TOKEN_PATH, operation="token_code", route=TOKEN_PATH, authorized=False,
+            classify=classify_code_answer, data=form,
+        )  # fmt: skip
+
     def _fetch_token(self) -> Token:
         """Exchange the refresh token for a new access token (TokenCache calls it once at a time)."""
         if not self.tokens.can_refresh:

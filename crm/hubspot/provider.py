@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crm.base import (
+    Authorization,
+    Grant,
     InboundChange,
     Permanent,
     Provider,
@@ -66,6 +68,31 @@ class HubSpotProvider(Provider):
 
     def account_id(self) -> str:
         return self.client.account_id()
+
+    # --- connecting a portal with OAuth (this provider built with the app's settings) ----------
+    oauth_connect = True
+
+    def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
+        url = self._app_client().authorize_url(
+            authorize_url=str(self.config.get("authorize_url") or ""), scopes=str(self.config.get("scopes") or ""),
+            redirect_uri=redirect_uri, state=state,
+        )  # fmt: skip
+        return Authorization(url=url)
+
+    def authorization_grant(self, *, code: str, redirect_uri: str, code_verifier: str = "") -> Grant:
+        client = self._app_client()
+        tokens = client.exchange_code(code=code, redirect_uri=redirect_uri)
+        credentials = {
+            "refresh_token": str(tokens["refresh_token"]),
+            "client_id": str(self.config.get("client_id") or ""),
+            "client_secret": str(self.config.get("client_secret") or ""),
+        }
+        # Portals connected from the admin keep the API base their code was exchanged at.
+        return Grant(credentials=credentials, instance_url=str(self.config.get("oauth_base_url") or "").rstrip("/"))
+
+    def _app_client(self) -> HubSpotClient:
+        base = self.config.get("oauth_base_url") or self.config.get("base_url")
+        return HubSpotClient({**self.config, "base_url": base, "access_token": "", "refresh_token": ""})
 
     def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
         portal = payload.get("portalId")

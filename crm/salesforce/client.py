@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 # 200 records and 2,000-row query pages take a few seconds on a busy org).
 DEFAULT_TIMEOUT = (3.05, 20.0)
 TOKEN_PATH = "/services/oauth2/token"
+AUTHORIZE_PATH = "/services/oauth2/authorize"
 COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per call
 USER_ID_RETRY_S = 600.0
 _LIMIT_INFO = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
@@ -150,6 +152,43 @@ class SalesforceClient:
             self._user_id = identity[-1]
         logger.info("salesforce login ok", extra={"instance_url": self.instance_url})
         return Token(str(body["access_token"]))
+
+    def authorize_url(self, *, scopes: str, redirect_uri: str, state: str, code_challenge: str) -> str:
+        """The web-server flow's "Allow Access?" page, with a PKCE challenge (S256)."""
+        query = {
+            "response_type": "code",
+            "client_id": str(self.config.get("client_id") or ""),
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        if scopes:
+            query["scope"] = scopes
+        return f"{self.login_url}{AUTHORIZE_PATH}?{urlencode(query)}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> dict[str, Any]:
+        """The token endpoint's `authorization_code` grant: the org's tokens, `instance_url` and
+        identity URL (`id`). The code works once, for its redirect URI and PKCE verifier."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+            "client_id": str(self.config.get("client_id") or ""),
+        }
+        if self.config.get("client_secret"):
+            form["client_secret"] = str(self.config["client_secret"])
+        body = self.path.request(
+            "POST", f"{self.login_url}{TOKEN_PATH}", operation=f"POST {TOKEN_PATH}", route=TOKEN_PATH,
+            authorized=False, classify=self._classify_token_answer, headers={"Accept": "application/json"}, data=form,
+        )  # fmt: skip
+        if not body.get("refresh_token"):
+            raise AuthExpired(
+                "the authorization gave no refresh token: the connected app's OAuth scopes need refresh_token",
+                code="NO_REFRESH_TOKEN",
+            )
+        return body
 
     def _classify_token_answer(self, response: requests.Response, body: Any) -> ProviderError | None:
         self._read_limit_info(response)

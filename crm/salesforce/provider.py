@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -11,7 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from crm.base import InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
+from crm.base import Authorization, Grant, InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
 from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
 from crm.salesforce import lifecycle, schema, webhook
@@ -49,8 +52,17 @@ class SalesforceProvider(Provider):
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
-        grant = config.get("client_id") and (config.get("client_secret") or config.get("refresh_token"))
-        return bool(config.get("access_token") or grant)
+        if config.get("access_token"):
+            return True
+        if not config.get("client_id"):
+            return False
+        if config.get("refresh_token") or (config.get("username") and config.get("password")):
+            return True
+        # Client credentials alone: Salesforce takes them on the org's My Domain only, so the
+        # connected app's id and secret on the generic login host (set for the admin's Connect
+        # Salesforce) connect no org by themselves.
+        login_host = urlsplit(str(config.get("login_url") or "https://login.salesforce.com")).hostname
+        return bool(config.get("client_secret")) and login_host not in _GENERIC_LOGIN_HOSTS
 
     @classmethod
     def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
@@ -65,6 +77,33 @@ class SalesforceProvider(Provider):
 
     def account_id(self) -> str:
         return self.client.account_id()
+
+    # --- connecting an org with OAuth (this provider built with the connected app's settings) --
+    oauth_connect = True
+
+    def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
+        verifier = secrets.token_urlsafe(64)  # RFC 7636: 43 to 128 characters
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        url = self._app_client().authorize_url(
+            scopes=str(self.config.get("scopes") or ""), redirect_uri=redirect_uri, state=state,
+            code_challenge=challenge,
+        )  # fmt: skip
+        return Authorization(url=url, code_verifier=verifier)
+
+    def authorization_grant(self, *, code: str, redirect_uri: str, code_verifier: str = "") -> Grant:
+        tokens = self._app_client().exchange_code(code=code, redirect_uri=redirect_uri, code_verifier=code_verifier)
+        credentials = {
+            "refresh_token": str(tokens["refresh_token"]),
+            "client_id": str(self.config.get("client_id") or ""),
+            "client_secret": str(self.config.get("client_secret") or ""),
+        }
+        # The org's My Domain: its API, and the token endpoint its refresh token is used at.
+        return Grant(credentials=credentials, instance_url=str(tokens.get("instance_url") or "").rstrip("/"))
+
+    def _app_client(self) -> SalesforceClient:
+        login_url = self.config.get("oauth_login_url") or self.config.get("login_url")
+        config = {**self.config, "login_url": login_url, "access_token": "", "refresh_token": "", "instance_url": ""}
+        return SalesforceClient(config, limiter=self.client.limiter, on_response=self.client.on_response)
 
     def webhook_account(self, payload: Mapping[str, Any]) -> str | None:
         org = payload.get("organization_id")

@@ -11,7 +11,7 @@ from crm.base import WebhookEvent as ParsedEvent
 from crm.registry import connected_providers, get_provider
 from providers import crm_state
 from providers.models import Connection, ConnectionStatus, ProviderLink
-from sandbox.testing import running_sandbox
+from sandbox.testing import SandboxControl, running_sandbox
 from webhooks.services import inbox_route
 
 pytestmark = pytest.mark.django_db
@@ -257,3 +257,59 @@ def test_a_new_connection_gets_every_contact_in_shares_and_a_lost_message_is_res
     assert ProviderLink.objects.filter(provider="eu", status="pending").count() == 3
     assert backfill.backfill_connection(key="eu") is None  # done: the checkpoint is gone
     assert backfill.connection_backfills_resume() == []
+
+
+def test_the_account_the_environment_connects_is_not_connected_again(api_client, hubspot, settings):
+    # The environment connects the sandbox's portal without naming it (no HUBSPOT_PORTAL_ID).
+    body = {
+        "provider": "hubspot", "name": "Same portal", "instance_url": settings.HUBSPOT["base_url"],
+        "credentials": {"access_token": "sandbox-token"},
+    }  # fmt: skip
+
+    answer = api_client.post("/connections", body, format="json")
+
+    assert answer.status_code == 409, answer.content
+    assert answer.json()["details"] == {"account_id": "62515", "connection": "hubspot"}
+    assert Connection.objects.get(key="hubspot").account_id == "62515"  # learnt, and kept
+    assert list(Connection.objects.values_list("key", flat=True)) == ["hubspot"]
+
+
+def test_new_credentials_for_the_environments_connection_must_reach_its_account(api_client, second_portal):
+    environment = api_client.get("/connections").json()[0]  # its portal (62515) is not in the settings
+    other = {"instance_url": second_portal.url, "credentials": {"access_token": "sandbox-token"}}
+
+    answer = api_client.patch(f"/connections/{environment['id']}", other, format="json")
+
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["details"] == {"account_id": str(PORTAL), "connected_account_id": "62515"}
+    assert Connection.objects.get(key="hubspot").instance_url == ""
+
+
+def test_a_refusal_of_credentials_replaced_meanwhile_does_not_pause_the_reconnected_account(
+    api_client, second_portal, enqueued, monkeypatch, django_capture_on_commit_callbacks
+):
+    from providers import sync
+
+    body = {"provider": "hubspot", "name": "EU", "instance_url": second_portal.url,
+            "credentials": {"access_token": "sandbox-token"}}  # fmt: skip
+    connection = api_client.post("/connections", body, format="json").json()
+    contact = Contact.objects.create(email="ada@example.com")
+    ProviderLink.objects.create(contact=contact, provider="eu")
+    stale = get_provider("eu")  # what a worker holds until it looks at the connections again
+    SandboxControl(second_portal.url).config(token="new-token")  # the old token revoked in HubSpot
+    reconnected = api_client.patch(
+        f"/connections/{connection['id']}", {"credentials": {"access_token": "new-token"}}, format="json"
+    )
+    assert reconnected.json()["status"] == "active"
+    enqueued.clear()
+
+    monkeypatch.setattr(sync, "get_provider", lambda name: stale)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync.drain(provider_name="eu", linger=False)
+
+    assert Connection.objects.get(key="eu").status == ConnectionStatus.ACTIVE
+    assert ProviderLink.objects.get(provider="eu").status == "pending"
+    assert enqueued == [["eu"]]  # sent again at once, with the new credentials
+    monkeypatch.undo()
+    sync.drain(provider_name="eu", linger=False)
+    assert ProviderLink.objects.get(provider="eu").status == "synced"

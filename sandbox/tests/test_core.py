@@ -404,3 +404,14 @@ def test_a_reset_keeps_counting_ids():
     app.reset_records()
 
     assert int(_hubspot_create(app, "a@example.com")) > int(first)
+
+
+@pytest.mark.parametrize(
+    ("kind", "flag", "key"),
+    [("hubspot", "--redirect-uri", "redirect_uris"), ("salesforce", "--callback-url", "callback_urls")],
+)
+def test_the_apps_redirect_urls_are_registered_from_the_command_line(kind, flag, key):
+    urls = ["http://127.0.0.1:8000/a/callback/", "http://127.0.0.1:8000/b/callback/"]
+    args = build_parser().parse_args([kind, flag, urls[0], flag, urls[1]])
+
+    assert create_app(kind, **options_from_args(args)).config[key] == tuple(urls)

@@ -219,3 +219,13 @@ def test_client_credentials_flow(harness):
 
     assert answer["id"].split("/")[-2] == "00D000000000001EAA"
     assert "refresh_token" not in answer
+
+
+def test_offline_access_asks_for_a_refresh_token_as_refresh_token_does(harness):
+    verifier, challenge = pkce()
+    redirect = authorize(harness, challenge, scope="api offline_access")
+
+    body = exchange(harness, redirect["code"], verifier).json()
+
+    assert body["refresh_token"].startswith("5Aep")
+    assert body["scope"] == "api offline_access"
