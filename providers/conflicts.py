@@ -241,9 +241,11 @@ def _merge_records(row: Conflict) -> None:
     if record.deleted or survivor is None:
         raise ConflictError("No record to merge this one into (it or its duplicate is gone).")
     try:
-        provider.merge_records(survivor_id=str(survivor.external_id), loser_id=row.external_id)
+        merged = provider.merge_records(survivor_id=str(survivor.external_id), loser_id=row.external_id)
     except ProviderError as exc:
         raise ConflictError(f"{provider.label or row.provider} refused the merge: {exc}") from exc
+    if merged is None:
+        raise ConflictError(f"{provider.label or row.provider} could not merge: the record to merge into is gone.")
     RecordIssue.objects.filter(provider=row.provider, external_id=row.external_id).delete()
 
 

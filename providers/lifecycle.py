@@ -316,8 +316,9 @@ def _merged_with_a_tombstone(provider: str, *, loser: ProviderLink, survivor: Co
 
 def lifecycle_calls(*, provider: Provider, items: list[PushItem]) -> tuple[list[PushItem], list[PushResult]]:
     """Make the merges and restores among `items` (one call each); the items left to push, and the
-    results of those done. A CRM without merge has the record deleted instead (the survivor holds
-    every value already); one that cannot restore it has it created again."""
+    results of those done. Where no merge could be made (a CRM without merge, or the survivor's
+    record deleted there meanwhile) the record is deleted instead (the survivor holds every value
+    already), never left behind as a duplicate; a CRM that cannot restore a record creates it again."""
     rest: list[PushItem] = []
     done: list[PushResult] = []
     for item in items:

@@ -78,15 +78,24 @@ class HubSpotProvider(Provider):
             if exc.status not in (400, 404):
                 raise
             refused = exc
-        # Merged already (by a person, or an earlier attempt of ours): the merged-away id answers
-        # with its survivor.
+        # One of the two is not live. A merged-away id answers with its survivor; a deleted one, 404.
+        if self._live_id(loser_id) != loser_id:  # merged already (by a person, or an earlier attempt
+            return survivor_id  # of ours), or deleted: nothing left to merge
+        survivor = self._live_id(survivor_id)
+        if survivor is None:  # a person deleted it: no merge; the caller deletes the loser instead
+            return None
+        if survivor != survivor_id:  # a person merged it into another record: merge into that one
+            return str(self.client.merge(survivor, loser_id)["id"])
+        raise refused
+
+    def _live_id(self, contact_id: str) -> str | None:
+        """The id HubSpot answers a record with (its survivor's when merged away); None when deleted."""
         try:
-            current = str(self.client.get(loser_id)["id"])
-        except Permanent:
-            raise refused from None
-        if current != survivor_id:
-            raise refused
-        return current
+            return str(self.client.get(contact_id)["id"])
+        except Permanent as exc:
+            if exc.status != 404:
+                raise
+            return None
 
     def probe(self) -> None:
         self.client.probe()

@@ -5,7 +5,9 @@ with no duplicates."""
 import pytest
 
 from contacts.models import Contact
-from providers.models import RecordIssue
+from providers.models import ProviderLink, RecordIssue
+from providers.reconcile import reconcile
+from tests.e2e.test_no_silent_change import drain_all
 from tests.e2e.test_outbound import synced
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -160,3 +162,31 @@ def test_gdpr_delete_in_hubspot_erases_the_person_and_deletes_them_in_salesforce
     again = stack.salesforce_ctl.edit(fields={"Email": "Forget.Me@example.com", "LastName": "Again"})
     stack.wait_until(lambda: RecordIssue.objects.filter(external_id=again["Id"], code="erased_person").exists())
     assert stack.api.get("/contacts", {"email": "forget.me@example.com"}).json()["results"] == []
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+def test_a_merge_into_a_record_a_person_deleted_meanwhile_leaves_no_record_behind(bare_stack, settings, crm):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker: the forwarder and the reconciler run when the test says
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com", "last_name": "Keep"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com", "phone": "+1 2"}, format="json").json()
+    drain_all()
+    record = ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id
+    control = stack.hubspot_ctl if crm == "hubspot" else stack.salesforce_ctl
+    control.edit(record, delete=True)  # a person deletes the survivor's record there...
+
+    merged = stack.api.post(f"/contacts/{keep['id']}/merge", {"other_id": other["id"]}, format="json")
+    assert merged.status_code == 200, merged.content
+    drain_all()  # ...before SyncRoot heard of it: the merge into that record cannot be made
+
+    # The other record was not left behind: deleted, its values being the survivor's (whose update
+    # to its gone record sends it whole again, as after any deletion crossing an update).
+    assert "other@example.com" not in live_emails(stack)[crm]
+    assert not ProviderLink.objects.filter(status="parked").exists()
+    reconcile(provider_name=crm)  # the person's deletion reaches SyncRoot
+    drain_all()
+    assert converged(stack, live_emails(stack)["api"]), live_emails(stack)
+    assert "other@example.com" not in live_emails(stack)["hubspot"] + live_emails(stack)["salesforce"]
+
