@@ -228,7 +228,7 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
         return ERASED
     if change.merged_into and change.deleted:  # this record was merged away (Salesforce)
         return _merged_away(provider, loser_id=change.external_id, survivor_id=change.merged_into)
-    if change.absorbed and not change.deleted:  # this record absorbed others (HubSpot)
+    if change.absorbed:  # this record absorbed others (HubSpot), even when it was deleted since
         for loser_id in change.absorbed:
             _merged_away(provider, loser_id=loser_id, survivor_id=change.external_id)
     link = ProviderLink.objects.filter(provider=provider, external_id=change.external_id).first()

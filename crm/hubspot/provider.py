@@ -130,10 +130,15 @@ class HubSpotProvider(Provider):
         if self.config.get("reconcile_archived", True):
             # Search never returns archived contacts, so a dropped deletion webhook is only
             # repaired by reading the archive (costs one request per 100 archived contacts).
-            for obj in self.client.iter_archived(properties=[transform.MODIFIED_PROPERTY]):
+            # A deleted record that absorbed others in a merge names them: the merge is followed
+            # even when its webhook was lost and the survivor was deleted before any read.
+            properties = [transform.MODIFIED_PROPERTY, transform.MERGED_PROPERTY]
+            for obj in self.client.iter_archived(properties=properties):
                 archived_at = transform.parse_time(obj.get("archivedAt"))
                 if modstamp is None or (archived_at is not None and archived_at >= modstamp):
-                    deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True))
+                    absorbed = transform.merged_ids(obj.get("properties") or {})
+                    deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True,
+                                                   absorbed=absorbed))  # fmt: skip
         extra = self.extra_fields()
         objects = self.client.iter_modified_since(
             since_ms=since_ms,

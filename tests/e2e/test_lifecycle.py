@@ -190,3 +190,23 @@ def test_a_merge_into_a_record_a_person_deleted_meanwhile_leaves_no_record_behin
     assert converged(stack, live_emails(stack)["api"]), live_emails(stack)
     assert "other@example.com" not in live_emails(stack)["hubspot"] + live_emails(stack)["salesforce"]
 
+
+def test_a_merge_in_hubspot_whose_webhook_was_lost_is_followed_after_the_survivor_was_deleted(bare_stack, settings):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker, no webhooks: only the reconciler sees what people did
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com"}, format="json").json()
+    drain_all()
+    keep_hs = ProviderLink.objects.get(contact_id=keep["id"], provider="hubspot").external_id
+    other_hs = ProviderLink.objects.get(contact_id=other["id"], provider="hubspot").external_id
+    stack.hubspot_ctl.edit(other_hs, merge_into=keep_hs)  # a person merges the two in HubSpot...
+    stack.hubspot_ctl.edit(keep_hs, delete=True)  # ...then deletes the survivor
+
+    reconcile(provider_name="hubspot")
+    drain_all()
+
+    assert merged_into(stack, other["id"]) == keep["id"]
+    assert stack.api.get(f"/contacts/{keep['id']}").status_code == 404
+    assert converged(stack, [])
