@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS, Contact, email_hash, is_blank, time_key
-from contacts.selectors import contact_by_email
+from contacts.selectors import contact_by_email, contact_missing
 from crm.base import InboundChange, Provider, ProviderError, PushItem, PushResult, Transient
 from crm.registry import get_provider
 from providers.inbound import CONFLICT, DELETED, UNCHANGED, change_apply, source_label
@@ -57,11 +57,11 @@ def contacts_merge(*, survivor_id: UUID, other_id: UUID, origin: str | None = No
     locked = _locked(survivor_id, other_id)
     survivor, other = locked.get(_uuid(survivor_id)), locked.get(_uuid(other_id))
     if survivor is None or survivor.is_deleted:
-        raise NotFound("Contact not found.", details={"id": str(survivor_id)})
+        raise contact_missing(contact_id=survivor_id)
     if other is not None and other.is_deleted and other.merged_into_id == survivor.pk:
         return survivor
     if other is None or other.is_deleted:
-        raise NotFound("Contact to merge not found.", details={"other_id": str(other_id)})
+        raise contact_missing(contact_id=other_id, what="Contact to merge")
     now = timezone.now()
     for field in (*SYNCED_FIELDS, *other.custom):
         if is_blank(survivor.value_of(field)) and not is_blank(other.value_of(field)):
@@ -131,15 +131,12 @@ def contact_restore(*, contact_id: UUID, origin: str | None = None) -> Contact:
     """Bring a deleted contact back (same id, version bumped) and on to every CRM but `origin`
     (where it is back already)."""
     contact = _locked(contact_id).get(_uuid(contact_id))
-    if contact is None:
+    if contact is None or contact.erased_email_hash:  # an erased person is not found, as on every read
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     if not contact.is_deleted:
         return contact
-    if contact.merged_into_id is not None:
-        raise Conflict("A merged contact cannot be restored: it lives on in the contact it was merged into.",
-                       details={"merged_into": str(contact.merged_into_id)})  # fmt: skip
-    if contact.erased_email_hash:
-        raise Conflict("An erased contact cannot be restored.", details={"id": str(contact.pk)})
+    if contact.merged_into_id is not None:  # it lives on in the contact it was merged into
+        raise contact_missing(contact_id=contact.pk)
     holder = contact_by_email(email=contact.email)
     if holder is not None:
         raise Conflict("Another contact holds this email now.",
