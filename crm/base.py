@@ -74,6 +74,9 @@ class PushResult:
     external_id: str | None = None
     error: ProviderError | None = None
     operation: str = "update"  # create | update | delete | match
+    # When the CRM applied the write, by its own clock, when its answer says (HubSpot's updatedAt):
+    # the echo ledger compares it with the CRM's change times (see providers.inbound._apply_fields).
+    written_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
