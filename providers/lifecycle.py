@@ -28,7 +28,7 @@ from contacts.selectors import contact_by_email, contact_missing
 from crm.base import InboundChange, Provider, ProviderError, PushItem, PushResult, Transient
 from crm.registry import get_provider
 from providers.inbound import CONFLICT, DELETED, UNCHANGED, change_apply, source_label
-from providers.issues import record_issue_raise
+from providers.issues import RESTORE_REFUSED, record_issue_raise
 from providers.models import LinkStatus, ProviderLink
 from providers.services import enqueue_forward, links_mark_pending
 from syncroot.errors import Conflict, NotFound
@@ -236,7 +236,7 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
             try:
                 contact_restore(contact_id=contact.pk, origin=provider)
             except Conflict as exc:
-                record_issue_raise(provider=provider, external_id=change.external_id, code="restore_refused",
+                record_issue_raise(provider=provider, external_id=change.external_id, code=RESTORE_REFUSED,
                                    message=f"{source_label(provider)} restored a record SyncRoot cannot bring "
                                            f"back: {exc.message}")  # fmt: skip
                 return CONFLICT

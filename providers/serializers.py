@@ -8,7 +8,7 @@ from rest_framework import serializers
 from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictSerializer
 from crm.base import FIELD_TYPES
-from providers.conflicts import ACTIONS, ALLOWED
+from providers.conflicts import ACTIONS, allowed_actions
 from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, MappingRule
 
 RULES_HELP = (
@@ -138,7 +138,7 @@ class ConflictSerializer(serializers.ModelSerializer):
                   "details", "allowed_actions", "action", "opened_at", "resolved_at")  # fmt: skip
 
     def get_allowed_actions(self, row: Conflict) -> list[str]:
-        return list(ALLOWED[row.kind]) if row.status == ConflictStatus.OPEN else []
+        return list(allowed_actions(row)) if row.status == ConflictStatus.OPEN else []
 
 
 class ConflictQuerySerializer(serializers.Serializer):
