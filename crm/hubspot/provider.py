@@ -84,6 +84,8 @@ class HubSpotProvider(Provider):
         survivor = self._live_id(survivor_id)
         if survivor is None:  # a person deleted it: no merge; the caller deletes the loser instead
             return None
+        if survivor == loser_id:  # a person merged the two the other way round: one record already
+            return loser_id
         if survivor != survivor_id:  # a person merged it into another record: merge into that one
             return str(self.client.merge(survivor, loser_id)["id"])
         raise refused

@@ -86,8 +86,9 @@ def _failed(row: Mapping[str, str]) -> Permanent | None:
 def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Mapping[str, Any] = {}) -> str | None:
     """Merge `loser_id` into `master_id` (`fields`: values the master takes); the master's id. A loser
     already gone (an earlier attempt merged it, or a person deleted it) is no error. A master a person
-    merged away meanwhile is followed to its own master; one a person deleted answers None (no merge
-    made: the caller deletes the loser, whose values SyncRoot's survivor holds)."""
+    merged away meanwhile is followed to its own master (merged into the loser: one record already,
+    whose id is answered); one a person deleted answers None (no merge made: the caller deletes the
+    loser, whose values SyncRoot's survivor holds)."""
     for _ in range(_MASTER_HOPS):
         error = _merge_call(client, master_id=master_id, loser_id=loser_id, fields=fields)
         if error is None:
@@ -105,6 +106,8 @@ def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Ma
         if master is None or not master.get("MasterRecordId"):
             return None
         master_id = str(master["MasterRecordId"])
+        if _key(master_id) == _key(loser_id):  # a person merged the two the other way round: one record
+            return loser_id
     return None
 
 

@@ -5,7 +5,7 @@ with no duplicates."""
 import pytest
 
 from contacts.models import Contact
-from providers.models import ProviderLink, RecordIssue
+from providers.models import DeadLetter, ProviderLink, RecordIssue
 from providers.reconcile import reconcile
 from tests.e2e.test_no_silent_change import drain_all
 from tests.e2e.test_outbound import synced
@@ -210,3 +210,39 @@ def test_a_merge_in_hubspot_whose_webhook_was_lost_is_followed_after_the_survivo
     assert merged_into(stack, other["id"]) == keep["id"]
     assert stack.api.get(f"/contacts/{keep['id']}").status_code == 404
     assert converged(stack, [])
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+@pytest.mark.parametrize("first", ["crm_merge_seen", "api_merge_sent"])
+def test_a_person_merging_in_a_crm_the_other_way_round_what_the_api_merged_keeps_the_survivor(
+    bare_stack, settings, first, crm
+):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker, no webhooks: the forwarder and the reconciler run when the test says
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com", "last_name": "Keep"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com", "phone": "+1 2"}, format="json").json()
+    drain_all()
+    keep_record = ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id
+    other_record = ProviderLink.objects.get(contact_id=other["id"], provider=crm).external_id
+    assert stack.api.post(f"/contacts/{keep['id']}/merge", {"other_id": other["id"]}, format="json").status_code == 200
+    control = stack.hubspot_ctl if crm == "hubspot" else stack.salesforce_ctl
+    control.edit(keep_record, merge_into=other_record)  # before SyncRoot's merge reaches the CRM
+
+    if first == "crm_merge_seen":
+        reconcile(provider_name=crm)
+    drain_all()
+    reconcile(provider_name=crm)
+    drain_all()
+
+    assert stack.api.get(f"/contacts/{keep['id']}").status_code == 200  # one person, alive
+    assert merged_into(stack, other["id"]) == keep["id"]
+    assert ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id == other_record
+    assert not ProviderLink.objects.filter(status="parked").exists(), stack.describe()
+    assert not DeadLetter.objects.exists(), list(DeadLetter.objects.values("provider", "error_code"))
+    # One person everywhere: with the values of the CRM's merged record (its email, the later change)
+    # when SyncRoot saw the CRM's merge first, else with SyncRoot's survivor's, written to the record.
+    email = "other@example.com" if first == "crm_merge_seen" else "keep@example.com"
+    assert converged(stack, [email]), live_emails(stack)
+    assert stack.api.get(f"/contacts/{keep['id']}").json()["email"] == email

@@ -407,3 +407,11 @@ def test_merging_into_a_record_a_person_merged_away_merges_into_its_survivor(pro
 
     assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == elsewhere["id"]
     assert client.get(other["id"])["id"] == elsewhere["id"]
+
+
+def test_merging_records_a_person_merged_the_other_way_round_answers_the_one_left(provider, control):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    control.edit(keep["id"], merge_into=other["id"])
+
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == other["id"]

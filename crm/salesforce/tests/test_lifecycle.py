@@ -46,3 +46,11 @@ def test_merging_a_loser_gone_already_is_done(provider, org):
 
     assert provider.merge_records(survivor_id=master, loser_id=loser) == master
     assert row(org, master)["IsDeleted"] is False
+
+
+def test_merging_records_a_person_merged_the_other_way_round_answers_the_one_left(provider, org):
+    master, loser = created(provider, 1), created(provider, 2)
+    org.control.edit(master, merge_into=loser)
+
+    assert provider.merge_records(survivor_id=master, loser_id=loser) == loser
+    assert row(org, loser)["IsDeleted"] is False
