@@ -22,14 +22,25 @@ def contact_live_queryset() -> QuerySet[Contact]:
 def contact_get(*, contact_id: object) -> Contact:
     contact = contact_live_queryset().filter(pk=contact_id).first()
     if contact is None:
-        merged = Contact.objects.filter(pk=contact_id, merged_into__isnull=False).values_list("merged_into", flat=True)
-        if target := merged.first():
-            # A merged-away contact answers where it went (the survivor may itself be merged since).
-            while further := Contact.objects.filter(pk=target).values_list("merged_into", flat=True).first():
-                target = further
-            raise Gone("Contact was merged into another.", details={"id": str(contact_id), "merged_into": str(target)})
-        raise NotFound("Contact not found.", details={"id": str(contact_id)})
+        raise contact_missing(contact_id=contact_id)
     return contact
+
+
+def contact_missing(*, contact_id: object, what: str = "Contact") -> Gone | NotFound:
+    """The answer for an id that names no live contact: a merged-away contact answers where it went
+    (410, the live survivor: it may itself have been merged since); any other (unknown, deleted,
+    erased) is not found (404)."""
+    merged = Contact.objects.filter(pk=contact_id, merged_into__isnull=False).values_list("merged_into", flat=True)
+    target = merged.first()
+    if target is None:
+        return NotFound(f"{what} not found.", details={"id": str(contact_id)})
+    seen = {target}
+    while (further := Contact.objects.filter(pk=target).values_list("merged_into", flat=True).first()) is not None:
+        if further in seen:
+            break
+        target = further
+        seen.add(target)
+    return Gone(f"{what} was merged into another.", details={"id": str(contact_id), "merged_into": str(target)})
 
 
 def contact_by_email(*, email: str) -> Contact | None:

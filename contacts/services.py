@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from contacts.fields import InvalidValues, custom_changed, custom_errors, custom_merge, keys_of
 from contacts.models import SYNCED_FIELDS, ApiToken, Contact, IdempotencyKey
-from contacts.selectors import contact_by_email, custom_fields_locked, normalise_email
+from contacts.selectors import contact_by_email, contact_missing, custom_fields_locked, normalise_email
 from providers.models import ChangeSource
 from providers.provenance import changes_record, changes_record_many
 from providers.services import links_mark_pending, links_mark_pending_many
 from syncroot.db import retry_on_conflict
-from syncroot.errors import Conflict, NotFound, PreconditionFailed, UnprocessableEntity
+from syncroot.errors import Conflict, PreconditionFailed, UnprocessableEntity
 
 
 def _duplicate(email: str) -> Conflict | None:
@@ -142,7 +142,7 @@ def contact_update(
         _custom_checked(data)
     contact = Contact.objects.select_for_update(no_key=True).filter(pk=contact_id, deleted_at__isnull=True).first()
     if contact is None:
-        raise NotFound("Contact not found.", details={"id": str(contact_id)})
+        raise contact_missing(contact_id=contact_id)  # 410 for a merged-away id: never edits a tombstone
     _check_version(contact, expected_version)
     values = (
         {f: data[f] for f in SYNCED_FIELDS if f in data} if partial else {f: data.get(f, "") for f in SYNCED_FIELDS}
@@ -181,7 +181,7 @@ def contact_delete(*, contact_id: UUID, expected_version: int | None = None) -> 
     """Soft-delete: the tombstone stays until every CRM has deleted its copy."""
     contact = Contact.objects.select_for_update(no_key=True).filter(pk=contact_id, deleted_at__isnull=True).first()
     if contact is None:
-        raise NotFound("Contact not found.", details={"id": str(contact_id)})
+        raise contact_missing(contact_id=contact_id)
     _check_version(contact, expected_version)
     contact.deleted_at = timezone.now()
     contact.version += 1

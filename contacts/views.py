@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -49,6 +49,36 @@ ERRORS = {code: OpenApiResponse(response=ErrorSerializer, description=text) for 
     422: "Idempotency-Key reused with another body", 429: "Throttled (see Retry-After)",
     503: "Database or broker unavailable (see Retry-After)",
 }.items()}  # fmt: skip
+
+
+class GoneDetailsSerializer(serializers.Serializer):
+    id = serializers.UUIDField(help_text="The id asked for (for a merge, the contact that is gone).")
+    merged_into = serializers.UUIDField(help_text="The live contact it was merged into (later merges followed).")
+
+
+class GoneErrorSerializer(serializers.Serializer):
+    """A merged-away contact's answer."""
+
+    code = serializers.CharField(help_text="`gone`")
+    message = serializers.CharField()
+    details = GoneDetailsSerializer()
+
+
+# Every operation on one contact: an id merged into another answers 410 with where it went, and
+# changes nothing (its tombstone stays as the merge left it); an unknown, deleted or erased id, 404.
+GONE_EXAMPLE = OpenApiExample("merged", response_only=True, status_codes=["410"], value={
+    "code": "gone", "message": "Contact was merged into another.",
+    "details": {"id": "0f0e4a3c-5d1b-4c55-9f6e-1c2d3e4f5a6b", "merged_into": "7b1d9c2e-3f4a-4b5c-8d6e-9f0a1b2c3d4e"},
+})  # fmt: skip
+CONTACT_ERRORS = {
+    **ERRORS,
+    404: OpenApiResponse(response=ErrorSerializer, description="No such contact: unknown, deleted or erased"),
+    410: OpenApiResponse(
+        response=GoneErrorSerializer,
+        description="The contact was merged into another: `details.merged_into` is the live contact it lives on in",
+        examples=[GONE_EXAMPLE],
+    ),
+}
 IF_MATCH = OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description='ETag, e.g. "3"')
 
 
@@ -184,20 +214,22 @@ class ContactBatchView(APIView):
 
 
 class ContactDetailView(APIView):
-    @extend_schema(responses={200: ContactSerializer, **ERRORS})
+    @extend_schema(responses={200: ContactSerializer, **CONTACT_ERRORS})
     def get(self, request: Request, contact_id: str) -> Response:
         return contact_response(selectors.contact_get(contact_id=contact_id))
 
-    @extend_schema(request=ContactInputSerializer, responses={200: ContactSerializer, **ERRORS}, parameters=[IF_MATCH])
+    @extend_schema(
+        request=ContactInputSerializer, responses={200: ContactSerializer, **CONTACT_ERRORS}, parameters=[IF_MATCH]
+    )
     def put(self, request: Request, contact_id: str) -> Response:
         return self._update(request, contact_id, partial=False)
 
-    @extend_schema(request=ContactInputSerializer(partial=True), responses={200: ContactSerializer, **ERRORS},
+    @extend_schema(request=ContactInputSerializer(partial=True), responses={200: ContactSerializer, **CONTACT_ERRORS},
                    parameters=[IF_MATCH])  # fmt: skip
     def patch(self, request: Request, contact_id: str) -> Response:
         return self._update(request, contact_id, partial=True)
 
-    @extend_schema(responses={204: None, **ERRORS}, parameters=[IF_MATCH])
+    @extend_schema(responses={204: None, **CONTACT_ERRORS}, parameters=[IF_MATCH])
     def delete(self, request: Request, contact_id: str) -> Response:
         services.contact_delete(contact_id=contact_id, expected_version=expected_version(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -216,7 +248,7 @@ class ContactDetailView(APIView):
 
 
 class ContactSyncView(APIView):
-    @extend_schema(request=None, responses={202: ContactSerializer, **ERRORS})
+    @extend_schema(request=None, responses={202: ContactSerializer, **CONTACT_ERRORS})
     def post(self, request: Request, contact_id: str) -> Response:
         """Queue the contact's current state for every connected CRM again."""
         contact = selectors.contact_get(contact_id=contact_id)
@@ -245,7 +277,7 @@ class ContactHistorySerializer(serializers.Serializer):
 
 
 class ContactHistoryView(APIView):
-    @extend_schema(responses={200: ContactHistorySerializer, **ERRORS})
+    @extend_schema(responses={200: ContactHistorySerializer, **CONTACT_ERRORS})
     def get(self, request: Request, contact_id: str) -> Response:
         """Where each field's value came from: its source (the API, an operator, a CRM, a backfill), when,
         and its last changes."""
@@ -259,11 +291,12 @@ class ContactMergeSerializer(serializers.Serializer):
 
 
 class ContactMergeView(APIView):
-    @extend_schema(request=ContactMergeSerializer, responses={200: ContactSerializer, **ERRORS})
+    @extend_schema(request=ContactMergeSerializer, responses={200: ContactSerializer, **CONTACT_ERRORS})
     def post(self, request: Request, contact_id: str) -> Response:
         """Merge another contact into this one: this one keeps its values and takes the other's where
         it has none; the other answers `410` with `merged_into` from then on. Each CRM's records of the
-        two are merged there with the CRM's own merge."""
+        two are merged there with the CRM's own merge. Repeating a merge that happened answers 200 with
+        the survivor; either contact merged into another answers `410` (`details.id` is that one)."""
         serializer = ContactMergeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         contact = contacts_merge(survivor_id=contact_id, other_id=serializer.validated_data["other_id"])
@@ -271,9 +304,11 @@ class ContactMergeView(APIView):
 
 
 class ContactRestoreView(APIView):
-    @extend_schema(request=None, responses={200: ContactSerializer, **ERRORS})
+    @extend_schema(request=None, responses={200: ContactSerializer, **CONTACT_ERRORS})
     def post(self, request: Request, contact_id: str) -> Response:
-        """Bring a deleted contact back (same id, `version` bumped) and on to every CRM."""
+        """Bring a deleted contact back (same id, `version` bumped) and on to every CRM. A live contact
+        answers 200 as it is; a merged-away one `410` (it lives on in `merged_into`); an erased one `404`;
+        `409` when another contact holds its email by now."""
         contact = contact_restore(contact_id=contact_id)
         return contact_response(selectors.contact_get(contact_id=contact.pk))
 

@@ -74,6 +74,9 @@ class PushResult:
     external_id: str | None = None
     error: ProviderError | None = None
     operation: str = "update"  # create | update | delete | match
+    # When the CRM applied the write, by its own clock, when its answer says (HubSpot's updatedAt):
+    # the echo ledger compares it with the CRM's change times (see providers.inbound._apply_fields).
+    written_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -310,7 +313,8 @@ class Provider(ABC):
 
     def merge_records(self, *, survivor_id: str, loser_id: str) -> str | None:
         """Merge record `loser_id` into `survivor_id` as the CRM's own merge does; the survivor's id
-        (a CRM may give it a new one). None when the CRM has no merge: the caller deletes instead."""
+        (a CRM may give it a new one). A loser gone already is merged. None when no merge was made (the
+        CRM has no merge, or a person deleted the survivor's record there): the caller deletes instead."""
         return None
 
     def restore_record(self, external_id: str) -> bool:

@@ -20,10 +20,17 @@ from contacts.models import SYNCED_FIELDS, Contact, time_key
 from crm.base import ProviderError
 from crm.registry import get_provider
 from providers.bounce import bounces_forget
-from providers.issues import BOUNCING, DUPLICATE_RECORD, EMAIL_CONFLICT, NO_EMAIL, link_issues_resolve
+from providers.issues import (
+    BOUNCING,
+    DUPLICATE_RECORD,
+    EMAIL_CONFLICT,
+    NO_EMAIL,
+    RESTORE_REFUSED,
+    link_issues_resolve,
+)
 from providers.lifecycle import contacts_merge
-from providers.models import Conflict, ConflictKind, ConflictStatus, ProviderLink, RecordIssue
-from providers.services import links_mark_pending
+from providers.models import Conflict, ConflictKind, ConflictStatus, LinkStatus, ProviderLink, RecordIssue
+from providers.services import enqueue_forward, links_mark_pending
 from syncroot.errors import ApplicationError, NotFound
 from syncroot.errors import Conflict as ConflictError
 
@@ -38,6 +45,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ConflictKind.BOUNCING_FIELD: (KEEP_SYNCROOT, KEEP_CRM, IGNORE),
     ConflictKind.NO_EMAIL: (IGNORE,),
 }
+# A record SyncRoot could not take in (no contact of its own) has no SyncRoot value to keep and no
+# contact to merge: only the CRM's records can be merged (a merge candidate), else it is ignored.
+RECORD_ALLOWED: dict[str, tuple[str, ...]] = {ConflictKind.MERGE_CANDIDATE: (MERGE, IGNORE)}
+
+
+def allowed_actions(row: Conflict) -> tuple[str, ...]:
+    """The actions that apply to this case."""
+    if row.link_id is None and row.contact_id is None:
+        return RECORD_ALLOWED.get(row.kind, (IGNORE,))
+    return ALLOWED[row.kind]
 
 
 class ActionNotAllowed(ApplicationError):
@@ -60,8 +77,8 @@ def _record_kind(code: str) -> str:
         return ConflictKind.NO_EMAIL
     if code == DUPLICATE_RECORD:
         return ConflictKind.MERGE_CANDIDATE
-    if code == "restore_refused":
-        return ConflictKind.EMAIL_CLASH
+    if code == RESTORE_REFUSED:  # a record back in the CRM with an email another contact holds by now
+        return ConflictKind.MERGE_CANDIDATE
     return ConflictKind.VALUE_NOT_FIT
 
 
@@ -96,9 +113,10 @@ def conflicts_refresh() -> None:
         if key not in cases:
             row.status, row.action, row.resolved_at = ConflictStatus.RESOLVED, CLEARED, now
             row.save(update_fields=["status", "action", "resolved_at"])
-        elif (row.message, row.code) != (cases[key]["message"], cases[key]["code"]):
+        elif (row.message, row.code, row.kind) != (cases[key]["message"], cases[key]["code"], cases[key]["kind"]):
             row.message, row.code, row.details = cases[key]["message"], cases[key]["code"], cases[key]["details"]
-            row.save(update_fields=["message", "code", "details"])
+            row.kind = cases[key]["kind"]
+            row.save(update_fields=["message", "code", "details", "kind"])
     new = [key for key in cases if key not in open_rows]
     ignored = {
         (key, message)
@@ -149,7 +167,7 @@ def conflict_resolve(*, conflict_id: int, action: str) -> Conflict:
     row = conflict_get(conflict_id=conflict_id)
     if row.status != ConflictStatus.OPEN:
         raise ConflictError("This conflict is resolved already.", details={"action": row.action})
-    allowed = ALLOWED[row.kind]
+    allowed = allowed_actions(row)
     if action not in allowed:
         raise ActionNotAllowed(
             f"{action} does not apply to a {row.kind} conflict.", details={"action": action, "allowed": list(allowed)}
@@ -241,9 +259,11 @@ def _merge_records(row: Conflict) -> None:
     if record.deleted or survivor is None:
         raise ConflictError("No record to merge this one into (it or its duplicate is gone).")
     try:
-        provider.merge_records(survivor_id=str(survivor.external_id), loser_id=row.external_id)
+        merged = provider.merge_records(survivor_id=str(survivor.external_id), loser_id=row.external_id)
     except ProviderError as exc:
         raise ConflictError(f"{provider.label or row.provider} refused the merge: {exc}") from exc
+    if merged is None:
+        raise ConflictError(f"{provider.label or row.provider} could not merge: the record to merge into is gone.")
     RecordIssue.objects.filter(provider=row.provider, external_id=row.external_id).delete()
 
 
@@ -256,4 +276,12 @@ def _drop_issue(link: ProviderLink, field: str) -> None:
 def _ignore(row: Conflict) -> None:
     if row.link_id is not None and (link := ProviderLink.objects.select_for_update().filter(pk=row.link_id).first()):
         if row.kind == ConflictKind.BOUNCING_FIELD:
-            _drop_issue(link, row.field)  # resume syncing the field; its flips are counted afresh
+            # Syncing the field resumes, its flips counted afresh. While paused, what the CRM set was
+            # neither applied nor recorded: the ledger forgets the field there and SyncRoot's value
+            # goes again (never "synced" while the CRM holds another).
+            link.field_hashes.pop(row.field, None)
+            link.status, link.pending_since, link.next_attempt_at = LinkStatus.PENDING, timezone.now(), None
+            link.issues = [i for i in link.issues if i["field"] != row.field]
+            bounces_forget(link, row.field)
+            link.save()
+            transaction.on_commit(lambda: enqueue_forward(providers=[link.provider]), robust=True)

@@ -35,6 +35,7 @@ TOO_LONG, INVALID_EMAIL, NOT_TEXT, EMAIL_CONFLICT, NO_EMAIL, DUPLICATE_RECORD = 
     "too_long", "invalid_email", "not_text", "email_conflict", "no_email", "duplicate_record",
 )  # fmt: skip
 BOUNCING = "bouncing"  # a field a CRM keeps changing back, paused (providers/bounce.py)
+RESTORE_REFUSED = "restore_refused"  # a record restored in a CRM whose email another contact holds now
 CONFLICT_CODES = frozenset({EMAIL_CONFLICT, BOUNCING})
 _email_valid = EmailValidator()
 

@@ -24,11 +24,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS, Contact, email_hash, is_blank, time_key
-from contacts.selectors import contact_by_email
+from contacts.selectors import contact_by_email, contact_missing
 from crm.base import InboundChange, Provider, ProviderError, PushItem, PushResult, Transient
 from crm.registry import get_provider
 from providers.inbound import CONFLICT, DELETED, UNCHANGED, change_apply, source_label
-from providers.issues import record_issue_raise
+from providers.issues import RESTORE_REFUSED, record_issue_raise
 from providers.models import LinkStatus, ProviderLink
 from providers.services import enqueue_forward, links_mark_pending
 from syncroot.errors import Conflict, NotFound
@@ -57,11 +57,11 @@ def contacts_merge(*, survivor_id: UUID, other_id: UUID, origin: str | None = No
     locked = _locked(survivor_id, other_id)
     survivor, other = locked.get(_uuid(survivor_id)), locked.get(_uuid(other_id))
     if survivor is None or survivor.is_deleted:
-        raise NotFound("Contact not found.", details={"id": str(survivor_id)})
+        raise contact_missing(contact_id=survivor_id)
     if other is not None and other.is_deleted and other.merged_into_id == survivor.pk:
         return survivor
     if other is None or other.is_deleted:
-        raise NotFound("Contact to merge not found.", details={"other_id": str(other_id)})
+        raise contact_missing(contact_id=other_id, what="Contact to merge")
     now = timezone.now()
     for field in (*SYNCED_FIELDS, *other.custom):
         if is_blank(survivor.value_of(field)) and not is_blank(other.value_of(field)):
@@ -131,15 +131,12 @@ def contact_restore(*, contact_id: UUID, origin: str | None = None) -> Contact:
     """Bring a deleted contact back (same id, version bumped) and on to every CRM but `origin`
     (where it is back already)."""
     contact = _locked(contact_id).get(_uuid(contact_id))
-    if contact is None:
+    if contact is None or contact.erased_email_hash:  # an erased person is not found, as on every read
         raise NotFound("Contact not found.", details={"id": str(contact_id)})
     if not contact.is_deleted:
         return contact
-    if contact.merged_into_id is not None:
-        raise Conflict("A merged contact cannot be restored: it lives on in the contact it was merged into.",
-                       details={"merged_into": str(contact.merged_into_id)})  # fmt: skip
-    if contact.erased_email_hash:
-        raise Conflict("An erased contact cannot be restored.", details={"id": str(contact.pk)})
+    if contact.merged_into_id is not None:  # it lives on in the contact it was merged into
+        raise contact_missing(contact_id=contact.pk)
     holder = contact_by_email(email=contact.email)
     if holder is not None:
         raise Conflict("Another contact holds this email now.",
@@ -228,7 +225,7 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
         return ERASED
     if change.merged_into and change.deleted:  # this record was merged away (Salesforce)
         return _merged_away(provider, loser_id=change.external_id, survivor_id=change.merged_into)
-    if change.absorbed and not change.deleted:  # this record absorbed others (HubSpot)
+    if change.absorbed:  # this record absorbed others (HubSpot), even when it was deleted since
         for loser_id in change.absorbed:
             _merged_away(provider, loser_id=loser_id, survivor_id=change.external_id)
     link = ProviderLink.objects.filter(provider=provider, external_id=change.external_id).first()
@@ -239,7 +236,7 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
             try:
                 contact_restore(contact_id=contact.pk, origin=provider)
             except Conflict as exc:
-                record_issue_raise(provider=provider, external_id=change.external_id, code="restore_refused",
+                record_issue_raise(provider=provider, external_id=change.external_id, code=RESTORE_REFUSED,
                                    message=f"{source_label(provider)} restored a record SyncRoot cannot bring "
                                            f"back: {exc.message}")  # fmt: skip
                 return CONFLICT
@@ -284,16 +281,46 @@ def _merged_away(provider: str, *, loser_id: str, survivor_id: str) -> str:
         if loser is None:
             return UNCHANGED
         if kept is None:  # the survivor is the loser's contact's record now: SyncRoot's values go to it
-            loser.external_id, loser.status, loser.pending_since = survivor_id, LinkStatus.PENDING, timezone.now()
-            loser.next_attempt_at, loser.field_hashes, loser.field_written_at = None, {}, {}
-            loser.save()
-            transaction.on_commit(lambda: enqueue_forward(providers=[provider]), robust=True)
-            return MERGED
+            return _record_taken(provider, link=loser, record_id=survivor_id)
         survivor, other = pair[kept[0]], pair[found[1]]
+        if survivor.is_deleted and _merged_into(survivor, other.pk):
+            # The CRM merged, the other way round, the records of two contacts SyncRoot merged
+            # already: its surviving record is the live contact's now (not a reason to delete it).
+            held = ProviderLink.objects.select_for_update().filter(provider=provider, external_id=survivor_id).first()
+            if held is not None:
+                _record_released(held)
+            return _record_taken(provider, link=loser, record_id=survivor_id)
         if other.is_deleted or survivor.is_deleted:
             return _merged_with_a_tombstone(provider, loser=loser, survivor=survivor, other=other)
     contacts_merge(survivor_id=kept[0], other_id=found[1], origin=provider)
     return MERGED
+
+
+def _record_taken(provider: str, *, link: ProviderLink, record_id: str) -> str:
+    """The CRM's record `record_id` is the link's contact's now: SyncRoot's values go to it."""
+    link.external_id, link.status, link.pending_since = record_id, LinkStatus.PENDING, timezone.now()
+    link.next_attempt_at, link.field_hashes, link.field_written_at = None, {}, {}
+    link.save()
+    transaction.on_commit(lambda: enqueue_forward(providers=[provider]), robust=True)
+    return MERGED
+
+
+def _record_released(link: ProviderLink) -> None:
+    """A merged-away contact's link lets go of its record (another contact's now)."""
+    _forget_record(link)
+    link.status = LinkStatus.DELETED
+    link.save()
+
+
+def _merged_into(contact: Contact, target_id: Any) -> bool:
+    """Whether `contact` was merged into `target_id`, directly or through later merges."""
+    seen, current = set(), contact.merged_into_id
+    while current is not None and current not in seen:
+        if current == target_id:
+            return True
+        seen.add(current)
+        current = Contact.objects.filter(pk=current).values_list("merged_into", flat=True).first()
+    return False
 
 
 def _merged_with_a_tombstone(provider: str, *, loser: ProviderLink, survivor: Contact, other: Contact) -> str:
@@ -316,18 +343,24 @@ def _merged_with_a_tombstone(provider: str, *, loser: ProviderLink, survivor: Co
 
 def lifecycle_calls(*, provider: Provider, items: list[PushItem]) -> tuple[list[PushItem], list[PushResult]]:
     """Make the merges and restores among `items` (one call each); the items left to push, and the
-    results of those done. A CRM without merge has the record deleted instead (the survivor holds
-    every value already); one that cannot restore it has it created again."""
+    results of those done. Where no merge could be made (a CRM without merge, or the survivor's
+    record deleted there meanwhile) the record is deleted instead (the survivor holds every value
+    already), never left behind as a duplicate; a CRM that cannot restore a record creates it again."""
     rest: list[PushItem] = []
     done: list[PushResult] = []
+    passed_on: set[int | None] = set()  # survivors' links given another record: they go next drain
     for item in items:
         if not (item.merge_into or item.restore):
             rest.append(item)
             continue
         try:
             if item.merge_into:
-                if provider.merge_records(survivor_id=item.merge_into, loser_id=str(item.external_id)) is None:
+                merged = provider.merge_records(survivor_id=item.merge_into, loser_id=str(item.external_id))
+                if merged is None:
                     rest.append(PushItem(key=item.key, values={}, external_id=item.external_id, delete=True))
+                elif merged == str(item.external_id):  # merged the other way round by a person
+                    passed_on.add(_record_passed_on(link_id=item.key, record_id=merged))
+                    done.append(PushResult(key=item.key, operation="delete"))
                 else:
                     done.append(PushResult(key=item.key, external_id=item.external_id, operation="delete"))
                 continue
@@ -344,7 +377,22 @@ def lifecycle_calls(*, provider: Provider, items: list[PushItem]) -> tuple[list[
         except ProviderError as exc:
             done.append(PushResult(key=item.key, external_id=item.external_id, error=exc,
                                    operation="delete" if item.merge_into else "update"))  # fmt: skip
-    return rest, done
+    return [item for item in rest if item.key not in passed_on], done
+
+
+def _record_passed_on(*, link_id: int, record_id: str) -> int | None:
+    """A merged-away contact's record into which a person merged, the other way round, the record of
+    the contact it was merged into: the one record left is that contact's now. Returns its link."""
+    with transaction.atomic():
+        contact_id, survivor_id = Contact.objects.filter(links__pk=link_id).values_list("pk", "merged_into").first()
+        _locked(contact_id, survivor_id)
+        held = ProviderLink.objects.select_for_update().get(pk=link_id)
+        kept = ProviderLink.objects.select_for_update().filter(contact_id=survivor_id, provider=held.provider).first()
+        _record_released(held)
+        if kept is None:
+            return None
+        _record_taken(held.provider, link=kept, record_id=record_id)
+        return kept.pk
 
 
 def outcome_processed(outcome: str) -> bool:

@@ -9,7 +9,7 @@ from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictCharField, StrictSerializer
 from crm.base import FIELD_TYPES
 from crm.registry import PROVIDER_CLASSES
-from providers.conflicts import ACTIONS, ALLOWED
+from providers.conflicts import ACTIONS, allowed_actions
 from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, Connection, MappingRule
 
 RULES_HELP = (
@@ -139,7 +139,7 @@ class ConflictSerializer(serializers.ModelSerializer):
                   "details", "allowed_actions", "action", "opened_at", "resolved_at")  # fmt: skip
 
     def get_allowed_actions(self, row: Conflict) -> list[str]:
-        return list(ALLOWED[row.kind]) if row.status == ConflictStatus.OPEN else []
+        return list(allowed_actions(row)) if row.status == ConflictStatus.OPEN else []
 
 
 class ConflictQuerySerializer(serializers.Serializer):

@@ -371,13 +371,17 @@ def _mark_synced(link: ProviderLink, result: PushResult, sent: dict, version: in
         for field in contact_values(link.contact, mapping_set(provider=link.provider)):
             link.field_hashes.setdefault(field, field_hash(field, ""))
     now = timezone.now()
+    # When the CRM applied the write: by its own clock when it says (the CRM's change times are on
+    # that clock), else when its answer reached us, which is later: a person's change in between
+    # would be taken for a late snapshot of the state before the write.
+    written_at = (result.written_at or now).isoformat()
     for field, value in sent.items():
         # What the CRM held before this write and during our recent writes: a late snapshot of any
         # of those states is not a person's change (see providers.inbound._apply_fields).
         held_before = [link.field_hashes.get(field, ""), *prior_hashes(link, field)]
         link.field_prior_hashes[field] = list(dict.fromkeys(held_before))[:PRIOR_HASHES_KEPT]
         link.field_hashes[field] = field_hash(field, value)
-        link.field_written_at[field] = now.isoformat()
+        link.field_written_at[field] = written_at
     # The CRM now holds SyncRoot's value: whatever it held that SyncRoot had refused is gone.
     link.dropped_issues = issues_clear(link, sent)
     link.synced_version = version

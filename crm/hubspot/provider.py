@@ -126,15 +126,26 @@ class HubSpotProvider(Provider):
             if exc.status not in (400, 404):
                 raise
             refused = exc
-        # Merged already (by a person, or an earlier attempt of ours): the merged-away id answers
-        # with its survivor.
+        # One of the two is not live. A merged-away id answers with its survivor; a deleted one, 404.
+        if self._live_id(loser_id) != loser_id:  # merged already (by a person, or an earlier attempt
+            return survivor_id  # of ours), or deleted: nothing left to merge
+        survivor = self._live_id(survivor_id)
+        if survivor is None:  # a person deleted it: no merge; the caller deletes the loser instead
+            return None
+        if survivor == loser_id:  # a person merged the two the other way round: one record already
+            return loser_id
+        if survivor != survivor_id:  # a person merged it into another record: merge into that one
+            return str(self.client.merge(survivor, loser_id)["id"])
+        raise refused
+
+    def _live_id(self, contact_id: str) -> str | None:
+        """The id HubSpot answers a record with (its survivor's when merged away); None when deleted."""
         try:
-            current = str(self.client.get(loser_id)["id"])
-        except Permanent:
-            raise refused from None
-        if current != survivor_id:
-            raise refused
-        return current
+            return str(self.client.get(contact_id)["id"])
+        except Permanent as exc:
+            if exc.status != 404:
+                raise
+            return None
 
     def probe(self) -> None:
         self.client.probe()
@@ -169,10 +180,15 @@ class HubSpotProvider(Provider):
         if self.config.get("reconcile_archived", True):
             # Search never returns archived contacts, so a dropped deletion webhook is only
             # repaired by reading the archive (costs one request per 100 archived contacts).
-            for obj in self.client.iter_archived(properties=[transform.MODIFIED_PROPERTY]):
+            # A deleted record that absorbed others in a merge names them: the merge is followed
+            # even when its webhook was lost and the survivor was deleted before any read.
+            properties = [transform.MODIFIED_PROPERTY, transform.MERGED_PROPERTY]
+            for obj in self.client.iter_archived(properties=properties):
                 archived_at = transform.parse_time(obj.get("archivedAt"))
                 if modstamp is None or (archived_at is not None and archived_at >= modstamp):
-                    deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True))
+                    absorbed = transform.merged_ids(obj.get("properties") or {})
+                    deletions.append(InboundChange(external_id=str(obj["id"]), occurred_at=archived_at, deleted=True,
+                                                   absorbed=absorbed))  # fmt: skip
         extra = self.extra_fields()
         objects = self.client.iter_modified_since(
             since_ms=since_ms,

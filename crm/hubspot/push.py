@@ -34,8 +34,11 @@ class PushRun:
             raise self.abort
         return [self.results.get(i) or self._failed(i, self.abort) for i in range(len(self.items))]
 
-    def _ok(self, index: int, external_id: str | None, operation: str) -> None:
-        self.results[index] = PushResult(key=self.items[index].key, external_id=external_id, operation=operation)
+    def _ok(self, index: int, external_id: str | None, operation: str, answer: Any = None) -> None:
+        """`answer`: the record as HubSpot answered the write (its updatedAt is when it applied it)."""
+        written_at = transform.parse_time(answer.get("updatedAt")) if isinstance(answer, dict) else None
+        self.results[index] = PushResult(key=self.items[index].key, external_id=external_id, operation=operation,
+                                         written_at=written_at)  # fmt: skip
 
     def _failed(self, index: int, error: ProviderError | None) -> PushResult:
         item = self.items[index]
@@ -77,13 +80,13 @@ class PushRun:
             self._ok(index, external_id, "update")
             return
         try:
-            self.client.update(external_id, properties)
+            answer = self.client.update(external_id, properties)
         except Permanent as exc:
             if exc.status != 404:
                 raise
             self._recreate_one(index, properties, exc)
             return
-        self._ok(index, external_id, "update")
+        self._ok(index, external_id, "update", answer)
 
     def _recreate_one(self, index: int, properties: dict[str, str], gone: Permanent) -> None:
         """The linked contact was deleted in HubSpot: match by email or create, if we can."""
@@ -100,10 +103,10 @@ class PushRun:
             if existing is None:
                 raise
             # Someone (or an earlier attempt of ours) already created this email: link to it.
-            self.client.update(existing.group(1), properties)
-            self._ok(index, existing.group(1), "match")
+            answer = self.client.update(existing.group(1), properties)
+            self._ok(index, existing.group(1), "match", answer)
             return
-        self._ok(index, str(created["id"]), "create")
+        self._ok(index, str(created["id"]), "create", created)
 
     # --- several items: batch endpoints --------------------------------------------------------
     def batched(self) -> None:
@@ -148,7 +151,7 @@ class PushRun:
             for position, (index, (external_id, properties)) in enumerate(zip(chunk, inputs, strict=True)):
                 error = errors.get(position)
                 if position in objects and error is None:
-                    self._ok(index, external_id, "update")
+                    self._ok(index, external_id, "update", objects[position])
                 elif error is not None and error.status == 404:
                     if properties.get("email"):
                         gone.append(index)
@@ -174,7 +177,7 @@ class PushRun:
             for position, index in enumerate(chunk):
                 obj = objects.get(position)
                 if obj is not None and position not in errors:
-                    self._ok(index, str(obj["id"]), "create" if obj.get("new") else "match")
+                    self._ok(index, str(obj["id"]), "create" if obj.get("new") else "match", obj)
                 else:
                     self._failed(index, errors.get(position))
 

@@ -44,6 +44,11 @@ def item_properties(item: PushItem) -> dict[str, str]:
 MERGED_PROPERTY = "hs_merged_object_ids"
 
 
+def merged_ids(properties: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ids of the records merged into this one (`hs_merged_object_ids`, `;`-separated)."""
+    return tuple(i.strip() for i in str(properties.get(MERGED_PROPERTY) or "").split(";") if i.strip())
+
+
 def read_properties(extra: tuple[str, ...] = ()) -> list[str]:
     """The properties a read asks for: the built-ins', the mapped custom ones, the change time."""
     return list(dict.fromkeys([*READ_PROPERTIES, MERGED_PROPERTY, *extra]))
@@ -112,7 +117,7 @@ def object_to_change(obj: Mapping[str, Any], extra: tuple[str, ...] = ()) -> Inb
         deleted=bool(obj.get("archived")),
         # The ids merged into this record (HubSpot keeps them on the survivor): a merge whose
         # webhook was lost is still seen by the reconciler.
-        absorbed=tuple(i for i in str(properties.get(MERGED_PROPERTY) or "").split(";") if i.strip()),
+        absorbed=merged_ids(properties),
     )
 
 

@@ -6,6 +6,7 @@ answers are XML, decoded here into the per-record results.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape
@@ -17,6 +18,8 @@ from crm.base import AuthExpired, Permanent, ProviderError, Transient
 from crm.salesforce.client import SalesforceClient
 from crm.salesforce.errors import GONE_CODES
 
+_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+_MASTER_HOPS = 3  # a master merged away, its master merged away too: followed this far
 _PARTNER = "{urn:partner.soap.sforce.com}"
 _ENVELOPE = (
     '<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
@@ -80,9 +83,37 @@ def _failed(row: Mapping[str, str]) -> Permanent | None:
     return Permanent(row.get("message") or "refused", code=row.get("statusCode") or "SOAP_ERROR")
 
 
-def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Mapping[str, Any] = {}) -> str:
-    """Merge `loser_id` into `master_id` (`fields`: values the master takes). A loser already gone
-    (an earlier attempt merged it) is no error."""
+def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Mapping[str, Any] = {}) -> str | None:
+    """Merge `loser_id` into `master_id` (`fields`: values the master takes); the master's id. A loser
+    already gone (an earlier attempt merged it, or a person deleted it) is no error. A master a person
+    merged away meanwhile is followed to its own master (merged into the loser: one record already,
+    whose id is answered); one a person deleted answers None (no merge made: the caller deletes the
+    loser, whose values SyncRoot's survivor holds)."""
+    for _ in range(_MASTER_HOPS):
+        error = _merge_call(client, master_id=master_id, loser_id=loser_id, fields=fields)
+        if error is None:
+            return master_id
+        if error.code not in GONE_CODES:
+            raise error
+        # The call names no record: read both to tell a gone loser from a gone master.
+        states = _states(client, master_id, loser_id)
+        loser = states.get(_key(loser_id))
+        if loser is None or loser.get("IsDeleted"):
+            return master_id
+        master = states.get(_key(master_id))
+        if master is not None and not master.get("IsDeleted"):
+            raise error  # both live: not a record gone, refused as it said
+        if master is None or not master.get("MasterRecordId"):
+            return None
+        master_id = str(master["MasterRecordId"])
+        if _key(master_id) == _key(loser_id):  # a person merged the two the other way round: one record
+            return loser_id
+    return None
+
+
+def _merge_call(
+    client: SalesforceClient, *, master_id: str, loser_id: str, fields: Mapping[str, Any]
+) -> Permanent | None:
     values = "".join(f"<urn1:{name}>{escape(str(value))}</urn1:{name}>" for name, value in fields.items())
     body = (
         f"<urn:merge><urn:request><urn:masterRecord><urn1:type>Contact</urn1:type><urn1:Id>{escape(master_id)}"
@@ -90,10 +121,19 @@ def merge(client: SalesforceClient, *, master_id: str, loser_id: str, fields: Ma
         "</urn:request></urn:merge>"
     )
     [row] = _call(client, "merge", body) or [{"success": "false", "statusCode": "BAD_RESPONSE"}]
-    error = _failed(row)
-    if error is not None and error.code not in GONE_CODES:
-        raise error
-    return master_id
+    return _failed(row)
+
+
+def _key(record_id: str) -> str:
+    return record_id[:15]  # the 18-character id is the 15-character one and a checksum
+
+
+def _states(client: SalesforceClient, *ids: str) -> dict[str, dict[str, Any]]:
+    quoted = ",".join(f"'{record_id}'" for record_id in ids if _ID.fullmatch(record_id))
+    if not quoted:
+        return {}
+    soql = f"SELECT Id, IsDeleted, MasterRecordId FROM Contact WHERE Id IN ({quoted})"
+    return {_key(str(row["Id"])): row for row in client.query(soql, include_deleted=True)}
 
 
 def undelete(client: SalesforceClient, record_id: str) -> bool:

@@ -85,3 +85,16 @@ def test_a_field_flipping_back_is_paused_after_the_limit_and_ignored_values_wait
     assert contact.job_title == "Rule"  # the CRM's value, as it set it when the field was paused
     assert link.issues == []
     assert link.bounces == {}
+
+
+def test_a_record_syncroot_could_not_take_in_can_only_be_ignored():
+    inbound.change_apply(provider="hubspot", change=InboundChange(external_id="56", values={"email": "not-an-email"}))
+    [case] = conflicts.conflict_list(status=ConflictStatus.OPEN)
+    assert (case.kind, case.code) == (ConflictKind.VALUE_NOT_FIT, "invalid_email")
+    assert conflicts.allowed_actions(case) == ("ignore",)  # no SyncRoot value to keep: no contact holds it
+
+    with pytest.raises(ApplicationError) as refused:
+        conflicts.conflict_resolve(conflict_id=case.pk, action="keep_syncroot")
+
+    assert (refused.value.code, refused.value.details["allowed"]) == ("action_not_allowed", ["ignore"])
+    assert conflicts.conflict_resolve(conflict_id=case.pk, action="ignore").status == ConflictStatus.RESOLVED

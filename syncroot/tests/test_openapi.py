@@ -107,3 +107,24 @@ def test_swagger_ui_is_served(client):
     assert response["Content-Type"].startswith("text/html")
     assert b"swagger-ui" in response.content
     assert b"/api/schema/" in response.content
+
+
+ONE_CONTACT_OPERATIONS = {
+    "/contacts/{contact_id}": {"get", "put", "patch", "delete"},
+    "/contacts/{contact_id}/sync": {"post"},
+    "/contacts/{contact_id}/history": {"get"},
+    "/contacts/{contact_id}/merge": {"post"},
+    "/contacts/{contact_id}/restore": {"post"},
+}
+
+
+def test_every_operation_on_one_contact_documents_410_with_where_it_went(schema):
+    for path, methods in ONE_CONTACT_OPERATIONS.items():
+        for method in methods:
+            responses = schema["paths"][path][method]["responses"]
+            gone = responses["410"]["content"]["application/json"]
+            name = gone["schema"]["$ref"].rsplit("/", 1)[-1]
+            details = schema["components"]["schemas"][name]["properties"]["details"]["$ref"].rsplit("/", 1)[-1]
+            assert set(schema["components"]["schemas"][details]["required"]) == {"id", "merged_into"}, (path, method)
+            assert gone["examples"]["Merged"]["value"]["code"] == "gone", (path, method)
+            assert "404" in responses, (path, method)

@@ -5,7 +5,9 @@ with no duplicates."""
 import pytest
 
 from contacts.models import Contact
-from providers.models import RecordIssue
+from providers.models import DeadLetter, ProviderLink, RecordIssue
+from providers.reconcile import reconcile
+from tests.e2e.test_no_silent_change import drain_all
 from tests.e2e.test_outbound import synced
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -160,3 +162,87 @@ def test_gdpr_delete_in_hubspot_erases_the_person_and_deletes_them_in_salesforce
     again = stack.salesforce_ctl.edit(fields={"Email": "Forget.Me@example.com", "LastName": "Again"})
     stack.wait_until(lambda: RecordIssue.objects.filter(external_id=again["Id"], code="erased_person").exists())
     assert stack.api.get("/contacts", {"email": "forget.me@example.com"}).json()["results"] == []
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+def test_a_merge_into_a_record_a_person_deleted_meanwhile_leaves_no_record_behind(bare_stack, settings, crm):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker: the forwarder and the reconciler run when the test says
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com", "last_name": "Keep"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com", "phone": "+1 2"}, format="json").json()
+    drain_all()
+    record = ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id
+    control = stack.hubspot_ctl if crm == "hubspot" else stack.salesforce_ctl
+    control.edit(record, delete=True)  # a person deletes the survivor's record there...
+
+    merged = stack.api.post(f"/contacts/{keep['id']}/merge", {"other_id": other["id"]}, format="json")
+    assert merged.status_code == 200, merged.content
+    drain_all()  # ...before SyncRoot heard of it: the merge into that record cannot be made
+
+    # The other record was not left behind: deleted, its values being the survivor's (whose update
+    # to its gone record sends it whole again, as after any deletion crossing an update).
+    assert "other@example.com" not in live_emails(stack)[crm]
+    assert not ProviderLink.objects.filter(status="parked").exists()
+    reconcile(provider_name=crm)  # the person's deletion reaches SyncRoot
+    drain_all()
+    assert converged(stack, live_emails(stack)["api"]), live_emails(stack)
+    assert "other@example.com" not in live_emails(stack)["hubspot"] + live_emails(stack)["salesforce"]
+
+
+def test_a_merge_in_hubspot_whose_webhook_was_lost_is_followed_after_the_survivor_was_deleted(bare_stack, settings):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker, no webhooks: only the reconciler sees what people did
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com"}, format="json").json()
+    drain_all()
+    keep_hs = ProviderLink.objects.get(contact_id=keep["id"], provider="hubspot").external_id
+    other_hs = ProviderLink.objects.get(contact_id=other["id"], provider="hubspot").external_id
+    stack.hubspot_ctl.edit(other_hs, merge_into=keep_hs)  # a person merges the two in HubSpot...
+    stack.hubspot_ctl.edit(keep_hs, delete=True)  # ...then deletes the survivor
+
+    reconcile(provider_name="hubspot")
+    drain_all()
+
+    assert merged_into(stack, other["id"]) == keep["id"]
+    assert stack.api.get(f"/contacts/{keep['id']}").status_code == 404
+    assert converged(stack, [])
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
+@pytest.mark.parametrize("first", ["crm_merge_seen", "api_merge_sent"])
+def test_a_person_merging_in_a_crm_the_other_way_round_what_the_api_merged_keeps_the_survivor(
+    bare_stack, settings, first, crm
+):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker, no webhooks: the forwarder and the reconciler run when the test says
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    keep = stack.api.post("/contacts", {"email": "keep@example.com", "last_name": "Keep"}, format="json").json()
+    other = stack.api.post("/contacts", {"email": "other@example.com", "phone": "+1 2"}, format="json").json()
+    drain_all()
+    keep_record = ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id
+    other_record = ProviderLink.objects.get(contact_id=other["id"], provider=crm).external_id
+    assert stack.api.post(f"/contacts/{keep['id']}/merge", {"other_id": other["id"]}, format="json").status_code == 200
+    control = stack.hubspot_ctl if crm == "hubspot" else stack.salesforce_ctl
+    control.edit(keep_record, merge_into=other_record)  # before SyncRoot's merge reaches the CRM
+
+    if first == "crm_merge_seen":
+        reconcile(provider_name=crm)
+    drain_all()
+    reconcile(provider_name=crm)
+    drain_all()
+
+    assert stack.api.get(f"/contacts/{keep['id']}").status_code == 200  # one person, alive
+    assert merged_into(stack, other["id"]) == keep["id"]
+    assert ProviderLink.objects.get(contact_id=keep["id"], provider=crm).external_id == other_record
+    assert not ProviderLink.objects.filter(status="parked").exists(), stack.describe()
+    assert not DeadLetter.objects.exists(), list(DeadLetter.objects.values("provider", "error_code"))
+    # One person everywhere: with the values of the CRM's merged record (its email, the later change)
+    # when SyncRoot saw the CRM's merge first, else with SyncRoot's survivor's, written to the record.
+    email = "other@example.com" if first == "crm_merge_seen" else "keep@example.com"
+    assert converged(stack, [email]), live_emails(stack)
+    assert stack.api.get(f"/contacts/{keep['id']}").json()["email"] == email

@@ -6,8 +6,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from contacts.models import Contact
+from crm.hubspot.provider import HubSpotProvider
 from providers.models import LinkStatus, ProviderLink, RecordIssue
 from providers.outbox import drain_until_idle
+from providers.reconcile import reconcile
+from sandbox.testing import next_millisecond
 from tests.e2e.test_inbound import api_contact, linked_everywhere, quiet, writes
 from tests.e2e.test_outbound import hs_contact, sf_contact, synced
 from webhooks.models import WebhookEvent
@@ -223,3 +226,35 @@ def test_a_new_contact_never_takes_the_record_of_a_deleted_one_whose_deletion_is
     assert link.external_id not in (None, old)
     assert sf_contact(stack, old)["IsDeleted"] is True
     assert sf_contact(stack, link.external_id)["LastName"] == "Second"
+
+
+def test_a_person_blanking_a_field_just_after_syncroots_write_is_not_taken_for_a_late_snapshot(
+    bare_stack, settings, monkeypatch
+):
+    settings.SYNC_BATCH_LINGER_MS = 0
+    stack = bare_stack  # no worker, no webhooks: the reconciler reads what the person did
+    for control in (stack.hubspot_ctl, stack.salesforce_ctl):
+        control.config(webhooks_enabled=False)
+    body = stack.api.post("/contacts", {"email": "quick@example.com", "last_name": "Chloé"}, format="json").json()
+    drain_all()
+    hs_id = ProviderLink.objects.get(contact_id=body["id"], provider="hubspot").external_id
+    assert stack.api.patch(f"/contacts/{body['id']}", {"last_name": "Søren"}, format="json").status_code == 200
+    push = HubSpotProvider.push
+
+    def push_then_a_person_clears_it(provider, items):
+        results = push(provider, items)
+        # HubSpot applied the write; before its answer is recorded, a person clears the field there.
+        next_millisecond()
+        stack.hubspot_ctl.edit(hs_id, {"lastname": ""})
+        return results
+
+    monkeypatch.setattr(HubSpotProvider, "push", push_then_a_person_clears_it)
+    drain_all()
+    monkeypatch.undo()
+
+    reconcile(provider_name="hubspot")
+    drain_all()
+
+    assert api_contact(stack, body["id"])["last_name"] == ""  # the person's change, not lost
+    sf_id = ProviderLink.objects.get(contact_id=body["id"], provider="salesforce").external_id
+    assert sf_contact(stack, sf_id)["LastName"] != "Søren"  # and on to Salesforce

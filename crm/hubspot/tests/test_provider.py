@@ -380,3 +380,38 @@ def test_merging_records_a_person_merged_already_answers_the_survivor(provider, 
     control.edit(other["id"], merge_into=keep["id"])  # a person merged them in HubSpot meanwhile
 
     assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == keep["id"]
+
+
+def test_merging_into_a_record_a_person_deleted_meanwhile_answers_none(provider, control):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    control.edit(keep["id"], delete=True)  # a person deleted the survivor's record in HubSpot meanwhile
+
+    # None: no merge made; the caller deletes the other record (SyncRoot's survivor holds its values).
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) is None
+
+
+def test_merging_a_record_a_person_deleted_meanwhile_is_done(provider, control):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    control.edit(other["id"], delete=True)
+
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == keep["id"]
+
+
+def test_merging_into_a_record_a_person_merged_away_merges_into_its_survivor(provider, control, client):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    elsewhere = control.edit(fields={"email": "elsewhere@example.com"})
+    control.edit(keep["id"], merge_into=elsewhere["id"])
+
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == elsewhere["id"]
+    assert client.get(other["id"])["id"] == elsewhere["id"]
+
+
+def test_merging_records_a_person_merged_the_other_way_round_answers_the_one_left(provider, control):
+    keep = control.edit(fields={"email": "keep@example.com"})
+    other = control.edit(fields={"email": "other@example.com"})
+    control.edit(keep["id"], merge_into=other["id"])
+
+    assert provider.merge_records(survivor_id=keep["id"], loser_id=other["id"]) == other["id"]
