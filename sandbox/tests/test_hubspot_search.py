@@ -182,3 +182,17 @@ def test_search_has_its_own_per_second_limit_and_no_rate_limit_headers(hubspot):
     assert body["policyName"] == "SECONDLY"
     # Search calls do not use up the ten-second window of the other endpoints.
     assert hubspot.contacts.basic_api.get_page() is not None
+
+
+def test_seeded_contacts_can_be_spread_over_time(hubspot):
+    """`POST /_sandbox/seed` with `spacing_ms`: a portal filled over time, the last one now."""
+    hubspot.control.config(search_rate_limit=None)
+    hubspot.control.session.post(
+        f"{hubspot.control.url}/_sandbox/seed", json={"count": 3, "prefix": "s", "spacing_ms": 1000}, timeout=10
+    ).raise_for_status()
+
+    found = search(hubspot, sorts=["lastmodifieddate"], properties=["lastmodifieddate"], limit=10).results
+    stamps = [contact.updated_at.timestamp() for contact in found]
+
+    assert [round(b - a) for a, b in zip(stamps, stamps[1:], strict=False)] == [1, 1]
+    assert abs(stamps[-1] - time.time()) < 60
