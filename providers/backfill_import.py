@@ -41,14 +41,14 @@ from providers.inbound import (
     NO_EMAIL_OUTCOME,
     REFUSED,
     UNCHANGED,
-    change_apply,
     is_linked,
     value_taken,
 )
-from providers.issues import split_values
+from providers.issues import DUPLICATE_RECORD, split_values
 from providers.ledger import changed_values
+from providers.lifecycle import record_change_apply
 from providers.mappings import mapping_rules
-from providers.models import ChangeSource, LinkStatus, ProviderLink
+from providers.models import ChangeSource, LinkStatus, ProviderLink, RecordIssue
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
             linked_before = is_linked(provider=provider_name, external_id=change.external_id)
         else:
             linked_before = change.external_id in known.links
-        outcome = change_apply(provider=provider_name, change=change, source=ChangeSource.BACKFILL)
+        outcome = record_change_apply(provider=provider_name, change=change, source=ChangeSource.BACKFILL)
     except Exception as exc:  # one bad record must not stop the import: it is reported with its id
         logger.exception("backfill record failed", extra={"provider": provider_name, "external_id": change.external_id})
         report.fail(record=change.external_id, target=SYNCROOT, message=f"{type(exc).__name__}: {exc}")
@@ -258,7 +258,7 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
     if outcome == CREATED:
         row.created += 1
     elif outcome == CONFLICT:
-        report.fail(record=change.external_id, target=SYNCROOT, message=_conflict_message(provider_name, change))
+        report.fail(record=change.external_id, target=SYNCROOT, message=_conflict_reason(provider_name, change))
     elif outcome in (REFUSED, NO_EMAIL_OUTCOME):  # shown as a record issue in the admin and /metrics
         report.fail(record=change.external_id, target=SYNCROOT, message=f"{outcome}: see the record issues")
     elif (
@@ -271,6 +271,14 @@ def _import_one(provider_name: str, change: InboundChange, *, known: _Known, rep
         row.updated += 1
     else:
         row.skipped += 1
+
+
+def _conflict_reason(provider_name: str, change: InboundChange) -> str:
+    """What the record issue the apply raised says (an erased person's record is not an email clash)."""
+    issue = RecordIssue.objects.filter(provider=provider_name, external_id=change.external_id).first()
+    if issue is not None and issue.code != DUPLICATE_RECORD:
+        return f"conflict: {issue.message}"
+    return _conflict_message(provider_name, change)
 
 
 def _conflict_message(provider_name: str, change: InboundChange) -> str:

@@ -18,6 +18,7 @@ from crm import registry
 from crm.hubspot.provider import HubSpotProvider
 from providers import mappings
 from providers.backfill import checkpoint_key
+from providers.lifecycle import contact_erase
 from providers.models import FieldMapping, LinkStatus, ProviderLink, RecordIssue, SyncCursor
 from providers.provenance import contact_history
 from sandbox.testing import SandboxControl, running_sandbox
@@ -410,3 +411,17 @@ def test_values_an_import_brings_in_name_the_backfill_as_their_source(crms):
     grace = contact_history(contact=Contact.objects.get(pk=existing.pk))
     assert (grace["first_name"]["value"], grace["first_name"]["source"]) == ("Grace", "backfill")
     assert [change["source"] for change in grace["last_name"]["changes"]] == ["backfill"]
+
+
+def test_an_import_never_brings_back_a_person_erased_on_request(crms):
+    erased = ContactFactory(email="gone@example.com")
+    contact_erase(contact_id=erased.pk)
+    record = crms.add_hubspot("gone@example.com", "Gone", "Person")  # the CRM still has them
+    crms.add_hubspot("alan@example.com", "Alan", "Turing")
+
+    output = backfill("--from", "hubspot")
+
+    assert row(output, "syncroot") == counts(created=1, failed=1)
+    assert f"{record} → syncroot: conflict: This person was erased on request" in output
+    assert not Contact.objects.filter(email__iexact="gone@example.com", deleted_at=None).exists()
+    assert RecordIssue.objects.get().external_id == record
