@@ -138,6 +138,14 @@ def headline(name: str, result: dict[str, Any]) -> str:
             f"{get('worst_ratio')} (<= {get('goal_ratio')}) over {len(ratios)} requests; over the goal: "
             f"{', '.join(over) or 'none'}; load {get('load_1m')}"
         )
+    if name == "bulk_import":
+        parts = [
+            f"{crm} {row['calls']} calls in {row['seconds']} s, floor {row['floor_s']} s: ratio {row['ratio']} "
+            f"(<= {get('goal_ratio')}), RSS start/end/peak {row['memory']['start_mib']}/{row['memory']['end_mib']}/"
+            f"{row['memory']['peak_mib']} MiB"
+            for crm, row in (get("summary") or {}).items()
+        ]  # fmt: skip
+        return "; ".join(parts) or "no summary"
     if name == "sandbox_bench":
         rows = [row for rows in (result.get("results") or {}).values() for row in rows]
         return ", ".join(f"{row['workload']} {row['records_per_s']} rec/s" for row in rows[:3])

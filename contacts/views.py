@@ -23,6 +23,7 @@ from contacts.serializers import (
     FieldPurgeSerializer,
     FieldSerializer,
     FieldUpdateSerializer,
+    contact_input_plain,
     field_output,
 )
 from providers.lifecycle import contact_restore, contacts_merge
@@ -162,9 +163,12 @@ class ContactListView(APIView):
         key = idempotency_key(request)
 
         def create() -> tuple[int, dict, Contact]:
-            serializer = ContactInputSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            contact = services.contact_create(data=serializer.validated_data)
+            data = contact_input_plain(request.data)
+            if data is None:  # something to trim or refuse: the serializer says what
+                serializer = ContactInputSerializer(data=request.data)
+                serializer.is_valid(raise_exception=True)
+                data = serializer.validated_data
+            contact = services.contact_create(data=data)
             # Just created: each link is pending with nothing sent yet, which is what the sync state
             # shows for a CRM without a link, so the links need not be read back.
             return status.HTTP_201_CREATED, ContactSerializer(contact, context={"links": ()}).data, contact

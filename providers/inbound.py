@@ -65,8 +65,9 @@ class Reported:
     mapped: MappingSet
 
 
-def reported(provider: str, change: InboundChange, *, source: str) -> Reported:
-    mapped = mapping_set(provider=provider)
+def reported(provider: str, change: InboundChange, *, source: str, mapped: MappingSet | None = None) -> Reported:
+    """`mapped`: the CRM's mappings when the caller holds them (each read is a cache round trip)."""
+    mapped = mapped or mapping_set(provider=provider)
     values, refused = split_values(change.values, source=source)
     raw: dict[str, Any] = dict(change.values)
     times = dict(change.field_times)

@@ -24,7 +24,7 @@ def contact_values(contact: Contact, mapped: MappingSet) -> dict[str, Any]:
     return values
 
 
-def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, Any]:
+def changed_values(*, contact: Contact, link: ProviderLink, mapped: MappingSet | None = None) -> dict[str, Any]:
     """What the CRM does not have yet: every value for an unlinked contact, else changed fields.
 
     Never a blank the CRM may not have: a create matched by email to an existing record must not
@@ -32,7 +32,7 @@ def changed_values(*, contact: Contact, link: ProviderLink) -> dict[str, Any]:
     `providers.inbound.matched_records_fill`). Nor a value the CRM's own was refused in favour of
     (see providers/issues.py). Nor a field its mapping keeps from this CRM (see `_sendable`).
     """
-    mapped = mapping_set(provider=link.provider)
+    mapped = mapped or mapping_set(provider=link.provider)  # the caller's, when it holds them
     rules = mapped.rules
     values = {f: v for f, v in contact_values(contact, mapped).items() if rules[f] not in NOT_SENT}
     if not link.external_id:

@@ -213,10 +213,11 @@ def _linked_contact(provider: str, external_id: str) -> Contact | None:
     return link.contact if link else None
 
 
-def record_change_apply(*, provider: str, change: InboundChange) -> str:
-    """Apply one CRM change: its lifecycle first (merge, restore, erasure), then its values."""
+def record_change_apply(*, provider: str, change: InboundChange, source: str | None = None) -> str:
+    """Apply one CRM change: its lifecycle first (merge, restore, erasure), then its values.
+    `source`: what the values' provenance names (see `change_apply`)."""
     if change.from_integration:
-        return change_apply(provider=provider, change=change)
+        return change_apply(provider=provider, change=change, source=source)
     if change.erased:
         contact = _linked_contact(provider, change.external_id)
         if contact is None:
@@ -245,7 +246,7 @@ def record_change_apply(*, provider: str, change: InboundChange) -> str:
             message = "This person was erased on request: SyncRoot does not import them again"
             record_issue_raise(provider=provider, external_id=change.external_id, code=ERASED_RECORD, message=message)
             return CONFLICT
-    return change_apply(provider=provider, change=change)
+    return change_apply(provider=provider, change=change, source=source)
 
 
 def _gone_again(link: ProviderLink, *, merged: bool) -> str:

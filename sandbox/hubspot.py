@@ -380,12 +380,19 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
     def reset_records(self) -> None:
         self.store.clear()
 
-    def seed_contacts(self, count: int, *, prefix: str = "seed", domain: str = "example.com") -> list[str]:
-        """Create ``count`` contacts directly (no webhooks, no API accounting); their ids."""
+    def seed_contacts(
+        self, count: int, *, prefix: str = "seed", domain: str = "example.com", spacing_ms: int = 0
+    ) -> list[str]:
+        """Create ``count`` contacts directly (no webhooks, no API accounting); their ids.
+
+        ``spacing_ms``: created that far apart, the last one now (as a portal filled over time is;
+        0: all at once, as fast as the store takes them)."""
         source, ids = self.api_source, []
+        start_ms = int(time.time() * 1000) - (count - 1) * spacing_ms
         for index in range(count):
             properties = {"email": f"{prefix}-{index}@{domain}", "firstname": "Seed", "lastname": f"Contact {index}"}
-            ids.append(self.store.create(properties, source=source).id)
+            now_ms = start_ms + index * spacing_ms if spacing_ms else None
+            ids.append(self.store.create(properties, source=source, now_ms=now_ms).id)
         return ids
 
     def _control_expire_tokens(self, request: Request) -> Response:
@@ -395,8 +402,9 @@ class HubSpotApp(OAuthRoutes, BatchRoutes, PropertyRoutes, SandboxApp):
         body = self._control_json(request)
         count = coerce_optional_int(body.get("count", 0)) or 0
         ids = self.seed_contacts(
-            count, prefix=str(body.get("prefix", "seed")), domain=str(body.get("domain", "example.com"))
-        )
+            count, prefix=str(body.get("prefix", "seed")), domain=str(body.get("domain", "example.com")),
+            spacing_ms=coerce_optional_int(body.get("spacing_ms", 0)) or 0,
+        )  # fmt: skip
         return json_response(
             {"created": len(ids), "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -136,6 +137,11 @@ def _predicate(spec: Any) -> Predicate:
     compare = comparisons.get(operator)
     if compare is None:
         raise _bad(f"Unknown filter operator: {operator}")
+    if name in ("createdate", "lastmodifieddate"):
+        # Stored as epoch ms, always set: compared as numbers without the general path's look at
+        # types (a search of a big portal checks every contact).
+        stamp = _stored(name)
+        return lambda contact: compare(stamp(contact), target)
 
     def check(contact: Contact) -> bool:
         value = read(contact)
@@ -210,6 +216,34 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return 0, value
 
 
+def _modified_floor(groups: Any) -> float | None:
+    """The least `lastmodifieddate` any group allows (each must bound it from below), or None."""
+    floors = []
+    for group in groups or ():
+        bounds = [
+            _date_ms(spec["value"])
+            for spec in (group.get("filters") or [] if isinstance(group, dict) else [])
+            if isinstance(spec, dict) and spec.get("propertyName") == "lastmodifieddate"
+            and str(spec.get("operator", "")).upper() in ("GT", "GTE") and "value" in spec
+        ]  # fmt: skip
+        if not bounds:
+            return None
+        floors.append(max(bounds))
+    return min(floors) if floors else None
+
+
+def _first(found: list[Contact], sorts: Any, count: int) -> list[Contact]:
+    """The first `count` of `found` in the search's order (`_sort`'s), without sorting them all when
+    one ascending sort says it (id ascending between equal values, as `_sort` leaves them)."""
+    spec = sorts[0] if isinstance(sorts, list) and len(sorts) == 1 else None
+    name = spec.get("propertyName") if isinstance(spec, dict) else None
+    if name in ("createdate", "lastmodifieddate") and str(spec.get("direction", "ASCENDING")).upper() == "ASCENDING":
+        read = _stored(name)
+        return heapq.nsmallest(count, found, key=lambda contact: (read(contact), int(contact.id)))
+    _sort(found, sorts)
+    return found[:count]
+
+
 def search(contacts: Iterable[Contact], body: Any) -> dict[str, Any]:
     """Run a search request body against ``contacts``; the response body (or a 400)."""
     if not isinstance(body, dict):
@@ -227,9 +261,11 @@ def search(contacts: Iterable[Contact], body: Any) -> dict[str, Any]:
     if not isinstance(names, list):
         raise _bad("properties must be a list of property names")
     match = _matcher(body)
+    since = _modified_floor(body.get("filterGroups"))
+    if since is not None:  # every group asks for contacts modified after a time: skip the others cheaply
+        contacts = [contact for contact in contacts if contact.updated_ms >= since]
     found = [contact for contact in contacts if match(contact)]
-    _sort(found, body.get("sorts"))
-    page = found[offset : offset + limit]
+    page = _first(found, body.get("sorts"), offset + limit)[offset:]
     response: dict[str, Any] = {"total": len(found), "results": [contact.to_json(names) for contact in page]}
     if offset + limit < len(found):
         response["paging"] = {"next": {"after": str(offset + limit)}}

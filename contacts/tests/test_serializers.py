@@ -3,9 +3,11 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rest_framework import serializers
 
-from contacts.serializers import ContactSerializer
+from contacts.serializers import ContactInputSerializer, ContactSerializer, contact_input_plain
 from contacts.tests.factories import ContactFactory
 from providers.models import LinkStatus, ProviderLink
 
@@ -51,3 +53,44 @@ def test_many_and_known_links_give_the_same_as_the_generic_path(connected):
     fast = ContactSerializer(contacts, many=True, context={"links": ()}).data
 
     assert fast == [generic(contact, links=()) for contact in contacts]
+
+
+# --- POST /contacts input: the plain input's shortcut --------------------------------------------
+TEXT = st.one_of(
+    st.text(max_size=90),
+    st.sampled_from(["", " ", "Ada", " Ada", "Ada ", "a\x00b", "\ud800", "x" * 40, "x" * 41, "ü" * 80]),
+)
+EMAILS = st.one_of(
+    st.emails().filter(lambda e: len(e) <= 100),
+    st.sampled_from(["", " a@example.com", "a@example.com ", "not-an-email", "a@b", "x" * 75 + "@e.co", "A@Ex.COM"]),
+)
+VALUES = st.one_of(TEXT, st.integers(), st.none(), st.booleans())
+
+
+@given(
+    email=st.one_of(EMAILS, VALUES),
+    fields=st.dictionaries(st.sampled_from(["first_name", "last_name", "phone", "company", "job_title"]), VALUES),
+    custom=st.one_of(st.just(...), st.dictionaries(st.text(max_size=5), st.integers()), st.lists(st.integers())),
+    extra=st.one_of(st.just({}), st.just({"unknown": 1}), st.just({"id": "x"})),
+    no_email=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_plain_input_shortcut_validates_as_the_serializer_does(email, fields, custom, extra, no_email):
+    data = {**({} if no_email else {"email": email}), **fields, **extra}
+    if custom is not ...:
+        data["custom"] = custom
+    serializer = ContactInputSerializer(data=data)
+    valid = serializer.is_valid()
+
+    shortcut = contact_input_plain(data)
+
+    if shortcut is not None:  # taken only for input the serializer accepts, with the same result
+        assert valid
+        assert shortcut == dict(serializer.validated_data)
+
+
+def test_the_plain_input_shortcut_takes_the_usual_request():
+    data = {"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace", "phone": "+44 20",
+            "company": "Analytical Engines", "job_title": "", "custom": {"tier": "gold"}}  # fmt: skip
+
+    assert contact_input_plain(data) == data

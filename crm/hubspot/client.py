@@ -226,8 +226,9 @@ class HubSpotClient:
         self._refresh_token = str(config.get("refresh_token") or "")
         key = str(config.get("limiter_key") or "hubspot")
         self.limiter = RateLimiter(key, with_headroom(str(config.get("rate_limit") or "100/10 seconds")))
-        search_rate = with_headroom(str(config.get("search_rate_limit") or "5/second"))
-        self.search_limiter = RateLimiter(f"{key}-search", search_rate)
+        # Search's small per-second budget is paced, each call its own turn (see crm.ratelimit).
+        search_rate = str(config.get("search_rate_limit") or "5/second")
+        self.search_limiter = RateLimiter(f"{key}-search", search_rate, spaced=True)
         self.on_response = on_response or config.get("on_response")
         self.session = session or new_session(pool_connections=2, pool_maxsize=10)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "SyncRoot (+hubspot-contacts)"})

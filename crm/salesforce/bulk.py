@@ -111,7 +111,8 @@ class BulkJobs:
         while True:
             params = {"maxRecords": str(QUERY_PAGE), **({"locator": locator} if locator else {})}
             page = self.client.request("GET", f"jobs/query/{job['id']}/results", params=params, raw=True)
-            yield from parse_csv(page.content.decode("utf-8"))
+            # Row by row: a page holds up to 50,000 rows, parsed only as they are taken.
+            yield from csv.DictReader(io.StringIO(page.content.decode("utf-8"), newline=""))
             locator = page.headers.get("Sforce-Locator", "null")
             if not locator or locator == "null":
                 return

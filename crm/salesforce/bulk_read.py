@@ -2,7 +2,8 @@
 Bulk threshold the rest comes from one Bulk API 2.0 query job instead of a page per 2,000.
 
 A Bulk query carries no ORDER BY (it would turn off the org's chunking of big queries), so its
-rows are sorted here by (SystemModstamp, Id), the order the reconciler's cursor needs, and turned
+rows are sorted here by (SystemModstamp, Id), the order the reconciler's cursor needs (in runs
+of 10,000 merged from temporary files, so memory stays flat however many there are), and turned
 back into the records a REST query returns: null for an empty cell, booleans, the `Account`
 relationship as a nested record, custom numbers, checkboxes and date-times in the REST API's types
 and forms (the describe, one call, says which field is which).
@@ -10,8 +11,11 @@ and forms (the describe, one call, says which field is which).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+import heapq
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, Any
 
 from crm.base import Transient
 from crm.salesforce import schema
@@ -20,6 +24,7 @@ from crm.salesforce.client import SalesforceClient
 from crm.salesforce.transform import parse_datetime
 
 _EPOCH_KEY = ""  # sorts records without a SystemModstamp first
+SORT_RUN = 10_000  # records sorted in memory at a time; more are merged from temporary files
 
 
 def bulk_record(row: Mapping[str, str], types: Mapping[str, str]) -> dict[str, Any]:
@@ -55,6 +60,36 @@ def _order(record: Mapping[str, Any]) -> tuple[Any, str]:
     return (stamp.isoformat() if stamp else _EPOCH_KEY, str(record.get("Id") or "").lower())
 
 
+def sorted_on_disk(
+    records: Iterable[dict[str, Any]], *, key: Callable[[Mapping[str, Any]], Any], run: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """`records` in `key` order, holding at most `run` of them in memory: each run is sorted and
+    written to a temporary file, and the runs are merged as they are read back."""
+    runs: list[IO[str]] = []
+    try:
+        for chunk in _batched(records, run or SORT_RUN):
+            chunk.sort(key=key)
+            spool = tempfile.TemporaryFile("w+", encoding="utf-8")
+            spool.writelines(json.dumps(record, separators=(",", ":")) + "\n" for record in chunk)
+            spool.seek(0)
+            runs.append(spool)
+        yield from heapq.merge(*((json.loads(line) for line in spool) for spool in runs), key=key)
+    finally:
+        for spool in runs:
+            spool.close()
+
+
+def _batched(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def read_records(
     client: SalesforceClient, *, select: str, where: str, threshold: int, extra: tuple[str, ...] = ()
 ) -> Iterator[dict[str, Any]]:
@@ -67,9 +102,8 @@ def read_records(
         types = {}
         if extra:
             types = {str(f.get("name")): str(f.get("type")) for f in schema.describe_contact(client)}
-        rows = [bulk_record(row, types) for row in BulkJobs(client).query(soql, include_deleted=True)]
-        rows.sort(key=_order)
-        yield from rows
+        rows = (bulk_record(row, types) for row in BulkJobs(client).query(soql, include_deleted=True))
+        yield from sorted_on_disk(rows, key=_order)
         return
     while True:
         yield from page.get("records") or ()

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from crm import registry
 from crm.hubspot.provider import HubSpotProvider
 from providers import mappings
 from providers.backfill import checkpoint_key
+from providers.lifecycle import contact_erase
 from providers.models import FieldMapping, LinkStatus, ProviderLink, RecordIssue, SyncCursor
 from providers.provenance import contact_history
 from sandbox.testing import SandboxControl, running_sandbox
@@ -410,3 +412,49 @@ def test_values_an_import_brings_in_name_the_backfill_as_their_source(crms):
     grace = contact_history(contact=Contact.objects.get(pk=existing.pk))
     assert (grace["first_name"]["value"], grace["first_name"]["source"]) == ("Grace", "backfill")
     assert [change["source"] for change in grace["last_name"]["changes"]] == ["backfill"]
+
+
+def test_an_import_never_brings_back_a_person_erased_on_request(crms):
+    erased = ContactFactory(email="gone@example.com")
+    contact_erase(contact_id=erased.pk)
+    record = crms.add_hubspot("gone@example.com", "Gone", "Person")  # the CRM still has them
+    crms.add_hubspot("alan@example.com", "Alan", "Turing")
+
+    output = backfill("--from", "hubspot")
+
+    assert row(output, "syncroot") == counts(created=1, failed=1)
+    assert f"{record} → syncroot: conflict: This person was erased on request" in output
+    assert not Contact.objects.filter(email__iexact="gone@example.com", deleted_at=None).exists()
+    assert RecordIssue.objects.get().external_id == record
+
+
+def test_an_import_reads_the_next_pages_while_it_writes(crms, monkeypatch):
+    """The read runs ahead of the writing: while the first chunk (one page of 10) waits to be
+    written, the CRM is asked for the next pages. Read and write in turn, the searches would stop at
+    two (the count for the progress bar, the first page) until the chunk is written."""
+    from providers import backfill_import
+
+    monkeypatch.setattr(HubSpotProvider, "search_page_size", 10)
+    for n in range(40):
+        crms.add_hubspot(f"person{n}@example.com", last=f"Number {n}")
+
+    def searches() -> int:
+        return sum(crms.hubspot.stats()["requests"].get("POST /crm/v3/objects/contacts/search", {}).values())
+
+    seen_at_first_write: list[int] = []
+    create = backfill_import.records_create_many
+
+    def slow_write(**kwargs):
+        if not seen_at_first_write:
+            deadline = time.monotonic() + 10
+            while searches() < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen_at_first_write.append(searches())
+        return create(**kwargs)
+
+    monkeypatch.setattr(backfill_import, "records_create_many", slow_write)
+
+    output = backfill("--from", "hubspot", "--chunk-size", "10")
+
+    assert row(output, "syncroot") == counts(created=40)
+    assert seen_at_first_write[0] >= 3

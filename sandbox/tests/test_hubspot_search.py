@@ -182,3 +182,36 @@ def test_search_has_its_own_per_second_limit_and_no_rate_limit_headers(hubspot):
     assert body["policyName"] == "SECONDLY"
     # Search calls do not use up the ten-second window of the other endpoints.
     assert hubspot.contacts.basic_api.get_page() is not None
+
+
+def test_seeded_contacts_can_be_spread_over_time(hubspot):
+    """`POST /_sandbox/seed` with `spacing_ms`: a portal filled over time, the last one now."""
+    hubspot.control.config(search_rate_limit=None)
+    hubspot.control.session.post(
+        f"{hubspot.control.url}/_sandbox/seed", json={"count": 3, "prefix": "s", "spacing_ms": 1000}, timeout=10
+    ).raise_for_status()
+
+    found = search(hubspot, sorts=["lastmodifieddate"], properties=["lastmodifieddate"], limit=10).results
+    stamps = [contact.updated_at.timestamp() for contact in found]
+
+    assert [round(b - a) for a, b in zip(stamps, stamps[1:], strict=False)] == [1, 1]
+    assert abs(stamps[-1] - time.time()) < 60
+
+
+def test_a_page_sorted_by_modification_is_in_time_then_id_order(hubspot):
+    """The first page of a big result comes in (time, id) order, whichever way the sandbox gets it."""
+    hubspot.control.config(search_rate_limit=None)
+    hubspot.control.session.post(
+        f"{hubspot.control.url}/_sandbox/seed", json={"count": 300, "prefix": "o"}, timeout=30
+    ).raise_for_status()  # created as fast as the store takes them: many share a millisecond
+    everything = [(c.updated_at, int(c.id)) for c in hubspot.contacts.get_all(properties=["email"])]
+
+    first = min(everything)[0]
+    after_first = {"propertyName": "lastmodifieddate", "operator": "GT", "value": str(int(first.timestamp() * 1000))}
+
+    page = search(hubspot, sorts=["lastmodifieddate"], properties=["email"], limit=50)
+    later = search(hubspot, after_first, sorts=["lastmodifieddate"], properties=["email"], limit=50)
+
+    assert [(c.updated_at, int(c.id)) for c in page.results] == sorted(everything)[:50]
+    assert page.total == 300
+    assert [(c.updated_at, int(c.id)) for c in later.results] == sorted(c for c in everything if c[0] > first)[:50]

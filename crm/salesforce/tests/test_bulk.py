@@ -4,6 +4,7 @@ values fail per record with Salesforce's own message; below it, REST and Collect
 import pytest
 
 from crm.base import PushItem
+from crm.salesforce import bulk_read
 from crm.salesforce.bulk import parse_error, to_csv
 from crm.salesforce.provider import SalesforceProvider
 
@@ -60,6 +61,25 @@ def test_the_bulk_read_resumes_after_its_cursor(org, bulk_provider):
     after = list(bulk_provider.changes_since(modstamp=middle.occurred_at, last_id=middle.external_id))
 
     assert [c.external_id for c in after] == [c.external_id for c in everything[111:]]
+
+
+def test_a_bulk_read_past_one_sort_run_comes_in_the_same_order(org, bulk_provider, provider, monkeypatch):
+    """Rows are sorted in runs merged from temporary files (memory stays flat): the order is still
+    (SystemModstamp, Id), ties in Salesforce's own order."""
+    monkeypatch.setattr(bulk_read, "SORT_RUN", 40)
+    seed(org, 250)
+
+    bulk = list(bulk_provider.changes_since(modstamp=None, last_id=""))
+    rest = list(provider.changes_since(modstamp=None, last_id=""))
+
+    assert [c.external_id for c in bulk] == [c.external_id for c in rest]
+    assert [c.values for c in bulk] == [c.values for c in rest]
+
+
+def test_sorting_on_disk_is_a_stable_sort():
+    records = [{"k": n % 7, "n": n, "nested": {"b": n % 2 == 0, "x": None, "f": n / 4}} for n in range(100)]
+
+    assert list(bulk_read.sorted_on_disk(records, key=lambda r: r["k"], run=9)) == sorted(records, key=lambda r: r["k"])
 
 
 def test_a_push_past_the_threshold_creates_with_one_ingest_upsert(org, bulk_provider):

@@ -75,7 +75,7 @@ class Command(BaseCommand):
             help="With --from syncroot: the CRM was emptied or replaced (another portal or org, a restarted "
             "sandbox); forget the record ids held for it and send every contact again, matched by email.",
         )  # fmt: skip
-        parser.add_argument("--chunk-size", type=_positive, help="Records per checkpoint (default 200 / 500).")
+        parser.add_argument("--chunk-size", type=_positive, help="Records per checkpoint (default 1,000 / 500).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
         parser.add_argument("--json", action="store_true", help="Print the counts as JSON instead of a table.")
 
