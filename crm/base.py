@@ -158,6 +158,21 @@ class Grant:
     instance_url: str = ""
 
 
+class OAuthConnect(ABC):
+    """A CRM whose accounts can be connected from the admin with OAuth's authorization-code flow;
+    its provider, built with the settings of SyncRoot's app (client id and secret), does both legs."""
+
+    @abstractmethod
+    def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
+        """The consent page a person is sent to, for this app and `redirect_uri`, carrying `state`."""
+
+    @abstractmethod
+    def authorization_grant(self, *, code: str, redirect_uri: str, code_verifier: str = "") -> Grant:
+        """Exchange the code the CRM sent back (it works once) for the account's credentials.
+        Raises AuthExpired when the CRM refuses the code or the app's credentials, another
+        ProviderError when it could not answer."""
+
+
 class WebhookRejected(Exception):
     def __init__(self, message: str, *, status: int = 400, code: str = "bad_webhook") -> None:
         super().__init__(message)
@@ -221,30 +236,24 @@ class Provider(ABC):
         # for the connection configured from the environment).
         self.name: str = str(config.get("connection") or self.kind)
 
+    # The credentials an account brings, and the settings its API base goes into.
+    CREDENTIAL_SETTINGS: ClassVar[tuple[str, ...]] = ("access_token", "refresh_token", "client_id", "client_secret")
+    instance_settings: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
-        """The config settings of one account: its API base, its id, its credentials."""
-        raise NotImplementedError
+        """The config settings of one account: its id, its API base (when not the CRM's default
+        one) and the credentials it was given."""
+        config: dict[str, Any] = {cls.account_setting: account_id} if cls.account_setting else {}
+        if instance_url:
+            config.update(dict.fromkeys(cls.instance_settings, instance_url))
+        config.update({name: credentials[name] for name in cls.CREDENTIAL_SETTINGS if credentials.get(name)})
+        return config
 
-    # A CRM whose accounts can be connected from the admin with OAuth's authorization-code flow:
-    # its provider, built with the settings of SyncRoot's app (client id and secret), implements
-    # `authorization` and `authorization_grant`.
-    oauth_connect: ClassVar[bool] = False
-
-    def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
-        """The consent page a person is sent to, for this app and `redirect_uri`, carrying `state`."""
-        raise NotImplementedError(f"{self.label or self.kind} accounts are not connected with OAuth")
-
-    def authorization_grant(self, *, code: str, redirect_uri: str, code_verifier: str = "") -> Grant:
-        """Exchange the code the CRM sent back (it works once) for the account's credentials.
-        Raises AuthExpired when the CRM refuses the code or the app's credentials, another
-        ProviderError when it could not answer."""
-        raise NotImplementedError(f"{self.label or self.kind} accounts are not connected with OAuth")
-
+    @abstractmethod
     def account_id(self) -> str:
         """The account these credentials reach (HubSpot portal id, Salesforce org id), asked of the
         CRM. Raises AuthExpired when the credentials are refused."""
-        raise NotImplementedError
 
     @property
     def connected_account(self) -> str:

@@ -128,9 +128,6 @@ class RecordIssueAdmin(CsvExportMixin, admin.ModelAdmin):
     csv_header = readonly_fields
     csv_filename = "record-issues.csv"
 
-    def csv_rows(self, issue: RecordIssue):
-        yield [getattr(issue, name) for name in self.csv_header]
-
     @admin.display(description="CRM record")
     def crm_record(self, issue: RecordIssue) -> str:
         return _record_link(issue.provider, issue.external_id)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from django.conf import settings
 
 from crm import registry
-from crm.base import AuthExpired, Authorization, Grant, Provider, ProviderError
+from crm.base import AuthExpired, Authorization, Grant, OAuthConnect, ProviderError
 from crm.registry import PROVIDER_CLASSES, provider_class
 from providers.connections import (
     AccountConnected,
@@ -24,6 +25,7 @@ from providers.connections import (
     CrmUnreachable,
     connection_create,
     connection_update,
+    crm_defaults,
 )
 from providers.models import Connection, ConnectionSource, ConnectionStatus
 
@@ -38,7 +40,7 @@ class Connected:
 
 def oauth_providers() -> list[str]:
     """The CRMs whose accounts are connected with OAuth from the admin."""
-    return [name for name in PROVIDER_CLASSES if provider_class(name).oauth_connect]
+    return [name for name in PROVIDER_CLASSES if issubclass(provider_class(name), OAuthConnect)]
 
 
 def oauth_app_missing(provider: str) -> str:
@@ -85,16 +87,15 @@ def connect_finish(
     return Connected(created, reconnected=False)
 
 
-def _app(provider: str) -> Provider:
+def _app(provider: str) -> OAuthConnect:
     """A provider of SyncRoot's own app for this CRM: its client id and secret, no account."""
     if provider not in oauth_providers():
         raise ConnectionInvalid(f"Accounts of {provider!r} are not connected with OAuth.")
     missing = oauth_app_missing(provider)
     if missing:
         raise ConnectionInvalid(missing)
-    crm = provider_class(provider)
-    config = {k: v for k, v in getattr(settings, provider.upper(), {}).items() if k not in crm.account_settings}
-    return registry.build_provider(provider=provider, config=config, key=provider)
+    # oauth_providers() checked that this CRM's provider is an OAuthConnect.
+    return cast(OAuthConnect, registry.build_provider(provider=provider, config=crm_defaults(provider), key=provider))
 
 
 def _grant(*, provider: str, code: str, redirect_uri: str, code_verifier: str) -> Grant:

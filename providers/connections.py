@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from crm import registry
-from crm.base import AuthExpired, ProviderError
+from crm.base import AuthExpired, Provider, ProviderError
 from crm.registry import PROVIDER_CLASSES, ConnectionSpec, environment_connections, provider_class
 from providers import backfill, crm_state, services
 from providers.models import Connection, ConnectionSource, ConnectionStatus
@@ -30,7 +30,7 @@ from syncroot.errors import ApplicationError, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
-CREDENTIAL_NAMES = ("access_token", "refresh_token", "client_id", "client_secret")
+CREDENTIAL_NAMES = Provider.CREDENTIAL_SETTINGS  # what an account may bring
 KEY_LENGTH = Connection._meta.get_field("key").max_length
 
 
@@ -80,11 +80,11 @@ def _live(row: Connection, source: str) -> bool:
 
 def _environment_row(spec: ConnectionSpec) -> Connection:
     crm = provider_class(spec.provider)
-    account = spec.config.get("portal_id") or spec.config.get("organization_id") or ""
-    return Connection(key=spec.key, provider=spec.provider, name=crm.label or spec.key, account_id=str(account))
+    account = str(spec.config.get(crm.account_setting) or "") if crm.account_setting else ""
+    return Connection(key=spec.key, provider=spec.provider, name=crm.label or spec.key, account_id=account)
 
 
-def _defaults(provider: str) -> dict[str, Any]:
+def crm_defaults(provider: str) -> dict[str, Any]:
     """The CRM's settings that every connection to it shares (API version, limits, the app's
     webhook secrets), without the environment's own account and credentials."""
     crm = provider_class(provider)
@@ -94,7 +94,7 @@ def _defaults(provider: str) -> dict[str, Any]:
 def _config(*, provider: str, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict[str, Any]:
     crm = provider_class(provider)
     own = crm.connection_config(instance_url=instance_url, account_id=account_id, credentials=credentials)
-    return {**_defaults(provider), **own}
+    return {**crm_defaults(provider), **own}
 
 
 def _spec(row: Connection) -> ConnectionSpec | None:

@@ -13,6 +13,7 @@ from crm.base import (
     Authorization,
     Grant,
     InboundChange,
+    OAuthConnect,
     Permanent,
     Provider,
     PushItem,
@@ -35,7 +36,7 @@ _GONE_EVENTS = {"deletion"}
 _FETCH_EVENTS = {"creation"}
 
 
-class HubSpotProvider(Provider):
+class HubSpotProvider(Provider, OAuthConnect):
     kind = "hubspot"
     label = "HubSpot"
     webhook_queue = queues.WEBHOOKS_HUBSPOT
@@ -50,28 +51,16 @@ class HubSpotProvider(Provider):
 
     account_settings = ("access_token", "refresh_token", "portal_id")
     account_setting = "portal_id"
+    instance_settings = ("base_url",)
 
     @classmethod
     def is_configured(cls, config: Mapping[str, Any]) -> bool:
         return bool(config.get("access_token") or config.get("refresh_token"))
 
-    @classmethod
-    def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
-        config: dict[str, Any] = {"portal_id": account_id}
-        if instance_url:
-            config["base_url"] = instance_url
-        # An app's client id and secret come with its refresh token; a private-app token alone.
-        for name in ("access_token", "refresh_token", "client_id", "client_secret"):
-            if credentials.get(name):
-                config[name] = credentials[name]
-        return config
-
     def account_id(self) -> str:
         return self.client.account_id()
 
     # --- connecting a portal with OAuth (this provider built with the app's settings) ----------
-    oauth_connect = True
-
     def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
         url = self._app_client().authorize_url(
             authorize_url=str(self.config.get("authorize_url") or ""), scopes=str(self.config.get("scopes") or ""),

@@ -14,7 +14,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from crm.base import Authorization, Grant, InboundChange, Provider, PushItem, PushResult, RemoteField, WebhookEvent
+from crm.base import (
+    Authorization,
+    Grant,
+    InboundChange,
+    OAuthConnect,
+    Provider,
+    PushItem,
+    PushResult,
+    RemoteField,
+    WebhookEvent,
+)
 from crm.http import CallRecord
 from crm.ratelimit import RateLimiter
 from crm.salesforce import lifecycle, schema, webhook
@@ -33,7 +43,7 @@ _CONTACT_ID = re.compile(r"^003[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
 _GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
 
 
-class SalesforceProvider(Provider):
+class SalesforceProvider(Provider, OAuthConnect):
     kind = "salesforce"
     label = "Salesforce"
     webhook_queue = queues.WEBHOOKS_SALESFORCE
@@ -44,6 +54,8 @@ class SalesforceProvider(Provider):
         "integration_user_id",
     )  # fmt: skip
     account_setting = "organization_id"
+    # A My Domain URL serves the org's API and its token endpoint (client credentials need it).
+    instance_settings = ("instance_url", "login_url")
 
     @classmethod
     def same_account(cls, one: str, other: str) -> bool:
@@ -64,23 +76,10 @@ class SalesforceProvider(Provider):
         login_host = urlsplit(str(config.get("login_url") or "https://login.salesforce.com")).hostname
         return bool(config.get("client_secret")) and login_host not in _GENERIC_LOGIN_HOSTS
 
-    @classmethod
-    def connection_config(cls, *, instance_url: str, account_id: str, credentials: Mapping[str, str]) -> dict:
-        config: dict[str, Any] = {"organization_id": account_id}
-        if instance_url:
-            # A My Domain URL serves the org's API and its token endpoint (client credentials need it).
-            config["instance_url"] = config["login_url"] = instance_url
-        for name in ("access_token", "refresh_token", "client_id", "client_secret"):
-            if credentials.get(name):
-                config[name] = credentials[name]
-        return config
-
     def account_id(self) -> str:
         return self.client.account_id()
 
     # --- connecting an org with OAuth (this provider built with the connected app's settings) --
-    oauth_connect = True
-
     def authorization(self, *, redirect_uri: str, state: str) -> Authorization:
         verifier = secrets.token_urlsafe(64)  # RFC 7636: 43 to 128 characters
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

@@ -78,6 +78,10 @@ class FakeCrm(Provider):
             meanwhile()
         return results
 
+    def account_id(self) -> str:
+        self._call("account")
+        return str(self.config.get("account_id") or "fake-account")
+
     def probe(self) -> None:
         self._call("probe")
 
