@@ -1,12 +1,14 @@
 """The admin's CRM connections: each account's state, pause, resume, delete, check credentials, and
 connecting (or reconnecting) an account with OAuth (providers/admin_connect.py)."""
 
+from collections.abc import Callable
+
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from providers import connections, crm_state
 from providers.admin_connect import OAuthConnectMixin
-from providers.models import Connection, ConnectionStatus
+from providers.models import Connection
 
 
 @admin.register(Connection)
@@ -48,21 +50,15 @@ class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
 
     @admin.action(description="Pause sync")
     def pause(self, request: HttpRequest, queryset) -> None:
-        for connection in queryset.filter(deleted_at__isnull=True):
-            connections.connection_pause(connection=connection)
-            messages.success(request, f"{connection.key}: {connection.status}.")
+        _each_live(request, queryset, connections.connection_pause)
 
     @admin.action(description="Resume sync")
     def resume(self, request: HttpRequest, queryset) -> None:
-        for connection in queryset.filter(deleted_at__isnull=True):
-            connections.connection_resume(connection=connection)
-            messages.success(request, f"{connection.key}: {connection.status}.")
+        _each_live(request, queryset, connections.connection_resume)
 
     @admin.action(description="Delete (stop syncing, keep the history)")
     def delete_connections(self, request: HttpRequest, queryset) -> None:
-        for connection in queryset.filter(deleted_at__isnull=True):
-            connections.connection_delete(connection=connection)
-            messages.success(request, f"{connection.key}: deleted; its links and history are kept.")
+        _each_live(request, queryset, connections.connection_delete, done="deleted; its links and history are kept")
 
     def save_model(self, request, obj, form, change) -> None:
         connections.connection_update(connection=obj, name=obj.name)
@@ -74,4 +70,8 @@ class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
         return False
 
 
-__all__ = ["ConnectionAdmin", "ConnectionStatus"]
+def _each_live(request: HttpRequest, queryset, change: Callable[..., object], *, done: str = "") -> None:
+    """Apply one connection service to each selected connection not deleted, and say the outcome."""
+    for connection in queryset.filter(deleted_at__isnull=True):
+        change(connection=connection)
+        messages.success(request, f"{connection.key}: {done or connection.status}.")

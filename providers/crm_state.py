@@ -79,8 +79,9 @@ def _new_row(key: str) -> Connection:
         provider = get_provider(key)
     except LookupError:  # no longer connected: its state is still kept
         return Connection(key=key, provider=key, name=key)
-    account = provider.config.get("portal_id") or provider.config.get("organization_id") or ""
-    return Connection(key=key, provider=provider.kind, name=provider.label or key, account_id=str(account))
+    return Connection(
+        key=key, provider=provider.kind, name=provider.label or key, account_id=provider.connected_account
+    )
 
 
 def _row_for_update(key: str) -> Connection:
