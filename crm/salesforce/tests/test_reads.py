@@ -10,7 +10,7 @@ from crm.base import PushItem
 from crm.salesforce.provider import SalesforceProvider
 from crm.salesforce.transform import parse_datetime
 from sandbox.salesforce_schema import make_id
-from sandbox.testing import running_webhook_receiver
+from sandbox.testing import next_millisecond, running_webhook_receiver
 
 from .conftest import contact_values
 
@@ -33,7 +33,9 @@ def test_fetch_reports_current_state_and_deletions(provider, org):
 def test_changes_since_pages_in_order_with_deletions(provider, org):
     org.control.config(query_batch_size=3)
     results = provider.push([PushItem(key=n, values=contact_values(n)) for n in range(4)])
+    next_millisecond()  # stamps have millisecond precision: the edit is stamped after the creates
     org.control.edit(results[0].external_id, fields={"Title": "Later"})
+    next_millisecond()
     org.control.edit(results[1].external_id, delete=True)
     changes = list(provider.changes_since(modstamp=None, last_id=""))
     assert [c.external_id for c in changes[-2:]] == [results[0].external_id, results[1].external_id]
