@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from crm.base import AuthExpired, ProviderError, Transient
+from crm.budget import SHORT_SHARES, DayBudget, current_priority
 from crm.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,10 @@ class CallPath:
         tokens: TokenCache | None = None,
         on_call: Callable[[CallRecord], None] | None = None,
         read_budget: ReadBudget | None = None,
+        budget: DayBudget | None = None,
     ) -> None:
         self.name = name
+        self.budget = budget
         self.read_budget = read_budget
         self.session = session
         self.timeout = timeout
@@ -172,7 +175,7 @@ class CallPath:
         while True:
             token = tokens.current() if tokens is not None else ""
             target = url() if callable(url) else url
-            (limiter or self.limiter).acquire()
+            self._take_slot(limiter or self.limiter, counted=authorized)
             sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if tokens is not None else {})}
             started = time.monotonic()
             response = self._send(method, target, operation, route, started, headers=sent, **kwargs)
@@ -195,6 +198,17 @@ class CallPath:
                 )
                 raise error
             return body
+
+    def _take_slot(self, limiter: RateLimiter, *, counted: bool) -> None:
+        """The day's budget first (a call past its priority's ceiling is not sent), then the short
+        window: a lower priority takes a slot of its smaller share before the shared one."""
+        priority = current_priority()
+        if self.budget is not None and counted:  # token requests do not count against API limits
+            self.budget.take(priority)
+        share = limiter.share(SHORT_SHARES[priority])
+        if share is not limiter:
+            share.acquire()
+        limiter.acquire()
 
     def _send(
         self, method: str, url: str, operation: str, route: str, started: float, **kwargs: Any

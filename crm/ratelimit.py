@@ -50,6 +50,9 @@ def _take_turn_script() -> Script:
     return client.register_script(_TAKE_TURN)
 
 
+_shares: dict[tuple[str, float], "RateLimiter"] = {}
+
+
 class RateLimiter:
     """`acquire()` blocks until the CRM's budget allows one more request."""
 
@@ -60,6 +63,20 @@ class RateLimiter:
         self.spaced = spaced
         window = self.item.multiples * self.item.GRANULARITY.seconds
         self.interval = window / self.item.amount * (1 + SPACING_MARGIN)
+
+    def share(self, fraction: float) -> "RateLimiter":
+        """A limiter over `fraction` of this one's rate, under its own name: lower-priority calls
+        take a slot there first, so they never fill the whole window (crm.budget)."""
+        if fraction >= 1:
+            return self
+        key = (self.name, fraction)
+        if key not in _shares:
+            amount = max(int(self.item.amount * fraction), 1)
+            window = f"{self.item.multiples} {self.item.GRANULARITY.name}"
+            rate = f"{amount}/{window}"
+            _shares[key] = RateLimiter(f"{self.name}:{int(fraction * 100)}", rate, max_wait=self.max_wait,
+                                       spaced=self.spaced)  # fmt: skip
+        return _shares[key]
 
     def acquire(self, cost: int = 1) -> float:
         """Take `cost` slots; returns the seconds waited. Raises RateLimited past max_wait."""

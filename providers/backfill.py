@@ -24,6 +24,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from crm import registry
 from crm.base import ProviderError
+from crm.budget import backfill_wait
 from crm.registry import connected_providers, get_provider
 from providers import dispatch
 from providers.dispatch import enqueue_drain
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 SYNCROOT = "syncroot"
 COLUMNS = ("created", "matched", "updated", "skipped", "failed")
 KEY_LENGTH = SyncCursor._meta.get_field("provider").max_length
-MAX_ERRORS_KEPT = 1000  # enough to act on; a run failing more than this has one systemic cause
+MAX_ERRORS_KEPT = 1000
+MAX_COUNTDOWN = 900.0  # a task waits no longer than this (below the broker's visibility timeout), then looks again
+MAX_ERRORS_KEPT_ = None  # enough to act on; a run failing more than this has one systemic cause
 
 
 class Progress(Protocol):
@@ -125,6 +128,11 @@ def checkpoint_get(*, key: str) -> SyncCursor | None:
 
 def checkpoint_save(*, key: str, modstamp: datetime | None, last_id: str) -> None:
     SyncCursor.objects.update_or_create(provider=key, defaults={"modstamp": modstamp, "last_id": last_id})
+
+
+def checkpoint_touch(*, key: str) -> None:
+    """The run is alive though its position did not move (it waits for the API budget)."""
+    SyncCursor.objects.filter(provider=key).update(updated_at=timezone.now())
 
 
 def checkpoint_clear(*, key: str) -> None:
@@ -218,6 +226,10 @@ def _in_sync(link: ProviderLink | None, contact: Contact) -> bool:
     )
 
 
+def _live_pending(link: ProviderLink | None) -> bool:
+    return link is not None and link.status == LinkStatus.PENDING and not link.backfill
+
+
 # What a relink resets: the new links' defaults (no record id, nothing written, no attempts).
 _RELINK_FIELDS = (
     "external_id", "synced_version", "synced_at", "field_hashes", "field_prior_hashes", "field_written_at",
@@ -243,14 +255,25 @@ def _push_chunk(
     for name in names:
         row = report.row(name)
         due = list(chunk) if relink else [c for c in chunk if not _in_sync(links.get((c.pk, name)), c)]
-        if not dry_run and due:
+        # A live change already on its way keeps its place ahead of the backfill.
+        marked = due if relink else [c for c in due if not _live_pending(links.get((c.pk, name)))]
+        if not dry_run and marked:
             now = timezone.now()
             ProviderLink.objects.bulk_create(
-                [ProviderLink(contact=c, provider=name, status=LinkStatus.PENDING, pending_since=now) for c in due],
+                [
+                    ProviderLink(contact=c, provider=name, status=LinkStatus.PENDING, pending_since=now, backfill=True)
+                    for c in marked
+                ],
                 update_conflicts=True,
                 unique_fields=("contact", "provider"),
                 # A backfill is an explicit "send it now": a retry waiting out its backoff goes too.
-                update_fields=("status", "pending_since", "next_attempt_at", *(_RELINK_FIELDS if relink else ())),
+                update_fields=(
+                    "status",
+                    "pending_since",
+                    "next_attempt_at",
+                    "backfill",
+                    *(_RELINK_FIELDS if relink else ()),
+                ),  # fmt: skip
             )
         if since is None or dry_run:
             row.skipped += len(chunk) - len(due)
@@ -341,6 +364,13 @@ def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | No
         registry.refresh()  # added a moment ago by another process
     if key not in connected_providers() or checkpoint_get(key=checkpoint) is None:
         return None  # deleted or paused meanwhile, or done: nothing to send it
+    wait = backfill_wait(get_provider(key).config)
+    if wait is not None:  # the backfills' part of the API budget is spent: on from the checkpoint later
+        checkpoint_touch(key=checkpoint)
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key, countdown=min(wait, MAX_COUNTDOWN)))
+        report = BackfillReport(source=SYNCROOT, targets=[key], dry_run=False)
+        report.stop(reason="budget", text=f"API budget for backfills spent; going on in {wait:.0f} s")
+        return report
     report = backfill_from_syncroot(targets=[key], limit=share, checkpoint=checkpoint)
     if report.stop_reason == "limit":
         transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key))

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -21,6 +21,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from contacts.selectors import normalise_email
 from crm.base import InboundChange, Provider, ProviderError, Transient, field_hash
+from crm.budget import BudgetSpent, Priority, call_priority
 from crm.registry import connected_providers, get_provider
 from providers.backfill import (
     SYNCROOT,
@@ -86,12 +87,16 @@ def backfill_from_crm(
     started = time.monotonic()
     progress.start(label=f"{provider_name} → syncroot", total=_crm_total(provider_name, run.modstamp))
     try:
-        if _read_all(provider, run=run, limit=limit):
-            run.flush()
+        with call_priority(Priority.BACKFILL):  # after live changes, within the backfills' budget
+            finished = _read_all(provider, run=run, limit=limit)
+        run.flush()
+        if finished:
             report.finished = True
         else:
-            run.flush()
             report.stop(reason="limit", text=f"stopped at --limit {limit}")
+    except BudgetSpent as exc:
+        run.flush()
+        report.stop(reason="budget", text=f"paused: {exc}; run it again after {_resume_time(exc)} to go on")
     except ProviderError as exc:
         run.flush()  # what was read is handled, so the checkpoint can move past it
         report.stop(reason="error", text=f"{provider_name} failed while reading: {exc}")
@@ -119,6 +124,12 @@ def backfill_from_crm(
     return report
 
 
+def _resume_time(exc: BudgetSpent) -> str:
+    """When the budget frees up, in the server's time zone to the minute."""
+    at = timezone.localtime(timezone.now() + timedelta(seconds=exc.retry_after or 0))
+    return at.strftime("%Y-%m-%d %H:%M %Z")
+
+
 def _read_all(provider: Provider, *, run: _Run, limit: int | None) -> bool:
     """Hand every change after the run's position to it; False when `limit` stopped the read.
 
@@ -138,7 +149,7 @@ def _read_all(provider: Provider, *, run: _Run, limit: int | None) -> bool:
             return True
         except Transient as exc:
             failures += 1
-            if failures > READ_RETRIES:
+            if failures > READ_RETRIES or isinstance(exc, BudgetSpent):  # the budget frees up in hours
                 raise
             run.flush()
             delay = min(retry_delay(attempt=failures, retry_after=getattr(exc, "retry_after", None)), READ_RETRY_CAP)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -65,13 +66,29 @@ def connection_specs() -> list[ConnectionSpec]:
     except DatabaseError as exc:  # the environment's connections still work without the database
         logger.warning("connections not read: database unavailable", extra={"error": str(exc)})
         return env
-    specs = [spec for spec in env if spec.key not in rows or _live(rows[spec.key], ConnectionSource.ENVIRONMENT)]
+    specs = [
+        _with_budget(spec, rows.get(spec.key))
+        for spec in env
+        if spec.key not in rows or _live(rows[spec.key], ConnectionSource.ENVIRONMENT)
+    ]
     for row in rows.values():
         if row.source != ConnectionSource.ENVIRONMENT and _live(row, row.source):
             spec = _spec(row)
             if spec is not None:
                 specs.append(spec)
     return specs
+
+
+def _with_budget(spec: ConnectionSpec, row: Connection | None) -> ConnectionSpec:
+    """An environment connection with the budget set on its row (PATCH /connections)."""
+    if row is None or (row.budget_share is None and row.daily_limit is None):
+        return spec
+    config = {**spec.config, **_budget_config(row)}
+    return replace(spec, config=config, version=repr(config))
+
+
+def _budget_config(row: Connection) -> dict[str, Any]:
+    return {"budget_share": row.budget_share, "daily_limit": row.daily_limit}
 
 
 def _live(row: Connection, source: str) -> bool:
@@ -109,10 +126,14 @@ def _spec(row: Connection) -> ConnectionSpec | None:
         provider=row.provider, instance_url=row.instance_url, account_id=row.account_id, credentials=credentials
     )
     config["credentials_version"] = row.credentials_version  # see crm_state.crm_mark_auth_failed
+    config.update(_budget_config(row))
     return ConnectionSpec(key=row.key, provider=row.provider, config=config, version=row.updated_at.isoformat())
 
 
 # --- Services ----------------------------------------------------------------------------------
+KEEP = object()  # connection_update: leave the field as it is
+
+
 def connection_create(
     *,
     provider: str,
@@ -120,9 +141,12 @@ def connection_create(
     credentials: Mapping[str, Any],
     instance_url: str = "",
     source: str = ConnectionSource.API,
+    budget_share: float | None = None,
+    daily_limit: int | None = None,
 ) -> Connection:
     """Check the credentials with the CRM, learn the account they reach, store them encrypted and
-    start sending every contact there. Raises an ApplicationError."""
+    start sending every contact there. `budget_share`, `daily_limit`: its API budget (crm.budget;
+    None: the deployment's share, the limit the CRM reports). Raises an ApplicationError."""
     if provider not in PROVIDER_CLASSES:
         raise ConnectionInvalid(
             f"Unknown CRM {provider!r}.", details={"provider": [f"One of: {', '.join(sorted(PROVIDER_CLASSES))}."]}
@@ -140,6 +164,8 @@ def connection_create(
                 instance_url=instance_url,
                 source=source,
                 credentials=credentials_encrypt(json.dumps(secrets)),
+                budget_share=budget_share,
+                daily_limit=daily_limit,
             )
             backfill.connection_backfill_start(key=connection.key)
             transaction.on_commit(registry.refresh)
@@ -159,15 +185,22 @@ def connection_update(
     instance_url: str | None = None,
     credentials: Mapping[str, Any] | None = None,
     source: str | None = None,
+    budget_share: float | None | object = KEEP,
+    daily_limit: int | None | object = KEEP,
 ) -> Connection:
-    """Rename a connection, or give it new credentials (reconnect): they must reach the same
-    account. A connection paused because its credentials were refused resumes with working ones.
+    """Rename a connection, give it new credentials (reconnect: they must reach the same
+    account), or change its API budget (`budget_share`, `daily_limit`; None: the default). A
+    connection paused because its credentials were refused resumes with working ones.
     `source`: where new credentials came from (the admin's OAuth connect); default: the API."""
     if connection.deleted_at is not None:
         raise ConnectionInvalid("This connection was deleted.")
     fields = ["updated_at"]
     if name is not None:
         connection.name, fields = name, [*fields, "name"]
+    for field, value in (("budget_share", budget_share), ("daily_limit", daily_limit)):
+        if value is not KEEP:
+            setattr(connection, field, value)
+            fields.append(field)
     if credentials is not None or instance_url is not None:
         url = connection.instance_url if instance_url is None else instance_url
         secrets = _clean_credentials(credentials) if credentials is not None else _stored(connection)

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from contacts.models import SYNCED_FIELDS, Contact, CustomField, is_blank, time_key
 from crm.base import InboundChange, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from crm.budget import BudgetSpent, Priority, call_priority
 from crm.registry import connected_providers, get_provider
 from providers import dispatch
 from providers.field_values import canonical, from_crm, to_crm
@@ -161,7 +162,7 @@ def _read_patiently(target: "_Field", mapping: FieldMapping, links: list[Provide
         try:
             return _read(target, mapping.provider, links)
         except Transient as error:
-            if attempt == READ_TRIES - 1:
+            if attempt == READ_TRIES - 1 or isinstance(error, BudgetSpent):  # the budget frees up in hours
                 raise
             wait = error.retry_after if isinstance(error, RateLimited) and error.retry_after else 2**attempt
             time.sleep(min(wait, 10.0))
@@ -178,7 +179,8 @@ def field_backfill_run(*, mapping_id: int) -> None:
     if not cache.add(_lock_key(mapping_id), 1, timeout=int(STALE_AFTER.total_seconds())):
         return  # another worker runs it
     try:
-        _run(mapping_id)
+        with call_priority(Priority.BACKFILL):  # after live changes, within the backfills' budget
+            _run(mapping_id)
     finally:
         cache.delete(_lock_key(mapping_id))
 
@@ -360,7 +362,7 @@ def _claim_writes(target: _Field, provider: str, link_ids: list[int]) -> tuple[l
             values[link.pk] = value
         ProviderLink.objects.filter(pk__in=list(values)).update(claimed_until=lease, claimed_by=backend)
         if busy:
-            ProviderLink.objects.filter(pk__in=busy).update(status=LinkStatus.PENDING, pending_since=now)
+            ProviderLink.objects.filter(pk__in=busy).update(status=LinkStatus.PENDING, pending_since=now, backfill=True)
     return items, values
 
 
@@ -374,7 +376,9 @@ def _record_writes(target: _Field, provider: str, results: list[PushResult], val
                 failed.append(link.pk)
                 link.last_error, link.last_error_code = result.error.message[:2000], result.error.code[:64]
                 link.status, link.pending_since = LinkStatus.PENDING, now  # the forwarder carries it from here
-                link.save(update_fields=["last_error", "last_error_code", "status", "pending_since", "updated_at"])
+                link.backfill = True  # after the live changes (crm.budget)
+                link.save(update_fields=["last_error", "last_error_code", "status", "pending_since", "backfill",
+                                         "updated_at"])  # fmt: skip
                 continue
             name = target.name
             held_before = [link.field_hashes.get(name, ""), *prior_hashes(link, name)]

@@ -91,7 +91,7 @@ def _insert(provider: str, fresh: list[tuple[InboundChange, Reported]], *, sourc
     for change, report in fresh:
         when = change.occurred_at or now
         contact = _contact(report, when.isoformat())
-        link = ProviderLink(contact=contact, provider=provider, external_id=change.external_id)
+        link = ProviderLink(contact=contact, provider=provider, external_id=change.external_id, backfill=True)
         for field, value in report.values.items():
             link.field_hashes[field] = field_hash(field, value)
             link.field_seen_at[field] = report.times.get(field, when).isoformat()
@@ -106,7 +106,7 @@ def _insert(provider: str, fresh: list[tuple[InboundChange, Reported]], *, sourc
     if any(link.status == LinkStatus.PENDING for link in links):
         transaction.on_commit(lambda: enqueue_forward(providers=[provider]), robust=True)
     changes_record_many(contacts=contacts, fields=None, source=source, at=now)
-    links_mark_pending_many(contacts=contacts, exclude=[provider])
+    links_mark_pending_many(contacts=contacts, exclude=[provider], backfill=True)  # an import's: after live ones
     RecordIssue.objects.filter(provider=provider, external_id__in=[link.external_id for link in links]).delete()
 
 

@@ -1,5 +1,6 @@
 import hashlib
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F
 from django.utils import timezone
@@ -49,6 +50,9 @@ class ProviderLink(models.Model):
     # The contact was restored while this CRM's record was deleted: bring the record back (or,
     # where the CRM cannot, create it again) before writing to it.
     restore_pending = models.BooleanField(default=False)
+    # Marked by a backfill, an import or a field backfill (not a live change): it goes after the
+    # live changes and within the backfills' part of the API budget (crm/budget.py).
+    backfill = models.BooleanField(default=False)
     # Per field, when this CRM last changed SyncRoot's value (ISO-8601, the last hour's): a field
     # that flips more than BOUNCE_LIMIT_PER_HOUR times is paused (providers/bounce.py).
     bounces = models.JSONField(default=dict, blank=True)
@@ -68,6 +72,12 @@ class ProviderLink(models.Model):
                 fields=("provider", "pending_since"),
                 condition=models.Q(status__in=("pending", "failed")),
                 name="link_outbox_idx",
+            ),
+            # The forwarder's claim: live changes first, each kind oldest first.
+            models.Index(
+                fields=("provider", "backfill", "pending_since"),
+                condition=models.Q(status__in=("pending", "failed")),
+                name="link_outbox_priority_idx",
             ),
             models.Index(fields=("provider",), condition=~models.Q(issues=[]), name="link_issues_idx"),
         ]
@@ -215,6 +225,12 @@ class Connection(models.Model):
     since = models.DateTimeField(default=timezone.now)  # when the status last changed
     last_error = models.TextField(blank=True, default="")
     last_probe_at = models.DateTimeField(null=True, blank=True)
+    # API budget (crm/budget.py): SyncRoot's share of the account's daily API limit (None: the
+    # deployment's API_BUDGET_SHARE), and the limit where the CRM does not report one.
+    budget_share = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
+    )
+    daily_limit = models.PositiveIntegerField(null=True, blank=True)
     next_probe_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

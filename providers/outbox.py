@@ -33,21 +33,24 @@ def schedule_retry(*, provider: str) -> None:
         .aggregate(soonest=Min("next_attempt_at"))
         .get("soonest")
     )
-    if soonest is None:
-        return
+    if soonest is not None:
+        # Countdowns stay below the broker's visibility timeout (the backoff cap is half of it).
+        _wake_at(provider, soonest.timestamp(), kind="retry", task=dispatch.RETRY)
+
+
+def _wake_at(provider: str, due_at: float, *, kind: str, task: str) -> None:
+    """Send `task` for `provider` to run at `due_at`, unless one of this kind already does in time."""
     now = time.time()
-    due_at = soonest.timestamp()
-    key = f"outbox:retry-at:{provider}"
+    key = f"outbox:{kind}-at:{provider}"
     try:
         already = cache.get(key)
         if already is not None and now < already <= due_at + 0.05:
             return  # a task already wakes up in time
         cache.set(key, due_at, timeout=int(max(due_at - now, 0)) + 60)
-        # Countdowns stay below the broker's visibility timeout (the backoff cap is half of it).
-        dispatch.task_send(dispatch.RETRY, args=[provider], countdown=max(due_at - now, 0.05))
+        dispatch.task_send(task, args=[provider], countdown=max(due_at - now, 0.05))
     except BROKER_ERRORS as exc:
         logger.warning(
-            "retry scheduling failed; the sweeper will retry", extra={"provider": provider, "error": str(exc)}
+            f"{kind} scheduling failed; the sweeper will send it", extra={"provider": provider, "error": str(exc)}
         )
 
 
@@ -76,8 +79,13 @@ def drain_until_idle(*, provider_name: str, max_batches: int = 1000) -> int:
                     return total
                 if report.claimed == 0:
                     break
-        if not due_links(provider=provider_name).exists():
+        due = due_links(provider=provider_name)
+        if report.budget_wait is not None:  # what is left are backfills waiting for the API budget
+            due = due.filter(backfill=False)
+        if not due.exists():
             break
+    if report.budget_wait is not None:
+        schedule_budget(provider=provider_name, wait=report.budget_wait)
     schedule_retry(provider=provider_name)
     schedule_held(provider=provider_name)
     return total
@@ -99,21 +107,15 @@ def schedule_held(*, provider: str) -> None:
         .aggregate(soonest=Min("synced_at"))
         .get("soonest")
     )
-    if soonest is None:
-        return
-    now = time.time()
-    due_at = (soonest + spacing).timestamp()
-    key = f"outbox:held-at:{provider}"
-    try:
-        already = cache.get(key)
-        if already is not None and now < already <= due_at + 0.05:
-            return  # a drain already wakes up in time
-        cache.set(key, due_at, timeout=int(max(due_at - now, 0)) + 60)
-        dispatch.task_send(dispatch.DRAIN, args=[provider], countdown=max(due_at - now, 0.05))
-    except BROKER_ERRORS as exc:
-        logger.warning(
-            "held drain scheduling failed; the sweeper will send it", extra={"provider": provider, "error": str(exc)}
-        )
+    if soonest is not None:
+        _wake_at(provider, (soonest + spacing).timestamp(), kind="held", task=dispatch.DRAIN)
+
+
+def schedule_budget(*, provider: str, wait: float) -> None:
+    """Backfill links wait for the API budget (crm.budget): a drain wakes up when it frees, or
+    after half the broker's visibility timeout to look again (the sweeper would too)."""
+    wait = min(wait, settings.CELERY_BROKER_VISIBILITY_TIMEOUT / 2)
+    _wake_at(provider, time.time() + wait, kind="budget", task=dispatch.DRAIN)
 
 
 def sweep() -> dict[str, int]:

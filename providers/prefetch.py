@@ -7,6 +7,7 @@ import takes about the longer of them instead of their sum, and memory stays bou
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -63,7 +64,8 @@ def prefetched(source: Iterable[T], *, depth: int) -> Iterator[T]:
         finally:
             connections.close_all()  # this thread's own, if the read used the database
 
-    reader = threading.Thread(target=run, name="prefetch", daemon=True)
+    # In the caller's context: its calls keep the caller's priority (crm.budget).
+    reader = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="prefetch", daemon=True)
     reader.start()
     try:
         yield first

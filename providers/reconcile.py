@@ -25,6 +25,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from crm.base import AuthExpired, InboundChange, ProviderError
+from crm.budget import Priority, call_priority
 from crm.registry import get_provider
 from providers.crm_state import crm_mark_auth_failed
 from providers.lifecycle import record_change_apply
@@ -38,7 +39,13 @@ _ERROR_LENGTH = 2000
 
 
 def reconcile(*, provider_name: str, limit: int | None = None, clock=time.monotonic) -> Counter:
-    """Apply every change after the stored cursor, for up to RECONCILE_MAX_SECONDS; returns outcome counts."""
+    """Apply every change after the stored cursor, for up to RECONCILE_MAX_SECONDS; returns outcome
+    counts. Its calls come after live changes and stop at the reconciler's part of the API budget."""
+    with call_priority(Priority.RECONCILE):
+        return _reconcile(provider_name=provider_name, limit=limit, clock=clock)
+
+
+def _reconcile(*, provider_name: str, limit: int | None, clock) -> Counter:
     provider = get_provider(provider_name)
     stop_at = clock() + settings.RECONCILE_MAX_SECONDS
     cursor, _ = SyncCursor.objects.get_or_create(provider=provider_name)

@@ -9,6 +9,7 @@ from contacts.models import SYNCED_FIELDS
 from contacts.serializers import StrictCharField, StrictSerializer
 from crm.base import FIELD_TYPES
 from crm.registry import PROVIDER_CLASSES
+from providers.budgets import connection_budget
 from providers.conflicts import ACTIONS, allowed_actions
 from providers.models import BackfillStatus, Conflict, ConflictKind, ConflictStatus, Connection, MappingRule
 
@@ -152,13 +153,31 @@ class ConflictResolveSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=[(a, a) for a in ACTIONS])
 
 
+class ApiBudgetSerializer(serializers.Serializer):
+    used = serializers.IntegerField(help_text="SyncRoot's calls to this account in the last 24 hours.")
+    limit = serializers.IntegerField(
+        allow_null=True, help_text="The account's daily API limit: as the CRM reports it, or `daily_limit`; null "
+        "while unknown (only the short window applies).",
+    )  # fmt: skip
+    share = serializers.FloatField(help_text="The part of the limit SyncRoot may use.")
+    allowed = serializers.DictField(
+        child=serializers.IntegerField(allow_null=True),
+        help_text="Calls allowed in 24 hours per priority: `live`, `reconcile`, `backfill`.",
+    )
+    backfill_paused_until = serializers.DateTimeField(
+        allow_null=True, help_text="Set while backfills and imports wait for the window to free up."
+    )
+
+
 class ConnectionSerializer(serializers.ModelSerializer):
     webhook_path = serializers.SerializerMethodField(help_text="Where the CRM delivers this account's webhooks.")
+    budget = serializers.SerializerMethodField(help_text="Its API budget now; null when Redis cannot say.")
 
     class Meta:
         model = Connection
         fields = ("id", "key", "provider", "name", "account_id", "instance_url", "source", "status", "since",
-                  "last_error", "last_probe_at", "webhook_path", "created_at", "updated_at", "deleted_at")  # fmt: skip
+                  "last_error", "last_probe_at", "webhook_path", "budget_share", "daily_limit", "budget",
+                  "created_at", "updated_at", "deleted_at")  # fmt: skip
         extra_kwargs = {
             "key": {"help_text": "Names the connection in links, sync status, mappings, metrics and its webhook URL."},
             "account_id": {"help_text": "The HubSpot portal id or Salesforce organization id, asked of the CRM."},
@@ -169,6 +188,10 @@ class ConnectionSerializer(serializers.ModelSerializer):
     def get_webhook_path(self, row: Connection) -> str:
         return f"/webhooks/{row.key}"
 
+    @extend_schema_field(ApiBudgetSerializer(allow_null=True))
+    def get_budget(self, row: Connection) -> dict[str, Any] | None:
+        return connection_budget(connection=row)
+
 
 class CredentialsSerializer(StrictSerializer):
     access_token = StrictCharField(required=False, max_length=4096, trim_whitespace=True)
@@ -177,7 +200,18 @@ class CredentialsSerializer(StrictSerializer):
     client_secret = StrictCharField(required=False, max_length=1024, trim_whitespace=True)
 
 
-class ConnectionCreateSerializer(StrictSerializer):
+class ConnectionBudgetFields(serializers.Serializer):
+    budget_share = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.01, max_value=1.0,
+        help_text="The part of the account's daily API limit SyncRoot may use (null: API_BUDGET_SHARE).",
+    )  # fmt: skip
+    daily_limit = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=100_000_000,
+        help_text="The account's daily API limit where the CRM does not report one (HubSpot OAuth apps).",
+    )  # fmt: skip
+
+
+class ConnectionCreateSerializer(ConnectionBudgetFields, StrictSerializer):
     provider = serializers.ChoiceField(choices=sorted(PROVIDER_CLASSES))
     name = StrictCharField(required=False, default="", allow_blank=True, max_length=100)
     instance_url = serializers.URLField(
@@ -192,7 +226,7 @@ class ConnectionCreateSerializer(StrictSerializer):
     )
 
 
-class ConnectionUpdateSerializer(StrictSerializer):
+class ConnectionUpdateSerializer(ConnectionBudgetFields, StrictSerializer):
     name = StrictCharField(required=False, allow_blank=True, max_length=100)
     instance_url = serializers.URLField(required=False, allow_blank=True, max_length=255)
     credentials = CredentialsSerializer(required=False, help_text="New credentials: they must reach the same account.")

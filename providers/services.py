@@ -22,8 +22,11 @@ def links_mark_pending(*, contact: Contact, exclude: Iterable[str] = ()) -> list
     return links_mark_pending_many(contacts=[contact], exclude=exclude)
 
 
-def links_mark_pending_many(*, contacts: list[Contact], exclude: Iterable[str] = ()) -> list[str]:
-    """`links_mark_pending` for many contacts: one INSERT … ON CONFLICT, one enqueue after commit."""
+def links_mark_pending_many(
+    *, contacts: list[Contact], exclude: Iterable[str] = (), backfill: bool = False
+) -> list[str]:
+    """`links_mark_pending` for many contacts: one INSERT … ON CONFLICT, one enqueue after commit.
+    `backfill`: an import's, sent after the live changes (crm.budget); otherwise a live change."""
     excluded = set(exclude)
     providers = [name for name in connected_providers() if name not in excluded]
     if not providers or not contacts:
@@ -31,13 +34,15 @@ def links_mark_pending_many(*, contacts: list[Contact], exclude: Iterable[str] =
     now = timezone.now()
     ProviderLink.objects.bulk_create(
         [
-            ProviderLink(contact=contact, provider=name, status=LinkStatus.PENDING, pending_since=now)
+            ProviderLink(
+                contact=contact, provider=name, status=LinkStatus.PENDING, pending_since=now, backfill=backfill
+            )  # fmt: skip
             for contact in contacts
             for name in providers
         ],
         update_conflicts=True,
         unique_fields=("contact", "provider"),
-        update_fields=("status", "pending_since"),
+        update_fields=("status", "pending_since", "backfill"),
     )
     transaction.on_commit(lambda: enqueue_forward(providers=providers), robust=True)
     return providers

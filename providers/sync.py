@@ -34,6 +34,7 @@ from psycopg2.extras import execute_values
 
 from contacts.models import Contact, is_blank
 from crm.base import AuthExpired, Provider, ProviderError, PushItem, PushResult, RateLimited, Transient, field_hash
+from crm.budget import Priority, backfill_wait, call_priority
 from crm.registry import get_provider
 from providers.backoff import retry_delay
 from providers.crm_state import crm_is_paused, crm_mark_auth_failed
@@ -58,6 +59,8 @@ class DrainReport:
     failed: int = 0
     parked: int = 0
     paused: bool = False  # the CRM refuses our credentials: nothing was (or will be) sent to it
+    # Backfill links wait for this many seconds: the backfills' part of the API budget is spent.
+    budget_wait: float | None = None
 
 
 def due_links(*, provider: str):
@@ -127,15 +130,18 @@ class Claim:
     version: int
 
 
-def _claim(*, provider_name: str, batch_size: int) -> list[Claim]:
-    """Short transaction: take up to `batch_size` due links and mark them claimed."""
+def _claim(*, provider_name: str, batch_size: int, live_only: bool = False) -> list[Claim]:
+    """Short transaction: take up to `batch_size` due links and mark them claimed, live changes
+    before backfills (`live_only`: no backfill link), each oldest first."""
     lease = timezone.now() + timedelta(seconds=settings.SYNC_CLAIM_LEASE_SECONDS)
+    due = due_links(provider=provider_name)
+    if live_only:
+        due = due.filter(backfill=False)
     with transaction.atomic():
         links = list(
-            due_links(provider=provider_name)
-            .select_for_update(skip_locked=True, of=("self",))
+            due.select_for_update(skip_locked=True, of=("self",))
             .select_related("contact")
-            .order_by("pending_since")[:batch_size]
+            .order_by("backfill", "pending_since")[:batch_size]
         )
         if links:
             with connection.cursor() as cursor:
@@ -155,10 +161,19 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
     batch_size = _batch_size(provider)
     if linger and batch_size == provider.batch_size:
         _linger(provider=provider_name, batch_size=batch_size)
-    claims = _claim(provider_name=provider_name, batch_size=batch_size)
-    report = DrainReport(claimed=len(claims))
+    budget_wait = backfill_wait(provider.config)
+    claims = _claim(provider_name=provider_name, batch_size=batch_size, live_only=budget_wait is not None)
+    report = DrainReport(claimed=len(claims), budget_wait=budget_wait)
     if not claims:
         return report
+    # The batch's calls are a backfill's unless a live change is in it (crm.budget).
+    with call_priority(Priority.LIVE if any(not claim.link.backfill for claim in claims) else Priority.BACKFILL):
+        _send(provider_name, provider, claims, report)
+    return report
+
+
+def _send(provider_name: str, provider: Provider, claims: list[Claim], report: DrainReport) -> None:
+    """Call the CRM for the claimed links and record what it did."""
     items: list[PushItem] = []
     unsent: list[PushResult] = []  # nothing to send: recorded as synced as they are
     outgoing: dict[int, Outgoing] = {}
@@ -204,7 +219,6 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
         extra={"provider": provider_name, "claimed": report.claimed, "synced": report.synced,
                "failed": report.failed, "parked": report.parked, "paused": report.paused},
     )  # fmt: skip
-    return report
 
 
 def _writes_count(provider_name: str, claims: list[Claim], synced: list[ProviderLink], *, sent: set[int]) -> None:
@@ -407,7 +421,7 @@ def _update_synced(links: list[ProviderLink]) -> None:
             field_prior_hashes = v.field_prior_hashes::jsonb, field_written_at = v.field_written_at::jsonb,
             issues = v.issues::jsonb, synced_version = v.synced_version, synced_at = v.synced_at,
             updated_at = v.synced_at, attempts = 0,
-            last_error = '', last_error_code = '', next_attempt_at = NULL,
+            last_error = '', last_error_code = '', next_attempt_at = NULL, backfill = false,
             pending_since = v.pending_since::timestamptz
         FROM (VALUES %s) AS v (id, status, external_id, field_hashes, field_prior_hashes, field_written_at,
                                issues, synced_version, synced_at, pending_since)

@@ -345,8 +345,12 @@ CELERY_BEAT_SCHEDULE["expire-idempotency-keys"] = {
     "schedule": 3600,
     "options": {"expires": 3600},
 }
-# The admin's Sync health page shows each CRM's calls today against its daily cap, when one is set
-# here, e.g. "salesforce=100000,hubspot=250000" (Salesforce's org quota, HubSpot's daily limit).
+# API budgets (crm/budget.py): SyncRoot uses this share of each connection's daily API limit (a
+# connection's own `budget_share` overrides it); live changes may use all of it, the reconciler
+# 90 %, backfills and imports 75 %.
+API_BUDGET_SHARE = env.float("API_BUDGET_SHARE", default=0.5)
+# A connection's daily API limit where its CRM does not report one (HubSpot OAuth apps), by
+# connection key, e.g. "salesforce=100000,hubspot=250000"; a connection's own `daily_limit` wins.
 CRM_DAILY_CALL_CAPS = {
     name.strip(): int(cap)
     for name, _, cap in (item.partition("=") for item in env.str("CRM_DAILY_CALL_CAPS", default="").split(","))

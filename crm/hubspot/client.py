@@ -20,6 +20,7 @@ import requests
 from limits import parse as parse_rate
 
 from crm.base import AuthExpired, Permanent, ProviderError, RateLimited, Transient
+from crm.budget import DayBudget
 from crm.http import Budget, CallPath, CallRecord, Token, TokenCache, new_session
 from crm.hubspot.transform import ID_PROPERTY, MODIFIED_PROPERTY, id_order, parse_time, to_epoch_ms
 from crm.ratelimit import RateLimiter
@@ -247,6 +248,7 @@ class HubSpotClient:
             tokens=self.tokens,
             on_call=self._count,
             read_budget=read_budget,
+            budget=DayBudget.from_config(config),
         )
 
     # --- single records ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import requests
 
 from crm.base import AuthExpired, ProviderError, Transient
+from crm.budget import DayBudget
 from crm.http import Budget, CallPath, CallRecord, Token, TokenCache, new_session
 from crm.ratelimit import RateLimiter
 from crm.salesforce.errors import error_from_response, first_error, retry_after_seconds, transient
@@ -95,6 +96,7 @@ class SalesforceClient:
             tokens=self.tokens,
             on_call=self.on_response,
             read_budget=read_budget,
+            budget=DayBudget.from_config(config),
         )
 
     # --- auth ----------------------------------------------------------------------------

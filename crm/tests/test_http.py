@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from crm.base import AuthExpired, Permanent, ProviderError, Transient
+from crm.budget import BudgetSpent, DayBudget, Priority, call_priority
 from crm.http import CallPath, CallRecord, Token, TokenCache, new_session
 from crm.ratelimit import RateLimiter
 from sandbox.testing import SandboxControl, running_sandbox
@@ -29,7 +30,7 @@ def classify(response: requests.Response, body: Any) -> ProviderError | None:
 class Client:
     """The smallest client: a CallPath, a token fetched with the sandbox's refresh token, a record list."""
 
-    def __init__(self, url: str, *, token: str, can_refresh: bool = True, session=None) -> None:
+    def __init__(self, url: str, *, token: str, can_refresh: bool = True, session=None, budget=None) -> None:
         self.url = url
         self.records: list[CallRecord] = []
         self.limiter = RateLimiter(f"http-test-{uuid.uuid4().hex}", "10000/second")
@@ -42,6 +43,7 @@ class Client:
             limiter=self.limiter,
             tokens=self.tokens,
             on_call=self.records.append,
+            budget=budget,
         )
 
     def fetch(self) -> Token:
@@ -171,3 +173,20 @@ def test_a_failing_hook_does_not_fail_the_call(hubspot):
     client.path.on_call = broken
 
     assert client.list_contacts()["results"] == []
+
+
+def test_a_call_past_its_priority_s_budget_is_not_sent(hubspot, control):
+    budget = DayBudget(connection=f"http-test-{uuid.uuid4().hex}", share=1.0, daily_limit=4)
+    client = Client(hubspot.url, token="expired-token", budget=budget)
+    sent = sum(control.stats()["requests"].get(f"GET {CONTACTS}", {}).values())
+
+    with call_priority(Priority.BACKFILL):  # 3 of the 4 (75 %)
+        client.list_contacts()  # refused (401), a token request (not counted), sent again: 2 calls
+        client.list_contacts()
+        with pytest.raises(BudgetSpent):
+            client.list_contacts()
+    client.list_contacts()  # a live change still has the last one
+
+    assert client.outcomes().count(("token", "ok")) == 1
+    assert sum(control.stats()["requests"][f"GET {CONTACTS}"].values()) - sent == 4
+    assert budget.state().used == 4
