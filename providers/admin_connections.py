@@ -5,9 +5,12 @@ from collections.abc import Callable
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils import timezone
 
 from providers import connections, crm_state
 from providers.admin_connect import OAuthConnectMixin
+from providers.budgets import connection_budget
+from providers.health_admin import budget_text
 from providers.models import Connection
 
 
@@ -21,8 +24,9 @@ class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("provider", "status")
     fields = ("key", "name", "provider", "account_id", "instance_url", "source", "status", "since", "last_error",
-              "last_probe_at", "next_probe_at", "created_at", "deleted_at")  # fmt: skip
-    readonly_fields = tuple(f for f in fields if f != "name")
+              "last_probe_at", "next_probe_at", "budget_share", "daily_limit", "api_budget", "created_at",
+              "deleted_at")  # fmt: skip
+    readonly_fields = tuple(f for f in fields if f not in ("name", "budget_share", "daily_limit"))
     actions = ("check_credentials", "pause", "resume", "delete_connections")
 
     def get_queryset(self, request):
@@ -37,6 +41,10 @@ class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, state: Connection) -> str:
         return state.last_error[:120]
+
+    @admin.display(description="API calls, last 24 h")
+    def api_budget(self, state: Connection) -> str:
+        return budget_text(connection_budget(connection=state), timezone.now())
 
     @admin.action(description="Check credentials now")
     def check_credentials(self, request: HttpRequest, queryset) -> None:
@@ -61,7 +69,9 @@ class ConnectionAdmin(OAuthConnectMixin, admin.ModelAdmin):
         _each_live(request, queryset, connections.connection_delete, done="deleted; its links and history are kept")
 
     def save_model(self, request, obj, form, change) -> None:
-        connections.connection_update(connection=obj, name=obj.name)
+        connections.connection_update(
+            connection=obj, name=obj.name, budget_share=obj.budget_share, daily_limit=obj.daily_limit
+        )
 
     def has_add_permission(self, request) -> bool:
         return False

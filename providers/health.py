@@ -19,14 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min
 from django.utils import timezone
 
 from crm.registry import connected_providers, get_provider
 from providers import outbox
+from providers.budgets import connection_budget
+from providers.crm_state import crm_states
 from providers.models import (
     Conflict,
     ConflictStatus,
@@ -39,7 +41,7 @@ from providers.models import (
     RecordIssue,
     SyncCursor,
 )
-from syncroot.counters import LAG_BUCKETS, crm_calls_today, crm_rate_limited_at, sync_writes_read
+from syncroot.counters import LAG_BUCKETS, crm_rate_limited_at, sync_writes_read
 from webhooks.models import EventStatus, WebhookEvent
 
 COUNT_CAP = 10_000  # backlogs are counted up to here; beyond, the page says "10,000+"
@@ -76,8 +78,7 @@ class CrmHealth:
     writes_per_minute: list[int]  # MINUTES values, oldest first; empty when Redis cannot say
     pending: Capped
     oldest_pending_at: datetime | None
-    calls_today: int | None
-    daily_cap: int | None
+    budget: dict[str, Any] | None  # providers.budgets.connection_budget: None when Redis cannot say
     inbox_backlog: Capped
     inbox_failed: Capped
     last_event_at: datetime | None
@@ -86,9 +87,8 @@ class CrmHealth:
 
 def crm_health(*, now: datetime | None = None) -> list[CrmHealth]:
     now = now or timezone.now()
-    states = {state.provider: state for state in Connection.objects.all()}
+    states = {row.key: row for row in crm_states()}
     limited = crm_rate_limited_at()
-    calls = crm_calls_today(now=now.timestamp())
     cursors = dict(SyncCursor.objects.filter(provider__in=connected_providers()).values_list("provider", "updated_at"))
     rows = []
     for name in connected_providers():
@@ -109,8 +109,7 @@ def crm_health(*, now: datetime | None = None) -> list[CrmHealth]:
                 writes_per_minute=[m["w"] for m in minutes],
                 pending=capped_count(_pending(name)),
                 oldest_pending_at=_pending(name).aggregate(t=Min("pending_since"))["t"],
-                calls_today=None if calls is None else calls.get(name, 0),
-                daily_cap=settings.CRM_DAILY_CALL_CAPS.get(name),
+                budget=connection_budget(connection=states[name]) if name in states else None,
                 inbox_backlog=capped_count(inbox.filter(status=EventStatus.RECEIVED)),
                 inbox_failed=capped_count(inbox.filter(status=EventStatus.FAILED)),
                 last_event_at=inbox.aggregate(t=Max("received_at"))["t"],

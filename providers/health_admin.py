@@ -87,6 +87,19 @@ def lag(seconds: float | None) -> str:
 STATE_TEXT = {"ok": "OK", "auth_failed": "Auth failed (paused)", "rate_limited": "Rate limited", "paused": "Paused"}
 
 
+def budget_text(budget: dict | None, now: datetime) -> str:
+    """ "1,204 of 50,000 (50 % of 100,000)", and when backfills wait for it, until when."""
+    if budget is None:
+        return "unknown"
+    used = f"{budget['used']:,}"
+    if budget["limit"] is None:
+        return f"{used} (daily limit not known yet)"
+    text = f"{used} of {budget['allowed']['live']:,} ({budget['share']:.0%} of {budget['limit']:,})"
+    if paused := budget["backfill_paused_until"]:
+        text += f"; backfills wait {age(now, paused)} more"
+    return text
+
+
 @admin.register(SyncHealth)
 class SyncHealthAdmin(admin.ModelAdmin):
     """Staff only (the admin's own permission check): the page in place of a list."""
@@ -122,7 +135,6 @@ class SyncHealthAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _crm_row(crm: health.CrmHealth, now: datetime) -> dict:
-        cap = f" of {crm.daily_cap:,}" if crm.daily_cap else " (no cap set)"
         return {
             "crm": crm,
             "state_text": STATE_TEXT.get(crm.state, crm.state),
@@ -131,7 +143,7 @@ class SyncHealthAdmin(admin.ModelAdmin):
             "p95": lag(crm.lag_p95),
             "oldest": age(crm.oldest_pending_at, now),
             "chart": writes_chart_svg(crm.writes_per_minute),
-            "budget": "unknown" if crm.calls_today is None else f"{crm.calls_today:,}{cap}",
+            "budget": budget_text(crm.budget, now),
             "last_event": f"{age(crm.last_event_at, now)} ago" if crm.last_event_at else "none yet",
             "cursor_age": age(crm.cursor_at, now),
         }

@@ -61,9 +61,6 @@ def crm_call_record(*, provider: str, operation: str, outcome: str, status: int 
         if outcome == "rate_limited" or status == 429:
             pipe.hincrby(counter_key("crm_rate_limited"), provider, 1)
             pipe.hset(counter_key("crm_rate_limited_at"), provider, int(time.time()))
-        day = counter_key(f"crm_calls_day:{time.strftime('%Y%m%d', time.gmtime())}")
-        pipe.hincrby(day, provider, 1)
-        pipe.expire(day, 2 * 24 * 3600)
         for name in ("crm_requests", "crm_request_seconds", "crm_rate_limited", "crm_rate_limited_at"):
             # Forgotten only after a quiet week (Prometheus reads that as a counter reset), so the
             # hashes of a deployment or test run that is gone do not stay in Redis for ever.
@@ -181,18 +178,6 @@ def sync_writes_read(*, provider: str, now: float | None = None, hours: int = 24
             row = by_minute.setdefault(hour + int(minute) * 60, {"w": 0})
             row["w" if kind == "w" else bucket[0]] = int(count)
     return [by_minute.get(minute_at) or {"w": 0} for minute_at in range(start, int(at // 60) * 60 + 1, 60)]
-
-
-def crm_calls_today(*, now: float | None = None) -> dict[str, int] | None:
-    """CRM calls per CRM since midnight UTC (each call's count above); None when Redis is down."""
-    at = time.time() if now is None else now
-    try:
-        raw = counters_redis(settings.REDIS_URL).hgetall(
-            counter_key(f"crm_calls_day:{time.strftime('%Y%m%d', time.gmtime(at))}")
-        )
-        return {name.decode(): int(count) for name, count in raw.items()}
-    except redis.RedisError:
-        return None
 
 
 def crm_rate_limited_at() -> dict[str, float]:

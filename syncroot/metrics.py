@@ -128,6 +128,22 @@ def _families() -> dict[str, Metric]:
             "API calls allowed in each window as the CRM last reported it.",
             labels=["connection", "window"],
         ),
+        "budget_spent": GaugeMetricFamily(
+            "syncroot_api_budget_syncroot_used",
+            "SyncRoot's own API calls to each connection in the last 24 hours (crm/budget.py).",
+            labels=["connection"],
+        ),
+        "budget_allowed": GaugeMetricFamily(
+            "syncroot_api_budget_allowed",
+            "API calls SyncRoot may make to each connection in 24 hours, by priority (live, reconcile, backfill): "
+            "its share of the daily limit; absent while the limit is unknown.",
+            labels=["connection", "priority"],
+        ),
+        "backfill_paused": GaugeMetricFamily(
+            "syncroot_api_budget_backfill_paused",
+            "1 while backfills and imports to the connection wait for its API budget to free up.",
+            labels=["connection"],
+        ),
         "redis_up": GaugeMetricFamily(
             "syncroot_metrics_redis_up", "1 when the CRM call counters could be read from Redis."
         ),
@@ -170,9 +186,8 @@ class SyncRootCollector:
             with connection.cursor() as cursor:  # served by the partial index on links with issues
                 cursor.execute(_ISSUES_QUERY)
                 issues = cursor.fetchall()
-            connections = list(
-                Connection.objects.filter(deleted_at__isnull=True).values_list("key", "provider", "status")
-            )
+            rows = list(Connection.objects.filter(deleted_at__isnull=True))
+            connections = [(row.key, row.provider, row.status) for row in rows]
             crm_status = {key: status for key, _, status in connections}
             oldest = dict(
                 ProviderLink.objects.filter(status__in=(LinkStatus.PENDING, LinkStatus.FAILED))
@@ -193,6 +208,7 @@ class SyncRootCollector:
         )
         for key, crm, status in connections:
             families["connection_up"].add_metric([key, crm], 1 if status == ConnectionStatus.ACTIVE else 0)
+        self._budgets(families, rows)
         now = timezone.now()
         for provider in providers:
             for status in LINK_STATUSES:
@@ -216,6 +232,20 @@ class SyncRootCollector:
             families["issues"].add_metric([provider, field, code], count)
         for kind, count in conflicts.items():
             families["conflicts"].add_metric([kind], count)
+
+    @staticmethod
+    def _budgets(families: dict[str, Metric], rows: list[Any]) -> None:
+        from providers.budgets import connection_budget
+
+        for row in rows:
+            budget = connection_budget(connection=row)
+            if budget is None:  # Redis cannot say: syncroot_metrics_redis_up tells
+                continue
+            families["budget_spent"].add_metric([row.key], budget["used"])
+            for priority, allowed in budget["allowed"].items():
+                if allowed is not None:
+                    families["budget_allowed"].add_metric([row.key, priority], allowed)
+            families["backfill_paused"].add_metric([row.key], 1 if budget["backfill_paused_until"] else 0)
 
     def _counters(self, families: dict[str, Metric]) -> None:
         try:

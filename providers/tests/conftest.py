@@ -36,6 +36,6 @@ def fresh_health_counters():
     from syncroot.counters import counter_key, counters_redis
 
     connection = counters_redis(settings.REDIS_URL)
-    for pattern in ("sync_writes:*", "crm_calls_day:*", "crm_rate_limited_at"):
+    for pattern in ("sync_writes:*", "crm_rate_limited_at"):
         for key in connection.scan_iter(counter_key(pattern)):
             connection.delete(key)

@@ -110,6 +110,9 @@ def test_salesforce_client_credentials_find_the_org(api_client, hubspot):
         ({"provider": "hubspot", "credentials": {}}, "credentials"),
         ({"provider": "hubspot", "credentials": {"access_token": "x"}, "colour": "red"}, "colour"),
         ({"provider": "hubspot", "instance_url": "not a url", "credentials": {"access_token": "x"}}, "instance_url"),
+        ({"provider": "hubspot", "credentials": {"access_token": "x"}, "budget_share": 1.5}, "budget_share"),
+        ({"provider": "hubspot", "credentials": {"access_token": "x"}, "budget_share": 0}, "budget_share"),
+        ({"provider": "hubspot", "credentials": {"access_token": "x"}, "daily_limit": -3}, "daily_limit"),
     ],
 )
 def test_bad_connection_requests_are_400s_naming_the_field(api_client, hubspot, body, field):
@@ -313,3 +316,26 @@ def test_a_refusal_of_credentials_replaced_meanwhile_does_not_pause_the_reconnec
     monkeypatch.undo()
     sync.drain(provider_name="eu", linger=False)
     assert ProviderLink.objects.get(provider="eu").status == "synced"
+
+
+def test_a_connection_s_api_budget_is_set_shown_and_applied(api_client, second_portal):
+    answer = _connect(
+        api_client, provider="hubspot", name="Budgeted", instance_url=second_portal.url,
+        credentials={"access_token": "sandbox-token"}, budget_share=0.2, daily_limit=1000,
+    )  # fmt: skip
+
+    assert answer.status_code == 201, answer.content
+    body = answer.json()
+    assert (body["budget_share"], body["daily_limit"]) == (0.2, 1000)
+    assert body["budget"]["allowed"] == {"live": 200, "reconcile": 180, "backfill": 150}
+    assert body["budget"]["backfill_paused_until"] is None
+    get_provider("budgeted").client.probe()
+
+    changed = api_client.patch(f"/connections/{body['id']}", {"budget_share": None}, format="json")
+
+    assert changed.status_code == 200, changed.content
+    budget = changed.json()["budget"]
+    # The default share (API_BUDGET_SHARE); two calls so far: the account's discovery and the probe.
+    assert (changed.json()["budget_share"], budget["share"], budget["used"]) == (None, 0.5, 2)
+    registry.refresh()
+    assert get_provider("budgeted").client.path.budget.share == 0.5  # the provider is built again with it

@@ -1,5 +1,6 @@
 """The admin's Sync health page: per-CRM figures, grouped work with its actions, cheap at any size."""
 
+import re
 import time
 from datetime import timedelta
 
@@ -8,8 +9,9 @@ from django.utils import timezone
 
 from contacts.tests.factories import ContactFactory
 from crm import registry
+from crm.budget import DayBudget, Priority
 from providers import health
-from providers.health_admin import writes_chart_svg
+from providers.health_admin import budget_text, writes_chart_svg
 from providers.models import (
     Connection,
     ConnectionStatus,
@@ -205,13 +207,35 @@ def test_writes_are_counted_per_minute_over_24_hours():
     assert sum(m["w"] for m in minutes) == 3
 
 
-def test_the_calls_today_show_against_the_cap_from_settings(connected, settings):
-    settings.CRM_DAILY_CALL_CAPS = {"hubspot": 250000}
+def test_each_connection_shows_its_own_state_not_another_of_the_same_crm(connected):
+    Connection.objects.create(key="hubspot-eu", provider="hubspot", source="api", status="auth_failed",
+                              last_error="refused")  # fmt: skip
 
     hubspot = next(row for row in health.crm_health() if row.provider == "hubspot")
 
-    assert hubspot.daily_cap == 250000
-    assert hubspot.calls_today is not None
+    assert (hubspot.state, hubspot.state_detail) == ("ok", "")
+
+
+def test_the_budget_shows_syncroot_s_calls_against_its_share_and_a_waiting_backfill(connected, settings):
+    settings.CRM_DAILY_CALL_CAPS = {"hubspot": 1000}
+    settings.API_BUDGET_SHARE = 0.5
+    now = timezone.now()
+    day = DayBudget.from_config({"connection": "hubspot"})
+    for _ in range(3):
+        day.take(Priority.LIVE)
+
+    hubspot = next(row for row in health.crm_health() if row.provider == "hubspot")
+
+    assert hubspot.budget["used"] == 3
+    assert budget_text(hubspot.budget, now) == "3 of 500 (50% of 1,000)"
+    for _ in range(372):  # the backfills' 75 % of the share: 375
+        day.take(Priority.BACKFILL)
+    paused = next(row for row in health.crm_health() if row.provider == "hubspot").budget
+    assert re.fullmatch(r"375 of 500 \(50% of 1,000\); backfills wait 2[34] h more", budget_text(paused, now))
+    assert budget_text(None, now) == "unknown"
+    settings.CRM_DAILY_CALL_CAPS = {}
+    unknown = next(row for row in health.crm_health() if row.provider == "hubspot").budget
+    assert budget_text(unknown, now) == "375 (daily limit not known yet)"
 
 
 def test_the_chart_is_an_svg_with_a_bar_per_ten_minutes():

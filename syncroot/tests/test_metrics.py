@@ -244,7 +244,11 @@ def test_salesforce_calls_are_counted_by_route_without_record_ids(client, settin
     assert any(operation.startswith("POST") and "token" in operation for operation in moved)  # the login
 
 
+PRIORITIES = ("live", "reconcile", "backfill")
+
+
 def test_api_budgets_follow_the_crms_rate_limit_headers(client, settings, hubspot_connected):
+    settings.API_BUDGET_SHARE = 0.5
     hubspot_connected.config(rate_limit={"max": 50, "interval_ms": 10_000}, daily_quota=1000)
     hubspot = registry.get_provider("hubspot").client
 
@@ -257,6 +261,11 @@ def test_api_budgets_follow_the_crms_rate_limit_headers(client, settings, hubspo
     assert value(page, "syncroot_api_budget_used", connection="hubspot", window="short") == 3
     assert value(page, "syncroot_api_budget_limit", connection="hubspot", window="day") == 1000
     assert value(page, "syncroot_api_budget_used", connection="hubspot", window="day") == 3
+    # SyncRoot's own count, and its share (API_BUDGET_SHARE) of the day's 1,000 by priority.
+    assert value(page, "syncroot_api_budget_syncroot_used", connection="hubspot") == 3
+    allowed = {p: value(page, "syncroot_api_budget_allowed", connection="hubspot", priority=p) for p in PRIORITIES}
+    assert allowed == {"live": 500, "reconcile": 450, "backfill": 375}
+    assert value(page, "syncroot_api_budget_backfill_paused", connection="hubspot") == 0
 
 
 def test_salesforce_reports_its_daily_api_usage(client, settings):
