@@ -16,8 +16,9 @@ the last 24 hours (Salesforce's quota rolls over 24 hours; for HubSpot, whose da
 that is the safe side). A call past its ceiling is not sent: it raises `BudgetSpent`, a RateLimited
 naming when the oldest hour of use drops out of the window.
 
-In the short window (HubSpot's 10 seconds) the same order holds: a backfill's calls take at most
-SHORT_SHARES of the limiter's rate, so a live change always finds room (crm.ratelimit).
+In the short window (HubSpot's 10 seconds) the same order holds: while live changes are flowing (one
+called through the limiter within its window), a backfill's calls take at most SHORT_SHARES of the
+limiter's rate, so a live change always finds room; alone, a backfill uses the whole window.
 
 The engine says which kind of work it is doing with `call_priority(...)`; the call path reads it.
 """

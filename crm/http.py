@@ -19,7 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from crm.base import AuthExpired, ProviderError, Transient
-from crm.budget import SHORT_SHARES, DayBudget, current_priority
+from crm.budget import SHORT_SHARES, DayBudget, Priority, current_priority
 from crm.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -201,13 +201,15 @@ class CallPath:
 
     def _take_slot(self, limiter: RateLimiter, *, counted: bool) -> None:
         """The day's budget first (a call past its priority's ceiling is not sent), then the short
-        window: a lower priority takes a slot of its smaller share before the shared one."""
+        window: while live changes are flowing, a lower priority takes a slot of its smaller share
+        before the shared one; alone, it may use the whole window."""
         priority = current_priority()
         if self.budget is not None and counted:  # token requests do not count against API limits
             self.budget.take(priority)
-        share = limiter.share(SHORT_SHARES[priority])
-        if share is not limiter:
-            share.acquire()
+        if priority == Priority.LIVE:
+            limiter.note_live()
+        elif limiter.live_recently():  # live changes are flowing: keep to this priority's share
+            limiter.share(SHORT_SHARES[priority]).acquire()
         limiter.acquire()
 
     def _send(

@@ -45,6 +45,11 @@ def _strategy() -> MovingWindowRateLimiter:
 
 
 @cache
+def _live_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+
+
+@cache
 def _take_turn_script() -> Script:
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
     return client.register_script(_TAKE_TURN)
@@ -61,8 +66,20 @@ class RateLimiter:
         self.item: RateLimitItem = parse(rate)
         self.max_wait = max_wait
         self.spaced = spaced
-        window = self.item.multiples * self.item.GRANULARITY.seconds
-        self.interval = window / self.item.amount * (1 + SPACING_MARGIN)
+        self.window = self.item.multiples * self.item.GRANULARITY.seconds
+        self.interval = self.window / self.item.amount * (1 + SPACING_MARGIN)
+
+    def note_live(self) -> None:
+        """A live change called through this limiter: lower priorities keep to their share for one
+        window from now (crm.budget). Alone, a backfill may use the whole window."""
+        _live_client().set(self._live_key, 1, px=max(int(self.window * 1000), 1))
+
+    def live_recently(self) -> bool:
+        return bool(_live_client().exists(self._live_key))
+
+    @property
+    def _live_key(self) -> str:
+        return f"crm-live:{self.name}"
 
     def share(self, fraction: float) -> "RateLimiter":
         """A limiter over `fraction` of this one's rate, under its own name: lower-priority calls

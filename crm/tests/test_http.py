@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from crm.base import AuthExpired, Permanent, ProviderError, Transient
+from crm.base import AuthExpired, Permanent, ProviderError, RateLimited, Transient
 from crm.budget import BudgetSpent, DayBudget, Priority, call_priority
 from crm.http import CallPath, CallRecord, Token, TokenCache, new_session
 from crm.ratelimit import RateLimiter
@@ -30,10 +30,12 @@ def classify(response: requests.Response, body: Any) -> ProviderError | None:
 class Client:
     """The smallest client: a CallPath, a token fetched with the sandbox's refresh token, a record list."""
 
-    def __init__(self, url: str, *, token: str, can_refresh: bool = True, session=None, budget=None) -> None:
+    def __init__(
+        self, url: str, *, token: str, can_refresh: bool = True, session=None, budget=None, limiter=None
+    ) -> None:
         self.url = url
         self.records: list[CallRecord] = []
-        self.limiter = RateLimiter(f"http-test-{uuid.uuid4().hex}", "10000/second")
+        self.limiter = limiter or RateLimiter(f"http-test-{uuid.uuid4().hex}", "10000/second")
         self.tokens = TokenCache(self.fetch, can_refresh=can_refresh, token=token)
         self.path = CallPath(
             name="test",
@@ -190,3 +192,23 @@ def test_a_call_past_its_priority_s_budget_is_not_sent(hubspot, control):
     assert client.outcomes().count(("token", "ok")) == 1
     assert sum(control.stats()["requests"][f"GET {CONTACTS}"].values()) - sent == 4
     assert budget.state().used == 4
+
+
+def test_a_backfill_alone_uses_the_whole_window_and_beside_live_changes_its_share(hubspot):
+    alone = Client(hubspot.url, token="sandbox-token", limiter=RateLimiter(f"w-{uuid.uuid4().hex}", "10/minute"))
+    with call_priority(Priority.BACKFILL):
+        for _ in range(10):
+            alone.list_contacts()
+
+    limiter = RateLimiter(f"w-{uuid.uuid4().hex}", "10/minute", max_wait=0)
+    shared = Client(hubspot.url, token="sandbox-token", limiter=limiter)
+    shared.list_contacts()  # a live change: for a minute, backfills keep to 7 of the 10
+    with call_priority(Priority.BACKFILL):
+        for _ in range(7):
+            shared.list_contacts()
+        with pytest.raises(RateLimited):
+            shared.list_contacts()
+    shared.list_contacts()
+    shared.list_contacts()  # the live changes' room: 1 + 2 of the window's 10
+    with pytest.raises(RateLimited):
+        shared.list_contacts()
