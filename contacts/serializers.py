@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from contacts.fields import STRING_MAX_LENGTH
 from contacts.models import MAX_LENGTHS, Contact, FieldType
+from providers.budgets import backfills_held_for_display
 from providers.crm_state import crm_paused_for_display
 from providers.selectors import contact_sync_status
 
@@ -181,7 +182,11 @@ class SyncEntrySerializer(serializers.Serializer):
     last_error_code = serializers.CharField(allow_null=True)
     issues = SyncIssueSerializer(many=True)
     reason = serializers.ChoiceField(
-        choices=["auth_failed"], allow_null=True, help_text="Why a paused change waits (credentials refused)."
+        choices=["auth_failed", "paused", "api_budget"],
+        allow_null=True,
+        help_text="Why a paused change waits: `auth_failed` (the CRM refused the credentials), `paused` (by an "
+        "operator), `api_budget` (a backfill's change: the backfills' part of the API budget is spent; "
+        "`next_attempt_at` says when it frees up).",
     )
 
 
@@ -202,7 +207,13 @@ class ContactSerializer(serializers.ModelSerializer):
     def get_sync(self, contact: Contact) -> dict[str, dict]:
         if "paused_crms" not in self.context:  # read once per response, not once per contact
             self.context["paused_crms"] = crm_paused_for_display()
-        return contact_sync_status(contact=contact, links=self.context.get("links"), paused=self.context["paused_crms"])
+            self.context["held_backfills"] = backfills_held_for_display()
+        return contact_sync_status(
+            contact=contact,
+            links=self.context.get("links"),
+            paused=self.context["paused_crms"],
+            held=self.context["held_backfills"],
+        )
 
     def to_representation(self, contact: Contact) -> dict[str, Any]:
         """The fields above, built directly: DRF's field-by-field path was a tenth of a write's CPU.

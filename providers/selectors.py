@@ -1,27 +1,35 @@
 """Reads of sync state."""
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from contacts.models import Contact
 from crm.registry import PROVIDER_CLASSES, connected_providers
+from providers.budgets import backfills_held
 from providers.crm_state import crm_paused
 from providers.issues import presented_status, public_issues
 from providers.models import LinkStatus, ProviderLink
 
 
 def contact_sync_status(
-    *, contact: Contact, links: Iterable[ProviderLink] | None = None, paused: Mapping[str, str] | None = None
+    *,
+    contact: Contact,
+    links: Iterable[ProviderLink] | None = None,
+    paused: Mapping[str, str] | None = None,
+    held: Mapping[str, datetime] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One entry per connected CRM; a CRM without a link yet is simply pending.
 
     `links`: the contact's links when the caller already knows them (none read back); by default
     they are read (prefetched by the API's querysets). `paused`: `crm_state.crm_paused()` when the
     caller already read it (once for a page of contacts); a change waiting for a paused CRM shows
-    as `"status": "paused"` with its `reason`.
+    as `"status": "paused"` with its `reason`. `held`: `budgets.backfills_held()`; a backfill's
+    change waiting for the API budget shows as paused with reason `api_budget` and when it goes on.
     """
     paused = crm_paused() if paused is None else paused
+    held = backfills_held() if held is None else held
     known = contact.links.all() if links is None else links
     by_provider = {link.provider: link for link in known}
     status: dict[str, dict[str, Any]] = {}
@@ -48,7 +56,12 @@ def contact_sync_status(
             "reason": None,
         }
         _pause(status[provider], paused.get(provider))
+        if link.backfill and provider in held and status[provider]["status"] in (LinkStatus.PENDING, LinkStatus.FAILED):
+            status[provider].update(status="paused", reason=API_BUDGET, next_attempt_at=held[provider])
     return status
+
+
+API_BUDGET = "api_budget"  # the backfills' part of the connection's API budget is spent (crm.budget)
 
 
 def _pause(entry: dict[str, Any], reason: str | None) -> None:

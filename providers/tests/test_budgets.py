@@ -54,7 +54,7 @@ def hubspot_emails(portal) -> set[str]:
     return {record["properties"]["email"] for record in portal.records() if not record.get("archived")}
 
 
-def test_backfill_waits_at_its_cap_live_changes_go_and_it_resumes_in_the_next_window(portal, clock):
+def test_backfill_waits_at_its_cap_live_changes_go_and_it_resumes_in_the_next_window(portal, clock, api_client):
     contacts = [ContactFactory() for _ in range(5)]
     backfill_from_syncroot(targets=["hubspot"])  # marks them pending for the forwarder
     assert ProviderLink.objects.filter(provider="hubspot", backfill=True, status=LinkStatus.PENDING).count() == 5
@@ -69,6 +69,9 @@ def test_backfill_waits_at_its_cap_live_changes_go_and_it_resumes_in_the_next_wi
     assert state["used"] == 30
     assert state["allowed"] == {"live": 40, "reconcile": 36, "backfill": 30}
     assert state["backfill_paused_until"] is not None
+    shown = api_client.get(f"/contacts/{contacts[1].pk}").json()["sync"]["hubspot"]
+    assert (shown["status"], shown["reason"]) == ("paused", "api_budget")  # visibly waiting, with a time
+    assert shown["next_attempt_at"] is not None
 
     edited = contact_update(contact_id=contacts[0].pk, data={"job_title": "Pilot"}, partial=True)
     live = drain(provider_name="hubspot", linger=False)  # a live change has the rest of the share
@@ -86,6 +89,7 @@ def test_backfill_waits_at_its_cap_live_changes_go_and_it_resumes_in_the_next_wi
     assert hubspot_emails(portal) == {contact.email for contact in contacts}
     assert set(ProviderLink.objects.filter(provider="hubspot").values_list("status", flat=True)) == {"synced"}
     assert connection_budget(connection=crm_states()[0])["backfill_paused_until"] is None
+    assert api_client.get(f"/contacts/{contacts[1].pk}").json()["sync"]["hubspot"]["status"] == "synced"
 
 
 def test_a_live_change_waiting_keeps_its_place_ahead_of_a_backfill(portal):
