@@ -21,7 +21,7 @@ from bench.stack import LOG_DIR, PYTHON, REPO, machine
 # Order: the sandboxes alone, the API's inbound ingest, then the whole stack.
 MODULES = (
     "sandbox_bench", "api_write", "webhook_ingest", "sync_latency", "propagation", "sync_throughput", "worker_rss",
-    "field_backfill", "bulk_import", "write_coalescing", "scale", "health_page",
+    "field_backfill", "budget", "bulk_import", "write_coalescing", "scale", "health_page",
 )  # fmt: skip
 QUICK_ARGS = {
     "sandbox_bench": ["--seconds", "1"],
@@ -32,6 +32,7 @@ QUICK_ARGS = {
     "api_write": ["--rounds", "2", "--seconds", "3", "--warmup", "1"],
     "worker_rss": ["--events", "20000", "--every", "5000"],
     "field_backfill": ["--contacts", "1000", "--edits", "10"],
+    "budget": ["--contacts", "1000", "--edits", "30"],
     "bulk_import": ["--contacts", "3000"],
     "scale": ["--sizes", "10000", "100000", "--samples", "30"],
     "write_coalescing": ["--burst", "200"],
@@ -113,6 +114,18 @@ def headline(name: str, result: dict[str, Any]) -> str:
         return (
             f"{get('config', 'contacts')} contacts in {get('backfill_s')} s: {', '.join(parts)}; live edits during it "
             f"p50 {get('with_live_edits', 'live_edit', 'p50_ms')} ms (<=1000)"
+        )
+    if name == "budget":
+        calls, live = get("calls") or {}, get("live_edits") or {}
+        goal_row = live.get(live.get("goal_on") or "all") or {}
+        share = calls.get("share")
+        return (
+            f"{get('backfill', 'contacts')}/{get('config', 'contacts')} contacts to a new HubSpot portal in "
+            f"{get('backfill', 'seconds')} s (first after {get('backfill', 'first_in_portal_s')} s): "
+            f"{calls.get('crm')} CRM calls, {calls.get('rate_limited')} 429s = "
+            f"{'?' if share is None else round(100 * share, 2)} % (< 1 %); live edits "
+            f"({live.get('goal_on')}, n={goal_row.get('n')}) p50 {goal_row.get('p50_ms')} ms (<= 1000), "
+            f"p95 {goal_row.get('p95_ms')} ms"
         )
     if name == "api_write":
         return (

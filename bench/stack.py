@@ -250,6 +250,28 @@ class Stack:
         self.wait_ready(name)
         return url
 
+    def add_sandbox(
+        self, name: str, kind: str, *, webhook_url: str, args: tuple[str, ...] = (), config: dict | None = None
+    ) -> SandboxControl:
+        """Another sandbox of `kind`, e.g. a second HubSpot portal (`args=("--portal-id", "62516")`, as
+        `make run`'s hubspot2), on a port of its own; its control plane (`.url` is its address).
+
+        Its webhooks go to `webhook_url`; `config` is set once it answers. It stops with the stack.
+        """
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = (
+            f"{shlex.quote(PYTHON)} -m sandbox {kind} --port {port} --webhook-url {shlex.quote(webhook_url)} "
+            + " ".join(shlex.quote(arg) for arg in args)
+        )
+        self.processes[name] = Process(name, command, self.process_env, _answers(f"{url}/_sandbox/config"))
+        self._spawn(name)
+        self.wait_ready(name)
+        control = SandboxControl(url, _plain_session())
+        if config:
+            control.config(**config)
+        return control
+
     def manage_with(self, env: dict[str, str], *args: str) -> str:
         """`manage.py <args>` with these settings changed (e.g. another DATABASE_URL)."""
         return self._manage({**self.process_env, **env}, *args)
