@@ -105,10 +105,15 @@ def connected_providers() -> list[str]:
 
 
 def get_provider(name: str) -> Provider:
-    try:
-        return _providers()[name]
-    except KeyError:
-        raise LookupError(f"provider {name!r} is not connected") from None
+    """The connection's provider. One this process has not seen yet (added a moment ago by
+    another process: its first drain can arrive before the next look) is looked for again."""
+    found = _providers().get(name)
+    if found is None:
+        refresh()
+        found = _providers().get(name)
+    if found is None:
+        raise LookupError(f"provider {name!r} is not connected")
+    return found
 
 
 def connection_for_account(*, kind: str, account: str) -> str | None:

@@ -339,3 +339,18 @@ def test_a_connection_s_api_budget_is_set_shown_and_applied(api_client, second_p
     assert (changed.json()["budget_share"], budget["share"], budget["used"]) == (None, 0.5, 2)
     registry.refresh()
     assert get_provider("budgeted").client.path.budget.share == 0.5  # the provider is built again with it
+
+
+def test_a_connection_added_by_another_process_is_found_by_its_first_drain(api_client, second_portal, monkeypatch,
+                                                                          settings):  # fmt: skip
+    settings.CONNECTIONS_REFRESH_SECONDS = 3600
+    assert "hubspot-sales" not in connected_providers()  # this process looked before the connection existed
+    with monkeypatch.context() as elsewhere:  # added by the API process: this one is not told
+        elsewhere.setattr(registry, "refresh", lambda: None)
+        answer = _connect(api_client, provider="hubspot", name="HubSpot Sales", instance_url=second_portal.url,
+                          credentials={"access_token": "sandbox-token"})  # fmt: skip
+        assert answer.status_code == 201, answer.content
+
+    assert get_provider("hubspot-sales").kind == "hubspot"
+    with pytest.raises(LookupError):
+        get_provider("never-connected")
