@@ -40,6 +40,7 @@ class Budget:
     window: str
     used: int
     limit: int
+    interval_ms: int | None = None  # the short window's length, where the CRM says it
 
 
 # The answer's headers → the budgets they report (none when the CRM sent no such header).

@@ -10,6 +10,7 @@ squeeze into one of HubSpot's windows; keeping it safe that way costs a whole ca
 place of 5, a fifth of the budget), where pacing costs only the margin added to the interval.
 """
 
+import logging
 import time
 from functools import cache
 
@@ -21,6 +22,8 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.commands.core import Script
 
 from crm.base import RateLimited
+
+logger = logging.getLogger(__name__)
 
 SPACING_MARGIN = 0.05  # paced calls leave 5 % further apart than the CRM's own limit allows
 
@@ -55,6 +58,10 @@ def _take_turn_script() -> Script:
     return client.register_script(_TAKE_TURN)
 
 
+def _per_second(item: RateLimitItem) -> float:
+    return item.amount / (item.multiples * item.GRANULARITY.seconds)
+
+
 _shares: dict[tuple[str, float], "RateLimiter"] = {}
 
 
@@ -64,10 +71,25 @@ class RateLimiter:
     def __init__(self, name: str, rate: str, *, max_wait: float = 30.0, spaced: bool = False) -> None:
         self.name = name
         self.item: RateLimitItem = parse(rate)
+        self.configured = self.item
         self.max_wait = max_wait
         self.spaced = spaced
         self.window = self.item.multiples * self.item.GRANULARITY.seconds
         self.interval = self.window / self.item.amount * (1 + SPACING_MARGIN)
+
+    def fit(self, rate: str) -> None:
+        """Follow the CRM's reported `rate` where it allows fewer calls than the configured one
+        (an app's limit in one account); back to the configured rate when the CRM allows more."""
+        reported = parse(rate)
+        item = reported if _per_second(reported) < _per_second(self.configured) else self.configured
+        if item == self.item:
+            return
+        self.item = item
+        self.window = item.multiples * item.GRANULARITY.seconds
+        self.interval = self.window / item.amount * (1 + SPACING_MARGIN)
+        for key in [key for key in _shares if key[0] == self.name]:
+            del _shares[key]  # built from the old rate
+        logger.info("%s limiter follows the CRM's reported limit: %s", self.name, item)
 
     def note_live(self) -> None:
         """A live change called through this limiter: lower priorities keep to their share for one

@@ -200,7 +200,10 @@ def read_budget(headers: Mapping[str, str]) -> list[Budget]:
     ):
         limit, remaining = headers.get(limit_name), headers.get(remaining_name)
         if limit and remaining is not None:
-            budgets.append(Budget(window, max(int(limit) - int(remaining), 0), int(limit)))
+            interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds") if window == "short" else None
+            budgets.append(
+                Budget(window, max(int(limit) - int(remaining), 0), int(limit), int(interval) if interval else None)
+            )
     return budgets
 
 
@@ -452,6 +455,10 @@ class HubSpotClient:
     def _count(self, record: CallRecord) -> None:
         with _calls_lock:
             CALLS[(record.operation, record.outcome)] += 1
+        for budget in record.budgets:
+            if budget.window == "short" and budget.interval_ms and budget.interval_ms % 1000 == 0:
+                # The portal's own window (its app's limit) when it is tighter than the configured one.
+                self.limiter.fit(with_headroom(f"{budget.limit} per {budget.interval_ms / 1000:g} seconds"))
         if self.on_response is not None:
             self.on_response(record)
 

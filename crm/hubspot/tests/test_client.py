@@ -70,7 +70,10 @@ def test_batch_create_maps_partial_failures_by_trace_id(client):
 
 
 # --- rate limits --------------------------------------------------------------------------------
-def test_hubspot_429_becomes_rate_limited_with_its_retry_after(client, control):
+def test_hubspot_429_becomes_rate_limited_with_its_retry_after(client, control, monkeypatch):
+    # The limiter would follow the portal's 2 calls per 10 s and hold the third back: HubSpot's own
+    # answer is what this test looks at.
+    monkeypatch.setattr(client.limiter, "fit", lambda rate: None)
     control.config(rate_limit={"max": 2, "interval_ms": 10_000})
     client.create({"email": "r1@example.com"})
     client.create({"email": "r2@example.com"})
@@ -245,3 +248,15 @@ def test_documented_error_bodies_classify(status, payload, headers, error_class,
 )
 def test_retry_after_comes_from_the_header_else_the_policy(payload, headers, retry_after):
     assert classify(429, load_payload(payload), headers).retry_after == retry_after
+
+
+def test_the_limiter_follows_the_portal_s_short_window_where_it_is_tighter(client, control):
+    assert client.limiter.item.amount == 950  # the configured 1,000 per 10 s, with headroom
+    control.config(rate_limit={"max": 50, "interval_ms": 10_000})  # this app's limit in this portal
+
+    client.probe()
+
+    assert (client.limiter.item.amount, client.limiter.window) == (48, 10)  # 50 less 5 %
+    control.config(rate_limit={"max": 5000, "interval_ms": 10_000})
+    client.probe()
+    assert client.limiter.item.amount == 950  # a looser limit: back to the configured one, never above
