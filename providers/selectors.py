@@ -56,18 +56,19 @@ def contact_sync_status(
             "reason": None,
         }
         _pause(status[provider], paused.get(provider))
-        if link.backfill and provider in held and status[provider]["status"] in (LinkStatus.PENDING, LinkStatus.FAILED):
-            status[provider].update(status="paused", reason=API_BUDGET, next_attempt_at=held[provider])
+        if link.backfill and provider in held:
+            _pause(status[provider], API_BUDGET, resumes_at=held[provider])
     return status
 
 
 API_BUDGET = "api_budget"  # the backfills' part of the connection's API budget is spent (crm.budget)
 
 
-def _pause(entry: dict[str, Any], reason: str | None) -> None:
-    """A change waiting for a paused CRM (credentials refused) is paused, not pending or failed."""
+def _pause(entry: dict[str, Any], reason: str | None, *, resumes_at: datetime | None = None) -> None:
+    """A change waiting for a paused CRM (credentials refused, paused by an operator) or for the
+    API budget is paused, not pending or failed; `resumes_at`: when it goes on, where known."""
     if reason and entry["status"] in (LinkStatus.PENDING, LinkStatus.FAILED):
-        entry["status"], entry["reason"], entry["next_attempt_at"] = "paused", reason, None
+        entry["status"], entry["reason"], entry["next_attempt_at"] = "paused", reason, resumes_at
 
 
 def contact_ids_by_external_id(*, external_id: str) -> list[UUID]:
