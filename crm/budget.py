@@ -143,6 +143,11 @@ class BudgetState:
         allowed = self.allowed(priority)
         return allowed is not None and self.used >= allowed
 
+    @property
+    def backfills_resume_at(self) -> float | None:
+        """While backfills wait for the budget, when it frees up (epoch seconds); None otherwise."""
+        return self.resumes_at if self.spent(Priority.BACKFILL) else None
+
 
 @dataclass(frozen=True)
 class DayBudget:
@@ -158,11 +163,15 @@ class DayBudget:
         connection = str(config.get("connection") or "")
         if not connection:
             return None
-        share = config.get("budget_share")
-        limit = config.get("daily_limit") or settings.CRM_DAILY_CALL_CAPS.get(connection)
+        return cls.of(connection, budget_share=config.get("budget_share"), daily_limit=config.get("daily_limit"))
+
+    @classmethod
+    def of(cls, connection: str, *, budget_share: float | None, daily_limit: int | None) -> DayBudget:
+        """The connection's own share and limit, or the deployment's (API_BUDGET_SHARE, CRM_DAILY_CALL_CAPS)."""
+        limit = daily_limit or settings.CRM_DAILY_CALL_CAPS.get(connection)
         return cls(
             connection=connection,
-            share=float(settings.API_BUDGET_SHARE if share is None else share),
+            share=float(settings.API_BUDGET_SHARE if budget_share is None else budget_share),
             daily_limit=int(limit) if limit else None,
         )
 
@@ -212,14 +221,10 @@ def backfill_wait(config: Mapping[str, Any]) -> float | None:
         state = budget.state()
     except redis.RedisError:
         return None
-    if not state.spent(Priority.BACKFILL) or state.resumes_at is None:
-        return None
-    return max(state.resumes_at - clock(), 1.0)
+    resume_at = state.backfills_resume_at
+    return None if resume_at is None else max(resume_at - clock(), 1.0)
 
 
 def budget_state(*, connection: str, budget_share: float | None, daily_limit: int | None) -> BudgetState:
     """Where `connection` stands today. Raises RedisError."""
-    config = {"connection": connection, "budget_share": budget_share, "daily_limit": daily_limit}
-    budget = DayBudget.from_config(config)
-    assert budget is not None
-    return budget.state()
+    return DayBudget.of(connection, budget_share=budget_share, daily_limit=daily_limit).state()

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -38,7 +39,6 @@ SYNCROOT = "syncroot"
 COLUMNS = ("created", "matched", "updated", "skipped", "failed")
 KEY_LENGTH = SyncCursor._meta.get_field("provider").max_length
 MAX_ERRORS_KEPT = 1000
-MAX_COUNTDOWN = 900.0  # a task waits no longer than this (below the broker's visibility timeout), then looks again
 MAX_ERRORS_KEPT_ = None  # enough to act on; a run failing more than this has one systemic cause
 
 
@@ -367,7 +367,9 @@ def backfill_connection(*, key: str, share: int = 20_000) -> BackfillReport | No
     wait = backfill_wait(get_provider(key).config)
     if wait is not None:  # the backfills' part of the API budget is spent: on from the checkpoint later
         checkpoint_touch(key=checkpoint)
-        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key, countdown=min(wait, MAX_COUNTDOWN)))
+        # No longer than a delayed retry waits (below the broker's visibility timeout): then it looks again.
+        countdown = min(wait, settings.SYNC_BACKOFF_CAP_SECONDS)
+        transaction.on_commit(lambda: dispatch.send_connection_backfill(key=key, countdown=countdown))
         report = BackfillReport(source=SYNCROOT, targets=[key], dry_run=False)
         report.stop(reason="budget", text=f"API budget for backfills spent; going on in {wait:.0f} s")
         return report

@@ -25,13 +25,13 @@ def connection_budget(*, connection: Connection) -> dict[str, Any] | None:
         )
     except redis.RedisError:
         return None
-    paused = state.spent(Priority.BACKFILL) and state.resumes_at is not None
+    paused = state.backfills_resume_at
     return {
         "used": state.used,
         "limit": state.limit,
         "share": state.share,
         "allowed": {priority.name.lower(): state.allowed(priority) for priority in Priority},
-        "backfill_paused_until": datetime.fromtimestamp(state.resumes_at, UTC) if paused else None,
+        "backfill_paused_until": None if paused is None else datetime.fromtimestamp(paused, UTC),
     }
 
 

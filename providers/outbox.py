@@ -113,8 +113,8 @@ def schedule_held(*, provider: str) -> None:
 
 def schedule_budget(*, provider: str, wait: float) -> None:
     """Backfill links wait for the API budget (crm.budget): a drain wakes up when it frees, or
-    after half the broker's visibility timeout to look again (the sweeper would too)."""
-    wait = min(wait, settings.CELERY_BROKER_VISIBILITY_TIMEOUT / 2)
+    after as long as a delayed retry waits at most, to look again (the sweeper would too)."""
+    wait = min(wait, settings.SYNC_BACKOFF_CAP_SECONDS)
     _wake_at(provider, time.time() + wait, kind="budget", task=dispatch.DRAIN)
 
 
