@@ -35,7 +35,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.stack import PYTHON, REPO, Stack, add_settings_option, machine, percentile
+from bench.stack import PYTHON, REPO, Stack, add_settings_option, machine, percentile, report
 
 TARGET_RATIO = 0.95
 TARGET_P99_RATIO = 1.2
@@ -270,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--always-profile", action="store_true", help="profile even when the target is met")
     parser.add_argument("--profile-top", type=int, default=30, help="cProfile lines printed (stderr)")
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

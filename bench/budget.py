@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import threading
@@ -51,7 +50,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scale import insert_select
-from bench.stack import Stack, add_settings_option, machine, percentile
+from bench.stack import Stack, add_settings_option, machine, percentile, report
 
 GOAL_429_SHARE = 0.01  # 429s ÷ CRM calls, on the backfilled portal
 TARGET_P50_MS = 1000.0  # live edit → in the portal, while the backfill runs
@@ -440,10 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=120.0, help="seconds more for the last edits to land (120)")
     add_settings_option(parser)
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import threading
@@ -28,7 +27,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.stack import Stack, add_settings_option, machine
+from bench.stack import Stack, add_settings_option, machine, report
 from bench.sync_latency import SF_API, UNLIMITED, CrmReader, summary, wait_visible
 
 TARGET_P50_MS = 1000.0
@@ -244,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     add_settings_option(parser)
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

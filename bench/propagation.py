@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 import uuid
 from typing import Any
 
-from bench.stack import Stack, add_settings_option, machine
+from bench.stack import Stack, add_settings_option, machine, report
 from bench.sync_latency import UNLIMITED, CrmReader, summary, wait_visible
 
 TARGET_P50_MS = 1000.0
@@ -156,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     add_settings_option(parser)
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import argparse
 import atexit
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import re
@@ -112,6 +113,14 @@ def add_settings_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], type=setting, metavar="NAME=VALUE", help="any SyncRoot setting"
     )
+
+
+def report(result: dict[str, Any], print_table: Callable[[dict[str, Any]], None]) -> int:
+    """A bench's end: its table for people, then its result as the last stdout line (bench.all
+    reads it from there). The exit status."""
+    print_table(result)
+    print(json.dumps(result))
+    return 0
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -12,7 +12,6 @@ SyncRoot (SyncRoot's limiter still runs at HubSpot's 100 per 10 s). Target: p50 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 
 import requests
 
-from bench.stack import SANDBOX_TOKEN, Stack, add_settings_option, machine, percentile
+from bench.stack import SANDBOX_TOKEN, Stack, add_settings_option, machine, percentile, report
 
 TARGET_P50_MS = 250.0
 UNLIMITED = {"rate_limit": None, "daily_quota": None}
@@ -160,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     add_settings_option(parser)
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

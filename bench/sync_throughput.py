@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -34,6 +33,7 @@ from bench.stack import (
     machine,
     machine_busy_seconds,
     percentile,
+    report,
 )
 
 TARGET_SECONDS = 20.0
@@ -357,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-hog", type=int, default=0, help="busy-loop processes running beside the stack")
     parser.add_argument("--forwarders", type=int, default=1, help="forwarder processes sharing the CRM limiters")
     args = parser.parse_args(argv)
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":

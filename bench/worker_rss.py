@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.stack import SECRET, Stack, add_settings_option, machine
+from bench.stack import SECRET, Stack, add_settings_option, machine, report
 
 APP_ID = "1234567"  # HUBSPOT_APP_ID of the stack: events from it are our own echoes
 SUBSCRIPTION_ID = 424242
@@ -339,10 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every % EVENTS_PER_DELIVERY or args.events % args.every:
         parser.error(f"--every must be a multiple of {EVENTS_PER_DELIVERY}, --events a multiple of --every")
-    result = run(args)
-    print_table(result)
-    print(json.dumps(result))
-    return 0
+    return report(run(args), print_table)
 
 
 if __name__ == "__main__":
