@@ -38,7 +38,8 @@ def test_a_new_link_holds_the_models_defaults_but_what_marking_pending_gives_it(
         assert {k: v for k, v in model_to_dict(link).items() if k not in GIVEN} == defaults
         assert link.status == LinkStatus.PENDING
         assert link.backfill is True
-        assert link.pending_since is not None and link.updated_at is not None
+        assert link.pending_since is not None
+        assert link.updated_at is not None
     assert connected == [["salesforce", "hubspot"]]  # one enqueue after commit for the lot
 
 
