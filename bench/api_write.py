@@ -117,7 +117,11 @@ def summarise(rounds: list[dict[str, Any]], *, success: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "API_THROTTLE_RATE": args.api_throttle}
+    env = {
+        "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+        "API_THROTTLE_RATE": args.api_throttle,
+        "BENCH_MINIMAL_LINKS": args.minimal_links,
+    }
     env.update(dict(args.set))
     workers = ("forwarder", "dlq", "webhooks") if args.with_workers else ()
     stack = Stack(gunicorn_workers=args.gunicorn_workers, env=env, workers=workers)
@@ -258,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-workers", action="store_true", help="run the Celery workers too")
     parser.add_argument(
         "--api-throttle", default="1000000/min", help="API_THROTTLE_RATE (the default 6000/min would refuse the load)"
+    )
+    parser.add_argument(
+        "--minimal-links",
+        choices=["orm", "product"],
+        default="orm",
+        help="how the minimal endpoint inserts its links: the ORM's bulk_create (default) or the product's upsert",
     )
     add_settings_option(parser)
     parser.add_argument(
