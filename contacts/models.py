@@ -57,7 +57,6 @@ class Contact(models.Model):
             ),
         ]
         indexes = [
-            models.Index(Lower("email"), name="contact_email_ci_idx"),
             # Serves `custom @> {"key": value}` (GET /contacts?custom.<key>=<value>); jsonb_path_ops
             # is smaller and faster than the default opclass for containment, the only query made.
             GinIndex(fields=["custom"], opclasses=["jsonb_path_ops"], name="contact_custom_gin"),
@@ -69,7 +68,8 @@ class Contact(models.Model):
                 condition=models.Q(deleted_at__isnull=True),
                 name="contact_live_created_idx",
             ),  # fmt: skip
-            # The admin's search by the beginning of an email (`lower(email) LIKE 'ada@%'`).
+            # `lower(email) = …` with deleted contacts too, and the admin's search by the beginning
+            # of an email (`lower(email) LIKE 'ada@%'`): text_pattern_ops serves both.
             models.Index(OpClass(Lower("email"), name="text_pattern_ops"), name="contact_email_prefix_idx"),
         ]
 

@@ -6,9 +6,10 @@ holds its id, no live contact has its email, the person was not erased, every va
 other record of the chunk carries the same email (so no record handled one by one can meet it).
 For those, the rows `change_apply` writes are written with multi-row INSERTs: the contacts, their
 links to this CRM (the ledger holding what the CRM reported), the pending links to the other CRMs,
-the provenance of every value, and one enqueue of the forwarder after commit. Anything else, and a
-chunk that meets a concurrent write (a unique email or record id taken meanwhile), goes through
-`change_apply` one by one, as before.
+the provenance of every value, and one enqueue of the forwarder after commit. The contacts and
+links go in as column arrays (syncroot.bulk_insert). Anything else, and a chunk that meets a
+concurrent write (a unique email or record id taken meanwhile), goes through `change_apply` one by
+one, as before.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from providers.mappings import mapping_set
 from providers.models import LinkStatus, MappingRule, ProviderLink, RecordIssue
 from providers.provenance import changes_record_many
 from providers.services import enqueue_forward, links_mark_pending_many
+from syncroot.bulk_insert import rows_insert
 
 
 def records_create_many(
@@ -101,8 +103,8 @@ def _insert(provider: str, fresh: list[tuple[InboundChange, Reported]], *, sourc
             link.status, link.synced_version = LinkStatus.SYNCED, contact.version
         contacts.append(contact)
         links.append(link)
-    Contact.objects.bulk_create(contacts)
-    ProviderLink.objects.bulk_create(links)
+    rows_insert(contacts)
+    rows_insert(links)
     if any(link.status == LinkStatus.PENDING for link in links):
         transaction.on_commit(lambda: enqueue_forward(providers=[provider]), robust=True)
     changes_record_many(contacts=contacts, fields=None, source=source, at=now)

@@ -19,7 +19,8 @@ class LinkStatus(models.TextChoices):
 class ProviderLink(models.Model):
     """Sync state of one contact in one CRM: the outbox row the forwarder drains."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="links")
+    # No index of its own: link_contact_provider_unique (contact, provider) serves lookups by contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="links", db_index=False)
     provider = models.CharField(max_length=32)
     external_id = models.CharField(max_length=64, null=True, blank=True)
     status = models.CharField(max_length=16, choices=LinkStatus.choices, default=LinkStatus.PENDING)
