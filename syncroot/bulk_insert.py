@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 _MODIFIERS = re.compile(r"\(.*\)")
 
@@ -27,6 +27,7 @@ def rows_insert(objs: Sequence[models.Model], *, on_conflict: str = "") -> None:
     if not objs:
         return
     meta = type(objs[0])._meta
+    connection = connections[DEFAULT_DB_ALIAS]  # once: the `connection` proxy is a lookup per use
     fields = [field for field in meta.concrete_fields if not isinstance(field, models.AutoField)]
     prepared = [[field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in objs] for field in fields]
     constant = [_all_same(values) for values in prepared]
