@@ -41,7 +41,7 @@ QUICK_ARGS = {
 
 
 # Modules run a second time with other arguments (a figure of its own in the summary).
-EXTRA_RUNS = {"sync_throughput": [["--forwarders", "4"]]}
+EXTRA_RUNS = {"sync_throughput": [["--forwarders", "4"]], "api_write": [["--minimal-links", "product"]]}
 
 
 def available() -> list[str]:
@@ -132,7 +132,7 @@ def headline(name: str, result: dict[str, Any]) -> str:
             f"POST /contacts / minimal endpoint throughput {get('ratio')} (>= {get('target_ratio')}), "
             f"{get('full_req_per_s')} vs {get('minimal_req_per_s')} req/s; p99 {get('full_p99_ms')} vs "
             f"{get('minimal_p99_ms')} ms = {get('p99_ratio')} (<= {get('target_p99_ratio')}); "
-            f"load {get('machine', 'load_1m')}"
+            f"minimal endpoint's links: {get('config', 'minimal_links')}; load {get('machine', 'load_1m')}"
         )
     if name == "write_coalescing":
         return (

@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": args.rounds,
                 "round_seconds": args.seconds,
                 "warmup_seconds": args.warmup,
+                "minimal_links": args.minimal_links,
                 "gunicorn_workers": args.gunicorn_workers,
                 "gunicorn_threads": int(env.get("GUNICORN_THREADS", "2")),  # deploy/gunicorn.conf.py default
                 "celery_workers": list(workers),

@@ -1,4 +1,4 @@
-"""Many rows of one model in one `INSERT … SELECT … FROM unnest(…)`: one array per column.
+"""Many rows of one model in one `INSERT … SELECT unnest(…), unnest(…), …`: one array per column.
 
 The ORM's bulk_create renders one placeholder per value, so 10,000 rows of 20 columns are a
 statement of 200,000 parameters that psycopg2 quotes one by one and PostgreSQL parses as much.
