@@ -76,7 +76,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://localhost:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "syncroot.cache.RedisCache",  # Django's, keeping its client (see the module)
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "syncroot",
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
