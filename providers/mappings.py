@@ -13,6 +13,9 @@ rows again on its next use (one cache read per use, no wait for an expiry).
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -143,13 +146,36 @@ def mappings_changed(**_: Any) -> None:
     _memo.clear()
 
 
-def mapping_set(*, provider: str) -> MappingSet:
-    """One CRM's mappings, read from the database once per change of any mapping or custom field."""
+# The version a batch read once (`mappings_pinned`); None outside one.
+_pinned: ContextVar[str | None] = ContextVar("field_mappings_pinned", default=None)
+
+
+@contextmanager
+def mappings_pinned() -> Iterator[None]:
+    """Within the block `mapping_set` reads the mapping version once, not once per call: a batch of
+    links sent or of events applied goes with one set of mappings (a change made meanwhile applies
+    from the next batch), and the forwarder no longer spends half a drain asking Redis for the
+    version again for every link."""
     try:
         token: str | None = _version()
-    except RedisError as exc:  # without the version no memo can be trusted: read the rows
-        logger.warning("field mapping version unreadable", extra={"provider": provider, "error": str(exc)})
+    except RedisError as exc:  # nothing pinned: each call reads it (or the rows) as it can
+        logger.warning("field mapping version unreadable", extra={"error": str(exc)})
         token = None
+    reset = _pinned.set(token)
+    try:
+        yield
+    finally:
+        _pinned.reset(reset)
+
+
+def mapping_set(*, provider: str) -> MappingSet:
+    """One CRM's mappings, read from the database once per change of any mapping or custom field."""
+    token = _pinned.get()
+    if token is None:
+        try:
+            token = _version()
+        except RedisError as exc:  # without the version no memo can be trusted: read the rows
+            logger.warning("field mapping version unreadable", extra={"provider": provider, "error": str(exc)})
     memo = _memo.get(provider)
     if token is not None and memo is not None and memo[0] == token:
         return memo[1]

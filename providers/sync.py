@@ -43,7 +43,7 @@ from providers.inbound_fill import matched_records_fill
 from providers.issues import counterparts_clear, issue_raise, issues_clear
 from providers.ledger import PRIOR_HASHES_KEPT, changed_values, contact_values, prior_hashes
 from providers.lifecycle import lifecycle_calls, merge_target
-from providers.mappings import MappingSet, mapping_set
+from providers.mappings import MappingSet, mapping_set, mappings_pinned
 from providers.models import DeadLetter, DeadLetterStatus, LinkStatus, MappingRule, ProviderLink, SyncAttempt
 from syncroot.counters import sync_writes_record
 
@@ -167,7 +167,8 @@ def drain(*, provider_name: str, linger: bool = True) -> DrainReport:
     if not claims:
         return report
     # The batch's calls are a backfill's unless a live change is in it (crm.budget).
-    with call_priority(Priority.LIVE if any(not claim.link.backfill for claim in claims) else Priority.BACKFILL):
+    live = any(not claim.link.backfill for claim in claims)
+    with call_priority(Priority.LIVE if live else Priority.BACKFILL), mappings_pinned():
         _send(provider_name, provider, claims, report)
     return report
 

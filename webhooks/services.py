@@ -19,6 +19,7 @@ from providers.backoff import retry_delay
 from providers.crm_state import crm_mark_auth_failed
 from providers.inbound import ECHO, is_linked
 from providers.lifecycle import outcome_processed, record_change_apply
+from providers.mappings import mappings_pinned
 from syncroot.queues import BROKER_ERRORS
 from webhooks.models import EventStatus, WebhookEvent
 
@@ -124,11 +125,12 @@ def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
 def events_process(*, event_ids: list[int]) -> None:
     """Apply a delivery's events in order; each one that fails is recorded on it and retried later
     by the sweeper (see `event_process`), so one failing event never stops the others."""
-    for event_id in _drop_echoes(event_ids):
-        try:
-            event_process(event_id=event_id)
-        except Exception:  # recording the failure itself failed (the database): the sweeper retries
-            logger.exception("inbox event not processed", extra={"event_pk": event_id})
+    with mappings_pinned():  # one set of mappings for the delivery
+        for event_id in _drop_echoes(event_ids):
+            try:
+                event_process(event_id=event_id)
+            except Exception:  # recording the failure itself failed (the database): the sweeper retries
+                logger.exception("inbox event not processed", extra={"event_pk": event_id})
 
 
 def _drop_echoes(event_ids: list[int]) -> list[int]:

@@ -170,6 +170,24 @@ def test_a_rule_changed_by_another_process_applies_at_once():
     assert mappings.mapping_rules(provider="hubspot")["job_title"] == "off"
 
 
+def test_a_pinned_batch_reads_the_version_once_and_keeps_its_mappings(monkeypatch):
+    mappings.mappings_ensure(providers=["hubspot"])
+    reads = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda *args, **kwargs: reads.append(args[0]) or real_get(*args, **kwargs))
+
+    with mappings.mappings_pinned():
+        assert mappings.mapping_rules(provider="hubspot")["job_title"] == "two_way"
+        # Another process changes a rule meanwhile: the batch goes on with the mappings it began with.
+        FieldMapping.objects.filter(provider="hubspot", field="job_title").update(rule="off")
+        cache.set(mappings._VERSION_KEY, "written-by-another-process", timeout=None)
+        for _ in range(50):
+            assert mappings.mapping_rules(provider="hubspot")["job_title"] == "two_way"
+    assert reads.count(mappings._VERSION_KEY) == 1  # was once per call: a Redis round trip per link
+
+    assert mappings.mapping_rules(provider="hubspot")["job_title"] == "off"  # the next batch has it
+
+
 def test_the_email_mapping_stays_two_way():
     mappings.mappings_ensure(providers=["hubspot"])
     email = FieldMapping.objects.get(provider="hubspot", field="email")
