@@ -107,3 +107,59 @@ def test_a_worker_retries_an_unreachable_broker_every_two_seconds_at_most():
 
     assert consumer.broker_connection_retry_attempt >= 3
     assert time.monotonic() - began < 8.0
+
+
+class _Task:
+    """What the task signals carry: a task whose request says whether it ran eagerly."""
+
+    def __init__(self, *, eager: bool) -> None:
+        self.request = type("Request", (), {"is_eager": eager})()
+
+
+def _task_ran(*, eager: bool = False) -> None:
+    from celery import signals
+
+    task = _Task(eager=eager)
+    signals.task_prerun.send(sender=task, task_id="t", task=task, args=(), kwargs={})
+    signals.task_postrun.send(sender=task, task_id="t", task=task, args=(), kwargs={}, retval=None, state="SUCCESS")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_its_database_connection_between_tasks():
+    from celery.fixups.django import DjangoWorkerFixup
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    _task_ran()
+    _task_ran()
+
+    assert connection.connection is raw  # Celery's fixup alone opened a new one for every task
+    assert DjangoWorkerFixup(app).db_reuse_max == 10_000  # its own close: rarely
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broken_connection_is_replaced_before_the_next_tasks_first_query():
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    raw.close()  # the server went away between tasks
+    connection.errors_occurred = True  # as the failed query that noticed it leaves it
+
+    _task_ran()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    assert connection.connection is not raw
+
+
+@pytest.mark.django_db
+def test_an_eager_task_leaves_its_callers_connection_alone():
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    _task_ran(eager=True)  # inside the test's transaction: closing it here would break the caller
+
+    assert connection.connection is raw
