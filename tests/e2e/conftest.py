@@ -95,6 +95,20 @@ def _purge_broker() -> None:
     celery_app.backend  # noqa: B018 - make sure the app is fully configured before the worker starts
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_released(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """The worker's threads keep their database connections between tasks, as production workers
+    do (syncroot.celery); at the end of the run they are cut, so the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 def sandbox_options() -> dict[str, dict[str, Any]]:
     """Override per test to configure the sandboxes (faults, limits)."""
