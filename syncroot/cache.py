@@ -1,10 +1,10 @@
 """Django's Redis cache, keeping its redis-py client instead of building one per call.
 
 Django's RedisCacheClient.get_client makes a new `redis.Redis` for every cache operation, and
-redis-py fills a fresh case-insensitive dict of some 300 response callbacks each time: about a
-quarter of a millisecond of CPU per call, two calls on every API write (the forwarder's
-"drain scheduled" flag), as much as a contact's INSERT. A `redis.Redis` is thread-safe and holds no
-connection of its own (each command takes one from the pool), so one per pool is kept.
+redis-py fills a fresh case-insensitive dict of some 300 response callbacks each time, more work
+than the command itself: two calls on every API write (the forwarder's "drain scheduled" flag) and
+more in the workers. A `redis.Redis` is thread-safe and holds no connection of its own (each command
+takes one from the pool), so one per pool is kept.
 """
 
 from typing import Any

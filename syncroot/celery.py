@@ -19,7 +19,7 @@ app.autodiscover_tasks()
 log_context.connect_celery_signals()
 
 # Celery's Django fixup closes every database connection before and after each task: a new
-# PostgreSQL connection (and server process) per task, a fifth of the webhooks worker's time.
+# PostgreSQL connection (and server process) per task, over a fifth of the webhooks worker's time.
 # Connections are kept as Django keeps them between requests instead: closed when obsolete
 # (CONN_MAX_AGE), broken or left in a transaction, else checked before a task's first query
 # (CONN_HEALTH_CHECKS), so a database restarted meanwhile costs no task.

@@ -46,10 +46,12 @@ class Stack:
     def describe(self) -> str:
         """Sync state for failure messages."""
         from providers.models import ProviderLink, SyncAttempt
+        from webhooks.models import WebhookEvent
 
         links = list(ProviderLink.objects.values("contact__email", "provider", "status", "external_id", "last_error"))
         attempts = list(SyncAttempt.objects.values("provider", "operation", "outcome", "error_code", "message")[:10])
-        return f"links={links} attempts={attempts}"
+        inbox = list(WebhookEvent.objects.order_by("-pk").values("provider", "status", "outcome", "attempts")[:10])
+        return f"links={links} attempts={attempts} inbox={inbox}"
 
     def hubspot_records(self, *, archived: bool = False) -> list[dict]:
         return [r for r in self.hubspot_ctl.records() if bool(r.get("archived")) == archived]
