@@ -140,6 +140,15 @@ def _version() -> str:
     return token
 
 
+def _version_readable(**context: str) -> str | None:
+    """The version, or None (logged) when Redis cannot be read."""
+    try:
+        return _version()
+    except RedisError as exc:
+        logger.warning("field mapping version unreadable", extra={**context, "error": str(exc)})
+        return None
+
+
 def mappings_changed(**_: Any) -> None:
     """Every process reads the mappings again on its next use (also a signal receiver)."""
     cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
@@ -156,12 +165,7 @@ def mappings_pinned() -> Iterator[None]:
     links sent or of events applied goes with one set of mappings (a change made meanwhile applies
     from the next batch), and the forwarder no longer spends half a drain asking Redis for the
     version again for every link."""
-    try:
-        token: str | None = _version()
-    except RedisError as exc:  # nothing pinned: each call reads it (or the rows) as it can
-        logger.warning("field mapping version unreadable", extra={"error": str(exc)})
-        token = None
-    reset = _pinned.set(token)
+    reset = _pinned.set(_version_readable())  # None (Redis down): each call reads it as it can
     try:
         yield
     finally:
@@ -170,12 +174,7 @@ def mappings_pinned() -> Iterator[None]:
 
 def mapping_set(*, provider: str) -> MappingSet:
     """One CRM's mappings, read from the database once per change of any mapping or custom field."""
-    token = _pinned.get()
-    if token is None:
-        try:
-            token = _version()
-        except RedisError as exc:  # without the version no memo can be trusted: read the rows
-            logger.warning("field mapping version unreadable", extra={"provider": provider, "error": str(exc)})
+    token = _pinned.get() or _version_readable(provider=provider)  # None: no memo can be trusted
     memo = _memo.get(provider)
     if token is not None and memo is not None and memo[0] == token:
         return memo[1]

@@ -125,8 +125,9 @@ def inbox_enqueue(*, provider: str, event_ids: list[int]) -> None:
 def events_process(*, event_ids: list[int]) -> None:
     """Apply a delivery's events in order; each one that fails is recorded on it and retried later
     by the sweeper (see `event_process`), so one failing event never stops the others."""
+    rest = _drop_echoes(event_ids)
     with mappings_pinned():  # one set of mappings for the delivery
-        for event_id in _drop_echoes(event_ids):
+        for event_id in rest:
             try:
                 event_process(event_id=event_id)
             except Exception:  # recording the failure itself failed (the database): the sweeper retries
